@@ -1,0 +1,2 @@
+pub mod loss;
+pub mod optim;

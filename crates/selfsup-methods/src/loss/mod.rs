@@ -1,0 +1,85 @@
+//! Self-supervised training losses.
+//!
+//! Each loss is a pure function over burn tensors (works on any device, autodiff or not) plus,
+//! where a loss has hyper-parameters, a small validating config whose `new` returns
+//! [`LossConfigError`] for bad values.
+
+mod nt_xent;
+mod triplet;
+
+pub use nt_xent::{NtXentConfig, nt_xent_loss};
+pub use triplet::{
+    TripletConfig, TripletMining, mine_negatives, triplet_loss, triplet_loss_with_negatives,
+};
+
+use burn::prelude::*;
+
+/// A rejected loss hyper-parameter or input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LossConfigError {
+    /// `temperature` must be finite and > 0.
+    Temperature(f64),
+    /// `margin` must be finite and >= 0.
+    Margin(f64),
+}
+
+impl core::fmt::Display for LossConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Temperature(t) => write!(f, "temperature must be finite and > 0, got {t}"),
+            Self::Margin(m) => write!(f, "margin must be finite and >= 0, got {m}"),
+        }
+    }
+}
+
+impl std::error::Error for LossConfigError {}
+
+/// Row-wise L2 normalisation, `x / max(||x||, 1e-12)` like `torch.nn.functional.normalize`.
+pub(crate) fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
+/// Panics unless two embedding batches have the same `[N, D]` shape with N >= `min_rows`.
+pub(crate) fn check_pair(name_a: &str, a: &Tensor<2>, name_b: &str, b: &Tensor<2>, min_rows: usize) {
+    let (da, db) = (a.dims(), b.dims());
+    assert_eq!(
+        da, db,
+        "{name_a} and {name_b} must have the same shape [N, D], got {da:?} and {db:?}"
+    );
+    assert!(
+        da[0] >= min_rows,
+        "{name_a} must have at least {min_rows} rows (N), got {}",
+        da[0]
+    );
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use burn::prelude::*;
+    use serde_json::Value;
+
+    pub fn load(name: &str) -> Value {
+        let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn floats(v: &Value) -> Vec<f32> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    }
+
+    pub fn tensor2(v: &Value, n: usize, d: usize, device: &Device) -> Tensor<2> {
+        Tensor::from_data(TensorData::new(floats(v), [n, d]), device)
+    }
+
+    pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * (1.0 + w.abs()),
+                "{what}[{i}]: got {g}, want {w}"
+            );
+        }
+    }
+}

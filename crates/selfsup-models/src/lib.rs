@@ -1,0 +1,15 @@
+//! Backbones and heads for selfsup.
+//!
+//! - [`resnet`]: ResNet-18/34/50 with the CIFAR stem (3×3 conv, no max-pool) or the ImageNet
+//!   stem (7×7 stride-2 conv + max-pool), and a width multiplier (`width` = channels of the
+//!   first stage; 64 is torchvision's).
+//! - [`heads`]: MLP projection / prediction heads (Linear-BN-ReLU-…-Linear), as LightlySSL's
+//!   `ProjectionHead` family.
+//!
+//! Every model maps `[batch, 3, H, W]` images to `[batch, dim]` features.
+
+pub mod heads;
+pub mod resnet;
+
+pub use heads::{MlpHead, MlpHeadConfig};
+pub use resnet::{ResNet, ResNetConfig, ResNetStem};
