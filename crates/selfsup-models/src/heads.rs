@@ -84,7 +84,7 @@ impl MlpHead {
 
     pub fn out_dim(&self) -> usize {
         let w = &self.layers.last().expect("head has layers").linear.weight;
-        w.lazy_shape().dims[1]
+        w.lazy_shape().dims::<2>()[1]
     }
 }
 

@@ -9,7 +9,9 @@
 //! Every model maps `[batch, 3, H, W]` images to `[batch, dim]` features.
 
 pub mod heads;
+pub mod named;
 pub mod resnet;
 
 pub use heads::{MlpHead, MlpHeadConfig};
+pub use named::{NamedTensor, load_named_tensors, named_tensors};
 pub use resnet::{ResNet, ResNetConfig, ResNetStem};

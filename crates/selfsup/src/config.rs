@@ -1,0 +1,485 @@
+//! Run configuration: a TOML file, `--set key=value` overrides, validation before any work.
+//!
+//! Unknown keys are refused with the closest valid key, so a typo never silently falls back
+//! to a default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data: DataConfig,
+    pub augment: AugmentConfig,
+    pub model: ModelConfig,
+    pub method: MethodConfig,
+    pub optim: OptimConfig,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Image-folder tree, CIFAR-10 binary batches or IDX files; relative paths are resolved
+    /// against the current directory.
+    pub path: String,
+    /// Side of the square crops fed to the model.
+    pub input_size: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Loader threads building augmented batches while the model trains.
+    pub workers: usize,
+    /// Skip (and count) unreadable images instead of stopping at the first.
+    pub skip_corrupt: bool,
+    /// Where decoded images are cached; empty = `<out>/../.cache` beside the run directories.
+    pub cache_dir: String,
+    /// Use only the first N training images (0 = all): quick experiments and tests.
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentConfig {
+    pub crop_scale: [f64; 2],
+    pub hflip_prob: f64,
+    /// Brightness, contrast, saturation, hue.
+    pub color_jitter: [f64; 4],
+    pub color_jitter_prob: f64,
+    pub grayscale_prob: f64,
+    pub blur_prob: f64,
+    pub solarize_prob: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// resnet18, resnet34 or resnet50.
+    pub backbone: String,
+    /// Channels of the first stage (torchvision: 64).
+    pub width: usize,
+    /// `cifar` (3×3 conv, no max-pool) or `imagenet`.
+    pub stem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MethodConfig {
+    pub name: String,
+    /// `nt_xent` or `triplet`.
+    pub loss: String,
+    pub temperature: f64,
+    /// Projection head widths after the backbone: hidden…, output.
+    pub projection_dims: Vec<usize>,
+    pub triplet_margin: f64,
+    /// `hardest` or `random` negative.
+    pub triplet_mining: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    /// `sgd`, `lars` or `adamw`.
+    pub name: String,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub warmup_epochs: f64,
+    pub final_lr: f64,
+    /// No weight decay (and no LARS adaptation) on BatchNorm and bias parameters.
+    pub exclude_bias_and_norm: bool,
+    pub betas: [f64; 2],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Write a checkpoint every N epochs (the last epoch always gets one).
+    pub checkpoint_every: usize,
+    /// kNN accuracy on the test split every N epochs; 0 = off (it costs a pass over both splits).
+    pub knn_every: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    pub knn_k: usize,
+    pub knn_temperature: f64,
+    pub batch_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data: DataConfig::default(),
+            augment: AugmentConfig::default(),
+            model: ModelConfig::default(),
+            method: MethodConfig::default(),
+            optim: OptimConfig::default(),
+            train: TrainConfig::default(),
+            eval: EvalConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            input_size: 32,
+            mean: [0.4914, 0.4822, 0.4465],
+            std: [0.2470, 0.2435, 0.2616],
+            workers: 2,
+            skip_corrupt: false,
+            cache_dir: String::new(),
+            limit: 0,
+        }
+    }
+}
+
+impl Default for AugmentConfig {
+    /// SimCLR's recipe (Chen et al. 2020), as LightlySSL's `SimCLRTransform`.
+    fn default() -> Self {
+        Self {
+            crop_scale: [0.08, 1.0],
+            hflip_prob: 0.5,
+            color_jitter: [0.8, 0.8, 0.8, 0.2],
+            color_jitter_prob: 0.8,
+            grayscale_prob: 0.2,
+            blur_prob: 0.0,
+            solarize_prob: 0.0,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { backbone: "resnet18".into(), width: 64, stem: "cifar".into() }
+    }
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        Self {
+            name: "simclr".into(),
+            loss: "nt_xent".into(),
+            temperature: 0.5,
+            projection_dims: vec![512, 128],
+            triplet_margin: 0.2,
+            triplet_mining: "hardest".into(),
+        }
+    }
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            name: "sgd".into(),
+            lr: 0.06,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            warmup_epochs: 0.0,
+            final_lr: 0.0,
+            exclude_bias_and_norm: true,
+            betas: [0.9, 0.999],
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self { epochs: 4, batch_size: 256, seed: 0, checkpoint_every: 1, knn_every: 0 }
+    }
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { knn_k: 200, knn_temperature: 0.1, batch_size: 512 }
+    }
+}
+
+/// Every dotted key a config may hold, from the defaults' structure.
+fn known_keys() -> Vec<String> {
+    let v = toml::Value::try_from(Config::default()).expect("default config serialises");
+    let mut keys = Vec::new();
+    collect_keys(&v, "", &mut keys);
+    keys
+}
+
+fn collect_keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+    if let toml::Value::Table(t) = v {
+        for (k, child) in t {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            if child.is_table() {
+                collect_keys(child, &key, out);
+            } else {
+                out.push(key);
+            }
+        }
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn closest<'a>(key: &str, candidates: &'a [String]) -> &'a str {
+    candidates.iter().min_by_key(|c| edit_distance(key, c)).map(String::as_str).unwrap_or("")
+}
+
+/// Refuse keys the config does not know, naming the closest valid one.
+fn check_unknown_keys(v: &toml::Value, source: &str) -> Result<()> {
+    let known = known_keys();
+    let mut present = Vec::new();
+    collect_keys(v, "", &mut present);
+    // A table the config does not know shows up as its leaves; report the first.
+    for key in present {
+        if !known.contains(&key) {
+            bail!("unknown config key `{key}` in {source}; did you mean `{}`?", closest(&key, &known));
+        }
+    }
+    Ok(())
+}
+
+/// Parse a `--set` value as a TOML literal (number, bool, array, quoted string), else take it
+/// as a bare string, so `--set model.stem=imagenet` works without quotes.
+fn parse_override_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("parsed key"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .with_context(|| format!("--set `{assignment}`: expected key=value, e.g. --set train.epochs=10"))?;
+    let key = key.trim();
+    let known = known_keys();
+    if !known.iter().any(|k| k == key) {
+        bail!("--set: unknown config key `{key}`; did you mean `{}`?", closest(key, &known));
+    }
+    let mut node = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for part in &parts[..parts.len() - 1] {
+        let table = node.as_table_mut().expect("config root is a table");
+        node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    let table = node.as_table_mut().with_context(|| format!("--set `{key}`: parent is not a table"))?;
+    table.insert(parts[parts.len() - 1].to_string(), parse_override_value(raw.trim()));
+    Ok(())
+}
+
+impl Config {
+    /// Load a TOML file (or defaults when `path` is None), apply `--set` overrides, validate.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let (mut value, source) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                let v: toml::Table = toml::from_str(&text)
+                    .with_context(|| format!("config file {} is not valid TOML", p.display()))?;
+                (toml::Value::Table(v), p.display().to_string())
+            }
+            None => (toml::Value::Table(toml::Table::new()), "defaults".to_string()),
+        };
+        check_unknown_keys(&value, &source)?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let config: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid value in {source}: {}", e.message()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// Check every value before any work starts; each error names its key.
+    pub fn validate(&self) -> Result<()> {
+        fn positive(key: &str, v: f64) -> Result<()> {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("config `{key}` must be a positive number, got {v}");
+            }
+            Ok(())
+        }
+        fn probability(key: &str, v: f64) -> Result<()> {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("config `{key}` is a probability and must be within [0, 1], got {v}");
+            }
+            Ok(())
+        }
+        if self.data.input_size < 8 {
+            bail!("config `data.input_size` must be at least 8, got {}", self.data.input_size);
+        }
+        for (i, s) in self.data.std.iter().enumerate() {
+            positive(&format!("data.std[{i}]"), *s as f64)?;
+        }
+        let [lo, hi] = self.augment.crop_scale;
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            bail!("config `augment.crop_scale` must satisfy 0 < min ≤ max ≤ 1, got [{lo}, {hi}]");
+        }
+        probability("augment.hflip_prob", self.augment.hflip_prob)?;
+        probability("augment.color_jitter_prob", self.augment.color_jitter_prob)?;
+        probability("augment.grayscale_prob", self.augment.grayscale_prob)?;
+        probability("augment.blur_prob", self.augment.blur_prob)?;
+        probability("augment.solarize_prob", self.augment.solarize_prob)?;
+        let [b, c, s, h] = self.augment.color_jitter;
+        if b < 0.0 || c < 0.0 || s < 0.0 || !(0.0..=0.5).contains(&h) {
+            bail!("config `augment.color_jitter` needs brightness, contrast, saturation ≥ 0 and hue in [0, 0.5], got {:?}", self.augment.color_jitter);
+        }
+        self.resnet_config()?;
+        match self.method.name.as_str() {
+            "simclr" => {}
+            other => bail!("config `method.name`: unknown method `{other}`; available: simclr"),
+        }
+        match self.method.loss.as_str() {
+            "nt_xent" | "triplet" => {}
+            other => bail!("config `method.loss`: unknown loss `{other}`; use nt_xent or triplet"),
+        }
+        positive("method.temperature", self.method.temperature)?;
+        if self.method.projection_dims.is_empty() || self.method.projection_dims.contains(&0) {
+            bail!("config `method.projection_dims` needs positive widths (hidden…, output), got {:?}", self.method.projection_dims);
+        }
+        if !(self.method.triplet_margin >= 0.0) {
+            bail!("config `method.triplet_margin` must be ≥ 0, got {}", self.method.triplet_margin);
+        }
+        match self.method.triplet_mining.as_str() {
+            "hardest" | "random" => {}
+            other => bail!("config `method.triplet_mining`: `{other}` is not one of hardest, random"),
+        }
+        match self.optim.name.as_str() {
+            "sgd" | "lars" | "adamw" => {}
+            other => bail!("config `optim.name`: unknown optimizer `{other}`; use sgd, lars or adamw"),
+        }
+        positive("optim.lr", self.optim.lr)?;
+        probability("optim.momentum", self.optim.momentum)?;
+        if !(self.optim.weight_decay >= 0.0) {
+            bail!("config `optim.weight_decay` must be ≥ 0, got {}", self.optim.weight_decay);
+        }
+        if !(self.optim.warmup_epochs >= 0.0) || self.optim.warmup_epochs > self.train.epochs as f64 {
+            bail!("config `optim.warmup_epochs` must be within [0, train.epochs], got {}", self.optim.warmup_epochs);
+        }
+        if !(self.optim.final_lr >= 0.0) {
+            bail!("config `optim.final_lr` must be ≥ 0, got {}", self.optim.final_lr);
+        }
+        if self.train.epochs == 0 {
+            bail!("config `train.epochs` must be at least 1");
+        }
+        if self.train.batch_size < 2 {
+            bail!("config `train.batch_size` must be at least 2 (contrastive losses need negatives), got {}", self.train.batch_size);
+        }
+        if self.train.checkpoint_every == 0 {
+            bail!("config `train.checkpoint_every` must be at least 1");
+        }
+        if self.eval.knn_k == 0 {
+            bail!("config `eval.knn_k` must be at least 1");
+        }
+        positive("eval.knn_temperature", self.eval.knn_temperature)?;
+        if self.eval.batch_size == 0 {
+            bail!("config `eval.batch_size` must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn resnet_config(&self) -> Result<selfsup_models::ResNetConfig> {
+        let depth = match self.model.backbone.as_str() {
+            "resnet18" => 18,
+            "resnet34" => 34,
+            "resnet50" => 50,
+            other => bail!("config `model.backbone`: unknown backbone `{other}`; available: resnet18, resnet34, resnet50"),
+        };
+        let stem = match self.model.stem.as_str() {
+            "cifar" => selfsup_models::ResNetStem::Cifar,
+            "imagenet" => selfsup_models::ResNetStem::Imagenet,
+            other => bail!("config `model.stem`: `{other}` is not one of cifar, imagenet"),
+        };
+        if self.model.width == 0 {
+            bail!("config `model.width` must be at least 1");
+        }
+        Ok(selfsup_models::ResNetConfig::new().with_depth(depth).with_width(self.model.width).with_stem(stem))
+    }
+
+    /// The dataset path, resolved against `base` when relative.
+    pub fn data_path(&self, base: &Path) -> PathBuf {
+        let p = PathBuf::from(&self.data.path);
+        if p.is_absolute() { p } else { base.join(p) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, overrides: &[&str]) -> Result<Config> {
+        let dir = std::env::temp_dir().join(format!("selfsup-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("c{}.toml", text.len() + overrides.len()));
+        std::fs::write(&path, text).unwrap();
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        Config::load(Some(&path), &o)
+    }
+
+    #[test]
+    fn overrides_apply_with_and_without_quotes() {
+        let c = load_str("[train]\nepochs = 3\n", &["train.batch_size=64", "model.stem=imagenet", "method.projection_dims=[64, 32]"]).unwrap();
+        assert_eq!(c.train.epochs, 3);
+        assert_eq!(c.train.batch_size, 64);
+        assert_eq!(c.model.stem, "imagenet");
+        assert_eq!(c.method.projection_dims, vec![64, 32]);
+    }
+
+    #[test]
+    fn unknown_key_names_closest() {
+        let err = load_str("[train]\nbatchsize = 3\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("`train.batchsize`") && err.contains("`train.batch_size`"), "{err}");
+        let err = load_str("", &["optim.weight_decy=0.1"]).unwrap_err().to_string();
+        assert!(err.contains("`optim.weight_decay`"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_values_are_refused_naming_the_key() {
+        for (set, key) in [
+            ("train.batch_size=-3", "train.batch_size"),
+            ("method.temperature=0", "method.temperature"),
+            ("model.backbone=vgg", "model.backbone"),
+            ("augment.grayscale_prob=1.5", "augment.grayscale_prob"),
+            ("optim.name=rmsprop", "optim.name"),
+        ] {
+            let err = format!("{:#}", load_str("", &[set]).unwrap_err());
+            assert!(err.contains(key), "{set}: {err}");
+        }
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "toml") {
+                Config::load(Some(&p), &[]).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no configs found in {}", dir.display());
+    }
+}
