@@ -72,7 +72,11 @@ impl ImageDataset {
     }
 
     fn entry(&self, i: usize) -> &[u8] {
-        assert!(i < self.len, "image index {i} out of range for dataset of {}", self.len);
+        assert!(
+            i < self.len,
+            "image index {i} out of range for dataset of {}",
+            self.len
+        );
         let off = self.entries_off + i * ENTRY_LEN;
         &self.bytes()[off..off + ENTRY_LEN]
     }
@@ -88,8 +92,16 @@ impl ImageDataset {
     /// Image `i` as HWC RGB8.
     pub fn image(&self, i: usize) -> ImageView<'_> {
         let e = self.entry(i);
-        let (off, h, w) = (u64_at(e, 0) as usize, u32_at(e, 8) as usize, u32_at(e, 12) as usize);
-        ImageView { h, w, data: &self.bytes()[off..off + h * w * 3] }
+        let (off, h, w) = (
+            u64_at(e, 0) as usize,
+            u32_at(e, 8) as usize,
+            u32_at(e, 12) as usize,
+        );
+        ImageView {
+            h,
+            w,
+            data: &self.bytes()[off..off + h * w * 3],
+        }
     }
 
     /// Class index of image `i`; `None` for unlabelled folders.
@@ -134,27 +146,60 @@ pub fn open_dataset(path: &Path, split: Split, opts: &CacheOptions) -> Result<Im
     let fingerprint = sources::fingerprint(&listing, split, opts.skip_corrupt)?;
     let Some(cache_dir) = &opts.cache_dir else {
         let mut cursor = Cursor::new(Vec::new());
-        write_cache(&listing, opts.skip_corrupt, fingerprint, &mut cursor, Path::new("<memory>"))?;
-        return parse(Storage::Owned(cursor.into_inner()), listing.inputs, fingerprint, None)
-            .map_err(|reason| DataError::Format { path: path.to_path_buf(), format: "in-memory cache", reason });
+        write_cache(
+            &listing,
+            opts.skip_corrupt,
+            fingerprint,
+            &mut cursor,
+            Path::new("<memory>"),
+        )?;
+        return parse(
+            Storage::Owned(cursor.into_inner()),
+            listing.inputs,
+            fingerprint,
+            None,
+        )
+        .map_err(|reason| DataError::Format {
+            path: path.to_path_buf(),
+            format: "in-memory cache",
+            reason,
+        });
     };
     fs::create_dir_all(cache_dir).at(cache_dir)?;
-    let (cache_abs, data_abs) = (cache_dir.canonicalize().at(cache_dir)?, path.canonicalize().at(path)?);
+    let (cache_abs, data_abs) = (
+        cache_dir.canonicalize().at(cache_dir)?,
+        path.canonicalize().at(path)?,
+    );
     if cache_abs.starts_with(&data_abs) {
-        return Err(DataError::CacheInsideDataset { path: cache_dir.clone(), dataset: path.to_path_buf() });
+        return Err(DataError::CacheInsideDataset {
+            path: cache_dir.clone(),
+            dataset: path.to_path_buf(),
+        });
     }
-    let file = cache_dir.join(format!("{}-{}-{fingerprint:016x}.sscache", listing.kind, split.name()));
+    let file = cache_dir.join(format!(
+        "{}-{}-{fingerprint:016x}.sscache",
+        listing.kind,
+        split.name()
+    ));
     if file.is_file() {
         // A cache that fails validation (e.g. truncated by a crash) is rebuilt.
         if let Ok(ds) = map(&file, &listing.inputs, fingerprint) {
             return Ok(ds);
         }
     }
-    let tmp = cache_dir.join(format!(".{}.tmp-{}", file.file_name().unwrap().to_string_lossy(), std::process::id()));
+    let tmp = cache_dir.join(format!(
+        ".{}.tmp-{}",
+        file.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
     let built = (|| {
         let mut out = std::io::BufWriter::new(fs::File::create(&tmp).at(&tmp)?);
         write_cache(&listing, opts.skip_corrupt, fingerprint, &mut out, &tmp)?;
-        out.into_inner().map_err(|e| e.into_error()).at(&tmp)?.sync_all().at(&tmp)?;
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .at(&tmp)?
+            .sync_all()
+            .at(&tmp)?;
         fs::rename(&tmp, &file).at(&file)
     })();
     if let Err(e) = built {
@@ -173,11 +218,21 @@ fn map(file: &Path, inputs: &[PathBuf], fingerprint: u64) -> Result<ImageDataset
     // SAFETY: cache files are written once under a unique name and never modified
     // in place (rebuilds go through a temporary file and rename).
     let mmap = unsafe { Mmap::map(&f) }.map_err(|e| e.to_string())?;
-    parse(Storage::Mapped(mmap), inputs.to_vec(), fingerprint, Some(file.to_path_buf()))
+    parse(
+        Storage::Mapped(mmap),
+        inputs.to_vec(),
+        fingerprint,
+        Some(file.to_path_buf()),
+    )
 }
 
 /// Validates a cache buffer completely so later accessors can index without checks failing.
-fn parse(storage: Storage, inputs: Vec<PathBuf>, fingerprint: u64, cache_file: Option<PathBuf>) -> Result<ImageDataset, String> {
+fn parse(
+    storage: Storage,
+    inputs: Vec<PathBuf>,
+    fingerprint: u64,
+    cache_file: Option<PathBuf>,
+) -> Result<ImageDataset, String> {
     let b: &[u8] = match &storage {
         Storage::Mapped(m) => m,
         Storage::Owned(v) => v,
@@ -185,19 +240,38 @@ fn parse(storage: Storage, inputs: Vec<PathBuf>, fingerprint: u64, cache_file: O
     if b.len() < HEADER_LEN || &b[..8] != MAGIC || u32_at(b, 8) != VERSION {
         return Err("not a selfsup cache file of this version".into());
     }
-    let (len, entries_off, names_off) = (u64_at(b, 16) as usize, u64_at(b, 24) as usize, u64_at(b, 32) as usize);
+    let (len, entries_off, names_off) = (
+        u64_at(b, 16) as usize,
+        u64_at(b, 24) as usize,
+        u64_at(b, 32) as usize,
+    );
     let num_skipped = u64_at(b, 40) as usize;
     if u64_at(b, 48) != fingerprint || u64_at(b, 56) != b.len() as u64 {
         return Err("fingerprint or length mismatch".into());
     }
-    if len.checked_mul(ENTRY_LEN).and_then(|n| n.checked_add(entries_off)) != Some(names_off) || names_off + 4 > b.len() {
+    if len
+        .checked_mul(ENTRY_LEN)
+        .and_then(|n| n.checked_add(entries_off))
+        != Some(names_off)
+        || names_off + 4 > b.len()
+    {
         return Err("inconsistent section offsets".into());
     }
     for i in 0..len {
         let e = &b[entries_off + i * ENTRY_LEN..entries_off + (i + 1) * ENTRY_LEN];
-        let (off, h, w) = (u64_at(e, 0) as usize, u32_at(e, 8) as usize, u32_at(e, 12) as usize);
-        let end = h.checked_mul(w).and_then(|n| n.checked_mul(3)).and_then(|n| n.checked_add(off));
-        if off < HEADER_LEN || end.is_none_or(|end| end > entries_off) || u32_at(e, 20) as usize >= inputs.len() {
+        let (off, h, w) = (
+            u64_at(e, 0) as usize,
+            u32_at(e, 8) as usize,
+            u32_at(e, 12) as usize,
+        );
+        let end = h
+            .checked_mul(w)
+            .and_then(|n| n.checked_mul(3))
+            .and_then(|n| n.checked_add(off));
+        if off < HEADER_LEN
+            || end.is_none_or(|end| end > entries_off)
+            || u32_at(e, 20) as usize >= inputs.len()
+        {
             return Err(format!("entry {i} out of bounds"));
         }
     }
@@ -205,12 +279,23 @@ fn parse(storage: Storage, inputs: Vec<PathBuf>, fingerprint: u64, cache_file: O
     let mut pos = names_off + 4;
     let mut class_names = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
-        let n = b.get(pos..pos + 4).map(|s| u32_at(s, 0) as usize).ok_or("truncated class names")?;
+        let n = b
+            .get(pos..pos + 4)
+            .map(|s| u32_at(s, 0) as usize)
+            .ok_or("truncated class names")?;
         let name = b.get(pos + 4..pos + 4 + n).ok_or("truncated class names")?;
         class_names.push(String::from_utf8_lossy(name).into_owned());
         pos += 4 + n;
     }
-    Ok(ImageDataset { storage, len, entries_off, class_names, inputs, num_skipped, cache_file })
+    Ok(ImageDataset {
+        storage,
+        len,
+        entries_off,
+        class_names,
+        inputs,
+        num_skipped,
+        cache_file,
+    })
 }
 
 /// Streams decoded images into cache layout.
@@ -225,13 +310,25 @@ struct CacheWriter<'w, W: Write + Seek> {
 impl<'w, W: Write + Seek> CacheWriter<'w, W> {
     fn new(out: &'w mut W, path: &'w Path) -> Result<Self> {
         out.write_all(&[0u8; HEADER_LEN]).at(path)?;
-        Ok(CacheWriter { out, path, offset: HEADER_LEN as u64, entries: Vec::new(), count: 0 })
+        Ok(CacheWriter {
+            out,
+            path,
+            offset: HEADER_LEN as u64,
+            entries: Vec::new(),
+            count: 0,
+        })
     }
 
     fn push(&mut self, d: &Decoded) -> Result<()> {
         self.out.write_all(&d.pixels).at(self.path)?;
         self.entries.extend_from_slice(&self.offset.to_le_bytes());
-        for v in [d.h, d.w, d.label.unwrap_or(NONE_U32), d.source.input, d.source.record.unwrap_or(NONE_U32)] {
+        for v in [
+            d.h,
+            d.w,
+            d.label.unwrap_or(NONE_U32),
+            d.source.input,
+            d.source.record.unwrap_or(NONE_U32),
+        ] {
             self.entries.extend_from_slice(&v.to_le_bytes());
         }
         self.offset += d.pixels.len() as u64;
@@ -254,7 +351,14 @@ impl<'w, W: Write + Seek> CacheWriter<'w, W> {
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
         header.extend_from_slice(&0u32.to_le_bytes());
-        for v in [self.count, entries_off, names_off, num_skipped, fingerprint, total] {
+        for v in [
+            self.count,
+            entries_off,
+            names_off,
+            num_skipped,
+            fingerprint,
+            total,
+        ] {
             header.extend_from_slice(&v.to_le_bytes());
         }
         self.out.seek(SeekFrom::Start(0)).at(self.path)?;
@@ -264,7 +368,13 @@ impl<'w, W: Write + Seek> CacheWriter<'w, W> {
 }
 
 /// Decodes everything in `listing` into `out` in cache layout.
-fn write_cache<W: Write + Seek>(listing: &Listing, skip_corrupt: bool, fingerprint: u64, out: &mut W, out_path: &Path) -> Result<()> {
+fn write_cache<W: Write + Seek>(
+    listing: &Listing,
+    skip_corrupt: bool,
+    fingerprint: u64,
+    out: &mut W,
+    out_path: &Path,
+) -> Result<()> {
     let mut writer = CacheWriter::new(out, out_path)?;
     let mut class_names = listing.class_names.clone();
     let mut skipped = 0u64;
@@ -277,7 +387,16 @@ fn write_cache<W: Write + Seek>(listing: &Listing, skip_corrupt: bool, fingerpri
                     .map(|(k, (path, label))| {
                         let (h, w, pixels) = sources::decode_file(path)?;
                         let input = (chunk_no * DECODE_CHUNK + k) as u32;
-                        Ok(Decoded { h, w, pixels, label: *label, source: SourceRef { input, record: None } })
+                        Ok(Decoded {
+                            h,
+                            w,
+                            pixels,
+                            label: *label,
+                            source: SourceRef {
+                                input,
+                                record: None,
+                            },
+                        })
                     })
                     .collect();
                 for d in decoded {
@@ -289,7 +408,9 @@ fn write_cache<W: Write + Seek>(listing: &Listing, skip_corrupt: bool, fingerpri
                 }
             }
             if writer.count == 0 {
-                return Err(DataError::Empty { path: listing.root.clone() });
+                return Err(DataError::Empty {
+                    path: listing.root.clone(),
+                });
             }
         }
         Layout::Cifar(files) => {
@@ -302,7 +423,9 @@ fn write_cache<W: Write + Seek>(listing: &Listing, skip_corrupt: bool, fingerpri
         Layout::Idx { images, labels } => {
             let (decoded, num_classes) = sources::decode_idx(images, labels, 0)?;
             if decoded.is_empty() {
-                return Err(DataError::Empty { path: images.clone() });
+                return Err(DataError::Empty {
+                    path: images.clone(),
+                });
             }
             class_names = (0..num_classes).map(|c| c.to_string()).collect();
             for d in &decoded {

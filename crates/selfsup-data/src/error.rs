@@ -5,7 +5,9 @@ use std::path::PathBuf;
 /// Errors from opening, decoding and caching datasets.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("dataset path {path} does not exist; check the path (tests find shared data via SELFSUP_DATA)")]
+    #[error(
+        "dataset path {path} does not exist; check the path (tests find shared data via SELFSUP_DATA)"
+    )]
     NotFound { path: PathBuf },
 
     #[error("I/O error on {path}: {source}")]
@@ -37,7 +39,9 @@ pub enum DataError {
         reason: String,
     },
 
-    #[error("cache directory {path} is inside the dataset folder {dataset}; choose a cache directory outside it")]
+    #[error(
+        "cache directory {path} is inside the dataset folder {dataset}; choose a cache directory outside it"
+    )]
     CacheInsideDataset { path: PathBuf, dataset: PathBuf },
 
     #[error("invalid pipeline: {0}")]

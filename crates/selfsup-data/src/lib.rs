@@ -31,7 +31,9 @@ pub use loader::{Batch, EpochBatches, LoaderConfig, ViewLoader};
 pub use pixels::{ImageView, RgbImage};
 pub use rng::SampleRng;
 pub use sources::Split;
-pub use transforms::{CropBox, Jitter, Normalization, Pipeline, Transform, sample_color_jitter, sample_resized_crop};
+pub use transforms::{
+    CropBox, Jitter, Normalization, Pipeline, Transform, sample_color_jitter, sample_resized_crop,
+};
 
 /// Root of the shared data (`.../shared/data`): `$SELFSUP_DATA` if set, else the first
 /// `shared/data` found walking up from the current directory, then from this crate's
@@ -42,9 +44,15 @@ pub fn data_root() -> PathBuf {
         return PathBuf::from(p);
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let starts = std::env::current_dir().into_iter().chain([manifest.to_path_buf()]);
+    let starts = std::env::current_dir()
+        .into_iter()
+        .chain([manifest.to_path_buf()]);
     for start in starts {
-        if let Some(found) = start.ancestors().map(|a| a.join("shared/data")).find(|p| p.is_dir()) {
+        if let Some(found) = start
+            .ancestors()
+            .map(|a| a.join("shared/data"))
+            .find(|p| p.is_dir())
+        {
             return found;
         }
     }

@@ -25,11 +25,21 @@ pub struct LoaderConfig {
     pub num_workers: usize,
     /// Batches that may be built ahead of the consumer.
     pub prefetch: usize,
+    /// Use only these dataset indices (a label fraction, a quick run); `None` = all.
+    pub subset: Option<Vec<usize>>,
 }
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        LoaderConfig { batch_size: 256, shuffle: true, drop_last: true, seed: 0, num_workers: 2, prefetch: 4 }
+        LoaderConfig {
+            batch_size: 256,
+            shuffle: true,
+            drop_last: true,
+            seed: 0,
+            num_workers: 2,
+            prefetch: 4,
+            subset: None,
+        }
     }
 }
 
@@ -56,7 +66,13 @@ pub struct ViewLoader {
 /// RNG stream key that cannot collide with a sample index.
 const ORDER_STREAM: u64 = u64::MAX;
 
-fn build_batch(dataset: &ImageDataset, views: &[Pipeline], seed: u64, epoch: u64, indices: &[usize]) -> Batch {
+fn build_batch(
+    dataset: &ImageDataset,
+    views: &[Pipeline],
+    seed: u64,
+    epoch: u64,
+    indices: &[usize],
+) -> Batch {
     let b = indices.len();
     let mut out = Batch {
         views: Vec::with_capacity(views.len()),
@@ -79,22 +95,54 @@ fn build_batch(dataset: &ImageDataset, views: &[Pipeline], seed: u64, epoch: u64
 }
 
 impl ViewLoader {
-    pub fn new(dataset: Arc<ImageDataset>, views: Vec<Pipeline>, config: LoaderConfig) -> Result<Self> {
+    pub fn new(
+        dataset: Arc<ImageDataset>,
+        views: Vec<Pipeline>,
+        config: LoaderConfig,
+    ) -> Result<Self> {
         if config.batch_size == 0 || views.is_empty() || config.prefetch == 0 {
-            return Err(DataError::Pipeline("loader needs batch_size > 0, prefetch > 0 and at least one view".into()));
+            return Err(DataError::Pipeline(
+                "loader needs batch_size > 0, prefetch > 0 and at least one view".into(),
+            ));
         }
-        Ok(ViewLoader { dataset, views: Arc::new(views), config })
+        if let Some(bad) = config.subset.as_ref().and_then(|s| s.iter().find(|&&i| i >= dataset.len())) {
+            return Err(DataError::Pipeline(format!(
+                "loader subset index {bad} is out of range for a dataset of {} images",
+                dataset.len()
+            )));
+        }
+        Ok(ViewLoader {
+            dataset,
+            views: Arc::new(views),
+            config,
+        })
     }
 
     /// In-order, unshuffled single-view loader for evaluation (keeps the last partial batch).
-    pub fn eval(dataset: Arc<ImageDataset>, pipeline: Pipeline, batch_size: usize, num_workers: usize) -> Result<Self> {
-        let config = LoaderConfig { batch_size, shuffle: false, drop_last: false, seed: 0, num_workers, prefetch: 4 };
+    pub fn eval(
+        dataset: Arc<ImageDataset>,
+        pipeline: Pipeline,
+        batch_size: usize,
+        num_workers: usize,
+    ) -> Result<Self> {
+        let config = LoaderConfig {
+            batch_size,
+            shuffle: false,
+            drop_last: false,
+            seed: 0,
+            num_workers,
+            prefetch: 4,
+            subset: None,
+        };
         ViewLoader::new(dataset, vec![pipeline], config)
     }
 
     /// Sample order of `epoch`.
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
+        let mut order: Vec<usize> = match &self.config.subset {
+            Some(s) => s.clone(),
+            None => (0..self.dataset.len()).collect(),
+        };
         if self.config.shuffle {
             SampleRng::for_sample(self.config.seed, epoch, ORDER_STREAM, 0).shuffle(&mut order);
         }
@@ -102,8 +150,13 @@ impl ViewLoader {
     }
 
     pub fn num_batches(&self) -> usize {
-        let (n, b) = (self.dataset.len(), self.config.batch_size);
-        if self.config.drop_last { n / b } else { n.div_ceil(b) }
+        let n = self.config.subset.as_ref().map_or(self.dataset.len(), Vec::len);
+        let b = self.config.batch_size;
+        if self.config.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
     }
 
     /// Iterator over the batches of `epoch`; workers start immediately and stop when it is dropped.
@@ -241,7 +294,11 @@ impl Iterator for EpochBatches {
                     break b;
                 }
                 // A worker panic drops its sender; with all senders gone recv fails.
-                let (k, b) = self.rx.as_ref()?.recv().expect("loader worker thread panicked");
+                let (k, b) = self
+                    .rx
+                    .as_ref()?
+                    .recv()
+                    .expect("loader worker thread panicked");
                 self.pending.insert(k, b);
             }
         };

@@ -24,7 +24,11 @@ struct AxisTaps {
 
 fn antialias_taps(in_size: usize, out_size: usize) -> AxisTaps {
     let scale = in_size as f32 / out_size as f32;
-    let (support, inv_scale) = if scale >= 1.0 { (scale, 1.0 / scale) } else { (1.0, 1.0) };
+    let (support, inv_scale) = if scale >= 1.0 {
+        (scale, 1.0 / scale)
+    } else {
+        (1.0, 1.0)
+    };
     let stride = (support.ceil() as usize) * 2 + 1;
     let mut taps = AxisTaps {
         start: Vec::with_capacity(out_size),
@@ -131,7 +135,10 @@ pub fn resize_center_crop(img: ImageView, size: usize) -> RgbImage {
 
 /// Plain in-bounds crop.
 pub fn crop(img: ImageView, top: usize, left: usize, height: usize, width: usize) -> RgbImage {
-    assert!(top + height <= img.h && left + width <= img.w, "crop outside image");
+    assert!(
+        top + height <= img.h && left + width <= img.w,
+        "crop outside image"
+    );
     let mut data = Vec::with_capacity(height * width * 3);
     for y in top..top + height {
         data.extend_from_slice(&img.data[(y * img.w + left) * 3..(y * img.w + left + width) * 3]);
@@ -184,7 +191,9 @@ pub fn adjust_contrast(img: &mut RgbImage, factor: f64) {
     let mean = (sum / n as f64) as f32;
     let other = (1.0 - factor) as f32 * mean;
     let ratio = factor as f32;
-    img.data.iter_mut().for_each(|x| *x = blend(*x, other, ratio));
+    img.data
+        .iter_mut()
+        .for_each(|x| *x = blend(*x, other, ratio));
 }
 
 /// `F.adjust_saturation`: blend each pixel with its own grayscale value.
@@ -202,10 +211,17 @@ pub fn adjust_saturation(img: &mut RgbImage, factor: f64) {
 /// `F.adjust_hue`: rotate hue by `factor` turns (in [-0.5, 0.5]) in HSV space,
 /// with torchvision's float conversions (`/255` in, `*255.999` truncated out).
 pub fn adjust_hue(img: &mut RgbImage, factor: f64) {
-    assert!((-0.5..=0.5).contains(&factor), "hue factor {factor} not in [-0.5, 0.5]");
+    assert!(
+        (-0.5..=0.5).contains(&factor),
+        "hue factor {factor} not in [-0.5, 0.5]"
+    );
     let shift = factor as f32;
     for p in img.data.chunks_exact_mut(3) {
-        let (r, g, b) = (p[0] as f32 / 255.0, p[1] as f32 / 255.0, p[2] as f32 / 255.0);
+        let (r, g, b) = (
+            p[0] as f32 / 255.0,
+            p[1] as f32 / 255.0,
+            p[2] as f32 / 255.0,
+        );
         let (h, s, v) = rgb_to_hsv(r, g, b);
         let h = h + shift;
         let h = h - h.floor(); // Python-style `% 1.0`
@@ -276,7 +292,10 @@ fn reflect(i: isize, n: usize) -> usize {
 /// `F.gaussian_blur(img, [k, k], [sigma, sigma])`: separable Gaussian, reflect padding,
 /// rounded half-to-even.  `kernel_size` must be odd.
 pub fn gaussian_blur(img: ImageView, kernel_size: usize, sigma: f64) -> RgbImage {
-    assert!(kernel_size % 2 == 1, "gaussian blur kernel size must be odd, got {kernel_size}");
+    assert!(
+        kernel_size % 2 == 1,
+        "gaussian blur kernel size must be odd, got {kernel_size}"
+    );
     let half = (kernel_size / 2) as isize;
     let sigma = sigma as f32;
     let mut kernel: Vec<f32> = (0..kernel_size)
@@ -320,7 +339,11 @@ pub fn gaussian_blur(img: ImageView, kernel_size: usize, sigma: f64) -> RgbImage
 /// `ToTensor` + `Normalize(mean, std)`: writes f32 CHW into `out` (len 3*h*w).
 pub fn normalize_into(img: ImageView, mean: [f32; 3], std: [f32; 3], out: &mut [f32]) {
     let plane = img.h * img.w;
-    assert_eq!(out.len(), 3 * plane, "normalize output buffer has wrong length");
+    assert_eq!(
+        out.len(),
+        3 * plane,
+        "normalize output buffer has wrong length"
+    );
     for c in 0..3 {
         let dst = &mut out[c * plane..(c + 1) * plane];
         for (d, p) in dst.iter_mut().zip(img.data.chunks_exact(3)) {

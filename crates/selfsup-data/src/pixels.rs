@@ -19,23 +19,41 @@ pub struct RgbImage {
 impl<'a> ImageView<'a> {
     /// Panics if `data` does not hold exactly `h * w * 3` bytes.
     pub fn new(h: usize, w: usize, data: &'a [u8]) -> Self {
-        assert_eq!(data.len(), h * w * 3, "ImageView {h}x{w} needs {} bytes", h * w * 3);
+        assert_eq!(
+            data.len(),
+            h * w * 3,
+            "ImageView {h}x{w} needs {} bytes",
+            h * w * 3
+        );
         ImageView { h, w, data }
     }
 
     pub fn to_owned(&self) -> RgbImage {
-        RgbImage { h: self.h, w: self.w, data: self.data.to_vec() }
+        RgbImage {
+            h: self.h,
+            w: self.w,
+            data: self.data.to_vec(),
+        }
     }
 }
 
 impl RgbImage {
     /// Panics if `data` does not hold exactly `h * w * 3` bytes.
     pub fn new(h: usize, w: usize, data: Vec<u8>) -> Self {
-        assert_eq!(data.len(), h * w * 3, "RgbImage {h}x{w} needs {} bytes", h * w * 3);
+        assert_eq!(
+            data.len(),
+            h * w * 3,
+            "RgbImage {h}x{w} needs {} bytes",
+            h * w * 3
+        );
         RgbImage { h, w, data }
     }
 
     pub fn view(&self) -> ImageView<'_> {
-        ImageView { h: self.h, w: self.w, data: &self.data }
+        ImageView {
+            h: self.h,
+            w: self.w,
+            data: &self.data,
+        }
     }
 }

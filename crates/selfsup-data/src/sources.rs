@@ -76,7 +76,9 @@ fn is_image_file(p: &Path) -> bool {
 }
 
 fn is_hidden(p: &Path) -> bool {
-    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -111,7 +113,9 @@ fn first_existing(dir: &Path, names: &[String]) -> Option<PathBuf> {
 /// Detects the layout under `path` and lists the requested split.
 pub(crate) fn list(path: &Path, split: Split) -> Result<Listing> {
     if !path.exists() {
-        return Err(DataError::NotFound { path: path.to_path_buf() });
+        return Err(DataError::NotFound {
+            path: path.to_path_buf(),
+        });
     }
     if !path.is_dir() {
         return Err(DataError::Format {
@@ -134,7 +138,10 @@ pub(crate) fn list(path: &Path, split: Split) -> Result<Listing> {
 }
 
 fn list_cifar(dir: &Path, split: Split) -> Result<Option<Listing>> {
-    let train: Vec<PathBuf> = (1..=5).map(|i| dir.join(format!("data_batch_{i}.bin"))).filter(|p| p.is_file()).collect();
+    let train: Vec<PathBuf> = (1..=5)
+        .map(|i| dir.join(format!("data_batch_{i}.bin")))
+        .filter(|p| p.is_file())
+        .collect();
     let test = dir.join("test_batch.bin");
     if train.is_empty() && !test.is_file() {
         return Ok(None);
@@ -146,13 +153,23 @@ fn list_cifar(dir: &Path, split: Split) -> Result<Option<Listing>> {
     };
     if files.is_empty() {
         return Err(DataError::MissingSplit {
-            path: dir.join(if split == Split::Train { "data_batch_1.bin" } else { "test_batch.bin" }),
+            path: dir.join(if split == Split::Train {
+                "data_batch_1.bin"
+            } else {
+                "test_batch.bin"
+            }),
             split: split.name(),
         });
     }
     let meta = dir.join("batches.meta.txt");
     let class_names = if meta.is_file() {
-        fs::read_to_string(&meta).at(&meta)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+        fs::read_to_string(&meta)
+            .at(&meta)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
     } else {
         (0..10).map(|i| i.to_string()).collect()
     };
@@ -160,25 +177,39 @@ fn list_cifar(dir: &Path, split: Split) -> Result<Option<Listing>> {
     if meta.is_file() {
         inputs.push(meta);
     }
-    Ok(Some(Listing { kind: "cifar", root: dir.to_path_buf(), class_names, layout: Layout::Cifar(files), inputs }))
+    Ok(Some(Listing {
+        kind: "cifar",
+        root: dir.to_path_buf(),
+        class_names,
+        layout: Layout::Cifar(files),
+        inputs,
+    }))
 }
 
 fn list_idx(dir: &Path, split: Split) -> Result<Option<Listing>> {
-    let variants = |stem: &str| vec![format!("{stem}"), format!("{stem}.gz")];
+    let variants = |stem: &str| vec![stem.to_string(), format!("{stem}.gz")];
     let prefix = match split {
         Split::Train => "train",
         Split::Test => "t10k",
     };
-    let any_idx = ["train", "t10k"].iter().any(|p| first_existing(dir, &variants(&format!("{p}-images-idx3-ubyte"))).is_some());
+    let any_idx = ["train", "t10k"]
+        .iter()
+        .any(|p| first_existing(dir, &variants(&format!("{p}-images-idx3-ubyte"))).is_some());
     if !any_idx {
         return Ok(None);
     }
     let images_name = format!("{prefix}-images-idx3-ubyte");
     let labels_name = format!("{prefix}-labels-idx1-ubyte");
-    let images = first_existing(dir, &variants(&images_name))
-        .ok_or_else(|| DataError::MissingSplit { path: dir.join(&images_name), split: split.name() })?;
-    let labels = first_existing(dir, &variants(&labels_name))
-        .ok_or_else(|| DataError::MissingSplit { path: dir.join(&labels_name), split: split.name() })?;
+    let images =
+        first_existing(dir, &variants(&images_name)).ok_or_else(|| DataError::MissingSplit {
+            path: dir.join(&images_name),
+            split: split.name(),
+        })?;
+    let labels =
+        first_existing(dir, &variants(&labels_name)).ok_or_else(|| DataError::MissingSplit {
+            path: dir.join(&labels_name),
+            split: split.name(),
+        })?;
     Ok(Some(Listing {
         kind: "idx",
         root: dir.to_path_buf(),
@@ -193,24 +224,40 @@ fn list_folder(path: &Path, split: Split) -> Result<Listing> {
     let root = if has_splits {
         let r = path.join(split.name());
         if !r.is_dir() {
-            return Err(DataError::MissingSplit { path: r, split: split.name() });
+            return Err(DataError::MissingSplit {
+                path: r,
+                split: split.name(),
+            });
         }
         r
     } else {
         path.to_path_buf()
     };
-    let class_dirs: Vec<PathBuf> = read_dir_sorted(&root)?.into_iter().filter(|p| p.is_dir()).collect();
+    let class_dirs: Vec<PathBuf> = read_dir_sorted(&root)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect();
     let mut items = Vec::new();
     let mut class_names = Vec::new();
     if class_dirs.is_empty() {
-        items.extend(read_dir_sorted(&root)?.into_iter().filter(|p| is_image_file(p)).map(|p| (p, None)));
+        items.extend(
+            read_dir_sorted(&root)?
+                .into_iter()
+                .filter(|p| is_image_file(p))
+                .map(|p| (p, None)),
+        );
     } else {
         for (label, dir) in class_dirs.iter().enumerate() {
             let files = images_under(dir)?;
             if files.is_empty() {
                 return Err(DataError::EmptyClass { path: dir.clone() });
             }
-            class_names.push(dir.file_name().unwrap_or_default().to_string_lossy().into_owned());
+            class_names.push(
+                dir.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
             items.extend(files.into_iter().map(|p| (p, Some(label as u32))));
         }
     }
@@ -218,7 +265,13 @@ fn list_folder(path: &Path, split: Split) -> Result<Listing> {
         return Err(DataError::Empty { path: root });
     }
     let inputs = items.iter().map(|(p, _)| p.clone()).collect();
-    Ok(Listing { kind: "folder", root, class_names, layout: Layout::Files(items), inputs })
+    Ok(Listing {
+        kind: "folder",
+        root,
+        class_names,
+        layout: Layout::Files(items),
+        inputs,
+    })
 }
 
 /// FNV-1a over the layout kind, split and each input's path, size and mtime.
@@ -236,7 +289,11 @@ pub(crate) fn fingerprint(listing: &Listing, split: Split, skip_corrupt: bool) -
     eat(listing.root.to_string_lossy().as_bytes());
     for p in &listing.inputs {
         let meta = fs::metadata(p).at(p)?;
-        let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
         eat(p.to_string_lossy().as_bytes());
         eat(&meta.len().to_le_bytes());
         eat(&mtime.to_le_bytes());
@@ -251,8 +308,14 @@ pub(crate) fn fingerprint(listing: &Listing, split: Split, skip_corrupt: bool) -
 
 /// Decodes one image file to RGB8 (grayscale, alpha and 16-bit are converted).
 pub(crate) fn decode_file(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
-    let corrupt = |reason: String| DataError::Corrupt { path: path.to_path_buf(), reason };
-    let reader = image::ImageReader::open(path).at(path)?.with_guessed_format().at(path)?;
+    let corrupt = |reason: String| DataError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let reader = image::ImageReader::open(path)
+        .at(path)?
+        .with_guessed_format()
+        .at(path)?;
     let img = reader.decode().map_err(|e| corrupt(e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(corrupt("image has zero size".into()));
@@ -266,71 +329,100 @@ fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let file = fs::File::open(path).at(path)?;
     let mut out = Vec::new();
     if path.extension().is_some_and(|e| e == "gz") {
-        flate2::read::GzDecoder::new(file).take(limit).read_to_end(&mut out).at(path)?;
+        flate2::read::GzDecoder::new(file)
+            .take(limit)
+            .read_to_end(&mut out)
+            .at(path)?;
     } else {
         file.take(limit).read_to_end(&mut out).at(path)?;
     }
     Ok(out)
 }
 
-/// Reads just the first `n` (decompressed) bytes.
-fn read_prefix(path: &Path, n: u64) -> Result<Vec<u8>> {
-    read_maybe_gz(path, n)
-}
-
 /// Parses an IDX header of unsigned-byte data: returns (dims, header length).
 fn idx_header(path: &Path, bytes: &[u8], want_ndim: u8) -> Result<(Vec<u64>, usize)> {
-    let bad = |reason: String| DataError::Format { path: path.to_path_buf(), format: "IDX", reason };
+    let bad = |reason: String| DataError::Format {
+        path: path.to_path_buf(),
+        format: "IDX",
+        reason,
+    };
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         return Err(bad("missing IDX magic (00 00 type ndim)".into()));
     }
     if bytes[2] != 0x08 {
-        return Err(bad(format!("element type 0x{:02x} unsupported; only unsigned bytes (0x08)", bytes[2])));
+        return Err(bad(format!(
+            "element type 0x{:02x} unsupported; only unsigned bytes (0x08)",
+            bytes[2]
+        )));
     }
     if bytes[3] != want_ndim {
-        return Err(bad(format!("expected {want_ndim} dimensions, header says {}", bytes[3])));
+        return Err(bad(format!(
+            "expected {want_ndim} dimensions, header says {}",
+            bytes[3]
+        )));
     }
     let header_len = 4 + 4 * want_ndim as usize;
     if bytes.len() < header_len {
         return Err(bad("truncated header".into()));
     }
-    let dims: Vec<u64> = bytes[4..header_len].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64).collect();
+    let dims: Vec<u64> = bytes[4..header_len]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64)
+        .collect();
     Ok((dims, header_len))
 }
 
 /// Reads an IDX file after validating its header against a size limit and the
 /// actual payload length; absurd headers are refused before any big allocation.
 fn read_idx(path: &Path, want_ndim: u8) -> Result<(Vec<u64>, Vec<u8>)> {
-    let bad = |reason: String| DataError::Format { path: path.to_path_buf(), format: "IDX", reason };
-    let head = read_prefix(path, 4 + 4 * want_ndim as u64)?;
+    let bad = |reason: String| DataError::Format {
+        path: path.to_path_buf(),
+        format: "IDX",
+        reason,
+    };
+    let head = read_maybe_gz(path, 4 + 4 * want_ndim as u64)?;
     let (dims, header_len) = idx_header(path, &head, want_ndim)?;
     let payload = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= IDX_MAX_BYTES).ok_or_else(|| {
         bad(format!("header dimensions {dims:?} claim more than the {IDX_MAX_BYTES}-byte limit; the file is corrupt or not IDX"))
     })?;
     let total = header_len as u64 + payload;
-    if !path.extension().is_some_and(|e| e == "gz") {
+    if path.extension().is_none_or(|e| e != "gz") {
         let on_disk = fs::metadata(path).at(path)?.len();
         if on_disk != total {
-            return Err(bad(format!("header dimensions {dims:?} need {total} bytes but the file holds {on_disk}")));
+            return Err(bad(format!(
+                "header dimensions {dims:?} need {total} bytes but the file holds {on_disk}"
+            )));
         }
     }
     // One byte past the claim reveals trailing garbage.
     let bytes = read_maybe_gz(path, total + 1)?;
     if bytes.len() as u64 != total {
-        return Err(bad(format!("header dimensions {dims:?} need {total} bytes but the data holds {}", bytes.len())));
+        return Err(bad(format!(
+            "header dimensions {dims:?} need {total} bytes but the data holds {}",
+            bytes.len()
+        )));
     }
     Ok((dims, bytes[header_len..].to_vec()))
 }
 
 /// Decodes IDX images + labels into RGB images; returns them and the class count.
-pub(crate) fn decode_idx(images: &Path, labels: &Path, inputs_index: usize) -> Result<(Vec<Decoded>, usize)> {
+pub(crate) fn decode_idx(
+    images: &Path,
+    labels: &Path,
+    inputs_index: usize,
+) -> Result<(Vec<Decoded>, usize)> {
     let (idims, pixels) = read_idx(images, 3)?;
     let (ldims, label_bytes) = read_idx(labels, 1)?;
     if idims[0] != ldims[0] {
         return Err(DataError::Format {
             path: labels.to_path_buf(),
             format: "IDX",
-            reason: format!("{} labels for {} images in {}", ldims[0], idims[0], images.display()),
+            reason: format!(
+                "{} labels for {} images in {}",
+                ldims[0],
+                idims[0],
+                images.display()
+            ),
         });
     }
     let (h, w) = (idims[1] as usize, idims[2] as usize);
@@ -344,19 +436,37 @@ pub(crate) fn decode_idx(images: &Path, labels: &Path, inputs_index: usize) -> R
             w: w as u32,
             pixels: gray.iter().flat_map(|&g| [g, g, g]).collect(),
             label: Some(label as u32),
-            source: SourceRef { input: inputs_index as u32, record: Some(i as u32) },
+            source: SourceRef {
+                input: inputs_index as u32,
+                record: Some(i as u32),
+            },
         })
         .collect();
-    let num_classes = label_bytes.iter().copied().max().map_or(0, |m| m as usize + 1);
+    let num_classes = label_bytes
+        .iter()
+        .copied()
+        .max()
+        .map_or(0, |m| m as usize + 1);
     Ok((decoded, num_classes))
 }
 
 /// Decodes one CIFAR-10 binary batch (records of label + R, G, B planes of 32x32).
-pub(crate) fn decode_cifar(path: &Path, file_index: usize, num_classes: usize) -> Result<Vec<Decoded>> {
+pub(crate) fn decode_cifar(
+    path: &Path,
+    file_index: usize,
+    num_classes: usize,
+) -> Result<Vec<Decoded>> {
     let bytes = fs::read(path).at(path)?;
-    let bad = |reason: String| DataError::Format { path: path.to_path_buf(), format: "CIFAR-10 binary", reason };
+    let bad = |reason: String| DataError::Format {
+        path: path.to_path_buf(),
+        format: "CIFAR-10 binary",
+        reason,
+    };
     if bytes.is_empty() || bytes.len() % CIFAR_RECORD != 0 {
-        return Err(bad(format!("size {} is not a positive multiple of the {CIFAR_RECORD}-byte record", bytes.len())));
+        return Err(bad(format!(
+            "size {} is not a positive multiple of the {CIFAR_RECORD}-byte record",
+            bytes.len()
+        )));
     }
     let plane = 32 * 32;
     bytes
@@ -365,14 +475,25 @@ pub(crate) fn decode_cifar(path: &Path, file_index: usize, num_classes: usize) -
         .map(|(i, rec)| {
             let label = rec[0] as u32;
             if label as usize >= num_classes {
-                return Err(bad(format!("record {i} has label {label}, but there are {num_classes} classes")));
+                return Err(bad(format!(
+                    "record {i} has label {label}, but there are {num_classes} classes"
+                )));
             }
             let chw = &rec[1..];
             let mut pixels = Vec::with_capacity(3 * plane);
             for p in 0..plane {
                 pixels.extend_from_slice(&[chw[p], chw[plane + p], chw[2 * plane + p]]);
             }
-            Ok(Decoded { h: 32, w: 32, pixels, label: Some(label), source: SourceRef { input: file_index as u32, record: Some(i as u32) } })
+            Ok(Decoded {
+                h: 32,
+                w: 32,
+                pixels,
+                label: Some(label),
+                source: SourceRef {
+                    input: file_index as u32,
+                    record: Some(i as u32),
+                },
+            })
         })
         .collect()
 }

@@ -14,26 +14,46 @@ pub struct Normalization {
 
 impl Normalization {
     /// LightlySSL's default (`IMAGENET_NORMALIZE`).
-    pub const IMAGENET: Self = Normalization { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
-    pub const CIFAR10: Self = Normalization { mean: [0.4914, 0.4822, 0.4465], std: [0.2470, 0.2435, 0.2616] };
+    pub const IMAGENET: Self = Normalization {
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    };
+    pub const CIFAR10: Self = Normalization {
+        mean: [0.4914, 0.4822, 0.4465],
+        std: [0.2470, 0.2435, 0.2616],
+    };
 }
 
 /// One random augmentation step on a u8 RGB image.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transform {
     /// `T.RandomResizedCrop(size, scale, ratio, antialias=True)`, bilinear.
-    RandomResizedCrop { size: (usize, usize), scale: (f64, f64), ratio: (f64, f64) },
+    RandomResizedCrop {
+        size: (usize, usize),
+        scale: (f64, f64),
+        ratio: (f64, f64),
+    },
     /// `T.Resize(size)` (shorter side) + `T.CenterCrop(size)`; deterministic.
     ResizeCenterCrop { size: usize },
     /// `T.RandomHorizontalFlip(p)`.
     HorizontalFlip { p: f64 },
     /// `T.RandomApply([T.ColorJitter(brightness, contrast, saturation, hue)], p)`;
     /// a zero strength disables that adjustment.
-    ColorJitter { brightness: f64, contrast: f64, saturation: f64, hue: f64, p: f64 },
+    ColorJitter {
+        brightness: f64,
+        contrast: f64,
+        saturation: f64,
+        hue: f64,
+        p: f64,
+    },
     /// `T.RandomGrayscale(p)` (3 output channels).
     RandomGrayscale { p: f64 },
     /// With probability `p`, `T.GaussianBlur(kernel_size, sigma=(lo, hi))`.
-    GaussianBlur { kernel_size: usize, sigma: (f64, f64), p: f64 },
+    GaussianBlur {
+        kernel_size: usize,
+        sigma: (f64, f64),
+        p: f64,
+    },
     /// `T.RandomSolarize(threshold, p)`.
     Solarize { threshold: u8, p: f64 },
 }
@@ -49,7 +69,13 @@ pub struct CropBox {
 
 /// `RandomResizedCrop.get_params`: 10 attempts at a box with area fraction in
 /// `scale` and log-uniform aspect ratio in `ratio`, then a centre-crop fallback.
-pub fn sample_resized_crop(h: usize, w: usize, scale: (f64, f64), ratio: (f64, f64), rng: &mut SampleRng) -> CropBox {
+pub fn sample_resized_crop(
+    h: usize,
+    w: usize,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut SampleRng,
+) -> CropBox {
     let area = (h * w) as f64;
     let (log_lo, log_hi) = (ratio.0.ln(), ratio.1.ln());
     for _ in 0..10 {
@@ -60,7 +86,12 @@ pub fn sample_resized_crop(h: usize, w: usize, scale: (f64, f64), ratio: (f64, f
         if cw > 0 && cw <= w && ch > 0 && ch <= h {
             let top = rng.below((h - ch + 1) as u64) as usize;
             let left = rng.below((w - cw + 1) as u64) as usize;
-            return CropBox { top, left, height: ch, width: cw };
+            return CropBox {
+                top,
+                left,
+                height: ch,
+                width: cw,
+            };
         }
     }
     let in_ratio = w as f64 / h as f64;
@@ -71,7 +102,12 @@ pub fn sample_resized_crop(h: usize, w: usize, scale: (f64, f64), ratio: (f64, f
     } else {
         (h, w)
     };
-    CropBox { top: (h - ch) / 2, left: (w - cw) / 2, height: ch, width: cw }
+    CropBox {
+        top: (h - ch) / 2,
+        left: (w - cw) / 2,
+        height: ch,
+        width: cw,
+    }
 }
 
 /// Colour-jitter factors in application order, as `T.ColorJitter.get_params` draws them.
@@ -85,7 +121,13 @@ pub enum Jitter {
 
 /// Random order of the four adjustments; factors uniform in `[max(0, 1-s), 1+s]`
 /// (hue: `[-s, s]`); adjustments with strength 0 are left out.
-pub fn sample_color_jitter(brightness: f64, contrast: f64, saturation: f64, hue: f64, rng: &mut SampleRng) -> Vec<Jitter> {
+pub fn sample_color_jitter(
+    brightness: f64,
+    contrast: f64,
+    saturation: f64,
+    hue: f64,
+    rng: &mut SampleRng,
+) -> Vec<Jitter> {
     let mut order = [0usize, 1, 2, 3];
     rng.shuffle(&mut order);
     let mut factor = |s: f64| rng.uniform((1.0 - s).max(0.0), 1.0 + s);
@@ -121,7 +163,13 @@ impl Transform {
                 }
                 img
             }
-            Transform::ColorJitter { brightness, contrast, saturation, hue, p } => {
+            Transform::ColorJitter {
+                brightness,
+                contrast,
+                saturation,
+                hue,
+                p,
+            } => {
                 let mut img = img;
                 if rng.chance(p) {
                     for j in sample_color_jitter(brightness, contrast, saturation, hue, rng) {
@@ -142,7 +190,11 @@ impl Transform {
                 }
                 img
             }
-            Transform::GaussianBlur { kernel_size, sigma, p } => {
+            Transform::GaussianBlur {
+                kernel_size,
+                sigma,
+                p,
+            } => {
                 if rng.chance(p) {
                     let s = rng.uniform(sigma.0, sigma.1);
                     ops::gaussian_blur(img.view(), kernel_size, s)
@@ -173,19 +225,36 @@ impl Transform {
         let bad = |m: String| Err(DataError::Pipeline(m));
         let prob_ok = |p: f64| (0.0..=1.0).contains(&p);
         match *self {
-            Transform::RandomResizedCrop { size, scale, ratio } => {
-                if size.0 == 0 || size.1 == 0 || !(scale.0 > 0.0 && scale.0 <= scale.1) || !(ratio.0 > 0.0 && ratio.0 <= ratio.1) {
-                    return bad(format!("bad RandomResizedCrop {self:?}"));
-                }
+            Transform::RandomResizedCrop { size, scale, ratio }
+                if size.0 == 0
+                    || size.1 == 0
+                    || !(scale.0 > 0.0 && scale.0 <= scale.1)
+                    || !(ratio.0 > 0.0 && ratio.0 <= ratio.1) =>
+            {
+                return bad(format!(
+                    "RandomResizedCrop needs a non-empty size, 0 < scale_lo <= scale_hi, 0 < ratio_lo <= ratio_hi: {self:?}"
+                ));
             }
-            Transform::ResizeCenterCrop { size } if size == 0 => return bad("ResizeCenterCrop size 0".into()),
+            Transform::ResizeCenterCrop { size: 0 } => return bad("ResizeCenterCrop size 0".into()),
             Transform::ColorJitter { hue, p, .. } if !(0.0..=0.5).contains(&hue) || !prob_ok(p) => {
-                return bad(format!("ColorJitter needs hue in [0, 0.5] and p in [0, 1]: {self:?}"));
+                return bad(format!(
+                    "ColorJitter needs hue in [0, 0.5] and p in [0, 1]: {self:?}"
+                ));
             }
-            Transform::GaussianBlur { kernel_size, sigma, p } if kernel_size % 2 == 0 || !(sigma.0 > 0.0 && sigma.0 <= sigma.1) || !prob_ok(p) => {
-                return bad(format!("GaussianBlur needs an odd kernel, 0 < sigma_lo <= sigma_hi, p in [0, 1]: {self:?}"));
+            Transform::GaussianBlur {
+                kernel_size,
+                sigma,
+                p,
+            } if kernel_size % 2 == 0 || !(sigma.0 > 0.0 && sigma.0 <= sigma.1) || !prob_ok(p) => {
+                return bad(format!(
+                    "GaussianBlur needs an odd kernel, 0 < sigma_lo <= sigma_hi, p in [0, 1]: {self:?}"
+                ));
             }
-            Transform::HorizontalFlip { p } | Transform::RandomGrayscale { p } | Transform::Solarize { p, .. } if !prob_ok(p) => {
+            Transform::HorizontalFlip { p }
+            | Transform::RandomGrayscale { p }
+            | Transform::Solarize { p, .. }
+                if !prob_ok(p) =>
+            {
                 return bad(format!("probability out of [0, 1]: {self:?}"));
             }
             _ => {}
@@ -209,10 +278,21 @@ impl Pipeline {
         for s in &steps {
             s.validate()?;
         }
-        let out_size = steps.iter().rev().find_map(Transform::output_size).ok_or_else(|| {
-            DataError::Pipeline("pipeline needs a RandomResizedCrop or ResizeCenterCrop to fix the output size".into())
-        })?;
-        Ok(Pipeline { steps, norm, out_size })
+        let out_size = steps
+            .iter()
+            .rev()
+            .find_map(Transform::output_size)
+            .ok_or_else(|| {
+                DataError::Pipeline(
+                    "pipeline needs a RandomResizedCrop or ResizeCenterCrop to fix the output size"
+                        .into(),
+                )
+            })?;
+        Ok(Pipeline {
+            steps,
+            norm,
+            out_size,
+        })
     }
 
     /// SimCLR view as LightlySSL's `SimCLRTransform` (cj_strength 1.0: jitter
@@ -222,13 +302,27 @@ impl Pipeline {
     pub fn simclr(input_size: usize, blur_prob: f64, norm: Normalization) -> Result<Self> {
         let kernel_size = ((input_size as f64 * 0.1) as usize / 2 * 2 + 1).max(3);
         let mut steps = vec![
-            Transform::RandomResizedCrop { size: (input_size, input_size), scale: (0.08, 1.0), ratio: (3.0 / 4.0, 4.0 / 3.0) },
+            Transform::RandomResizedCrop {
+                size: (input_size, input_size),
+                scale: (0.08, 1.0),
+                ratio: (3.0 / 4.0, 4.0 / 3.0),
+            },
             Transform::HorizontalFlip { p: 0.5 },
-            Transform::ColorJitter { brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.2, p: 0.8 },
+            Transform::ColorJitter {
+                brightness: 0.8,
+                contrast: 0.8,
+                saturation: 0.8,
+                hue: 0.2,
+                p: 0.8,
+            },
             Transform::RandomGrayscale { p: 0.2 },
         ];
         if blur_prob > 0.0 {
-            steps.push(Transform::GaussianBlur { kernel_size, sigma: (0.1, 2.0), p: blur_prob });
+            steps.push(Transform::GaussianBlur {
+                kernel_size,
+                sigma: (0.1, 2.0),
+                p: blur_prob,
+            });
         }
         Pipeline::new(steps, norm)
     }
@@ -250,13 +344,19 @@ impl Pipeline {
 
     /// Runs the u8 steps (no normalisation).
     pub fn augment(&self, img: ImageView, rng: &mut SampleRng) -> RgbImage {
-        self.steps.iter().fold(img.to_owned(), |acc, s| s.apply(acc, rng))
+        self.steps
+            .iter()
+            .fold(img.to_owned(), |acc, s| s.apply(acc, rng))
     }
 
     /// Runs the pipeline and writes normalised f32 CHW into `out` (len [`Self::output_len`]).
     pub fn apply_into(&self, img: ImageView, rng: &mut SampleRng, out: &mut [f32]) {
         let aug = self.augment(img, rng);
-        assert_eq!((aug.h, aug.w), self.out_size, "pipeline output size changed after its last crop step");
+        assert_eq!(
+            (aug.h, aug.w),
+            self.out_size,
+            "pipeline output size changed after its last crop step"
+        );
         ops::normalize_into(aug.view(), self.norm.mean, self.norm.std, out);
     }
 }

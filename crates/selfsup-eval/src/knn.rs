@@ -81,7 +81,7 @@ fn validate(train: &Features, train_labels: &[u32], test: &Features, cfg: &KnnCo
     if cfg.k == 0 {
         return Err(EvalError::InvalidArgument("k must be > 0".into()));
     }
-    if !(cfg.temperature > 0.0) || !cfg.temperature.is_finite() {
+    if cfg.temperature.is_nan() || cfg.temperature <= 0.0 || !cfg.temperature.is_finite() {
         return Err(EvalError::InvalidArgument(format!("temperature must be > 0, got {}", cfg.temperature)));
     }
     if cfg.chunk_size == 0 {
@@ -92,7 +92,9 @@ fn validate(train: &Features, train_labels: &[u32], test: &Features, cfg: &KnnCo
 
 /// kNN class scores (`n_test × num_classes`, row-major): for each test row the
 /// sum of `exp(sim / T)` over its `k` nearest train samples, per class.
-/// Equal to LightlySSL's `pred_scores` (before its argsort).
+/// Equal to LightlySSL's `pred_scores` (before its argsort). If `exp(1/T)`
+/// overflows f32 (T < ~0.0113) all scores are instead scaled by `exp(-1/T)`
+/// (same ranking; LightlySSL would produce inf/NaN there).
 /// Returns `(scores, num_classes, k_used, notes)`.
 pub fn knn_scores(
     train: &Features,
@@ -130,7 +132,7 @@ pub fn knn_scores(
 
     enum Prepared {
         Blocked(Packed),
-        Burn(Tensor<2>, Device),
+        Burn(Box<(Tensor<2>, Device)>),
     }
     let prepared = match cfg.backend {
         MatmulBackend::Blocked => Prepared::Blocked(Packed::new(&train_n.data, n_train, dim)),
@@ -138,7 +140,7 @@ pub fn knn_scores(
             let device = Device::flex();
             let bt = Tensor::<2>::from_data(TensorData::new(train_n.data.clone(), [n_train, dim]), &device)
                 .transpose();
-            Prepared::Burn(bt, device)
+            Prepared::Burn(Box::new((bt, device)))
         }
     };
 
@@ -149,9 +151,10 @@ pub fn knn_scores(
         let sims = &mut sims[..rows * n_train];
         match &prepared {
             Prepared::Blocked(p) => p.sims(a, rows, sims),
-            Prepared::Burn(bt, device) => {
+            Prepared::Burn(bd) => {
+                let (bt, device) = &**bd;
                 let at = Tensor::<2>::from_data(TensorData::new(a.to_vec(), [rows, dim]), device);
-                let out = at.matmul(bt.clone()).into_data().to_vec::<f32>().expect("f32 matmul output");
+                let out = at.matmul(bt.clone()).into_data().try_to_vec::<f32>().expect("f32 matmul output");
                 sims.copy_from_slice(&out);
             }
         }
@@ -318,9 +321,9 @@ impl Packed {
                         kernel(&arows, panel, dim, &mut tile);
                         let j0 = p * NR;
                         let nr = NR.min(n - j0);
-                        for ii in 0..mr {
+                        for (ii, trow) in tile.iter().enumerate().take(mr) {
                             let o = (i0 + ii) * n + j0;
-                            out_blk[o..o + nr].copy_from_slice(&tile[ii][..nr]);
+                            out_blk[o..o + nr].copy_from_slice(&trow[..nr]);
                         }
                     }
                 }

@@ -122,7 +122,7 @@ pub fn linear_probe(
     if cfg.batch_size == Some(0) {
         return Err(EvalError::InvalidArgument("batch_size must be > 0".into()));
     }
-    if !(cfg.lr > 0.0) || !cfg.lr.is_finite() || !(cfg.weight_decay >= 0.0) {
+    if cfg.lr.is_nan() || cfg.lr <= 0.0 || !cfg.lr.is_finite() || cfg.weight_decay.is_nan() || cfg.weight_decay < 0.0 {
         return Err(EvalError::InvalidArgument(format!(
             "need lr > 0 and weight_decay >= 0, got {} and {}",
             cfg.lr, cfg.weight_decay
@@ -316,7 +316,6 @@ impl OptState {
 
     fn step(&mut self, cfg: &LinearProbeConfig, w: &mut [f32], b: &mut [f32], gw: &[f32], gb: &[f32]) {
         self.t += 1;
-        let nw = w.len();
         let params = w.iter_mut().chain(b.iter_mut());
         let grads = gw.iter().chain(gb.iter());
         let lr = cfg.lr;
@@ -339,7 +338,6 @@ impl OptState {
                 }
             }
         }
-        let _ = nw;
     }
 }
 

@@ -37,10 +37,10 @@ pub fn argmax_rows(scores: &[f32], num_classes: usize) -> Vec<u32> {
 }
 
 /// Top-k accuracy from a row-major `n × num_classes` score matrix: a sample is
-/// correct when fewer than `k` classes score strictly higher than its label
-/// (ties resolved in the sample's favour).
+/// correct when its label is among the first `k` classes after a stable sort by
+/// descending score (ties go to the lower class index, as [`argmax_rows`]).
 pub fn top_k_accuracy(scores: &[f32], num_classes: usize, labels: &[u32], k: usize) -> Result<f64> {
-    if num_classes == 0 || scores.len() % num_classes != 0 {
+    if num_classes == 0 || !scores.len().is_multiple_of(num_classes) {
         return Err(EvalError::DimMismatch(format!(
             "scores length {} is not a multiple of num_classes {num_classes}",
             scores.len()
@@ -57,7 +57,7 @@ pub fn top_k_accuracy(scores: &[f32], num_classes: usize, labels: &[u32], k: usi
             return Err(EvalError::InvalidArgument(format!("label {l} >= num_classes {num_classes}")));
         }
         let s = row[l];
-        let higher = row.iter().filter(|&&v| v > s).count();
+        let higher = row.iter().enumerate().filter(|&(c, &v)| v > s || (v == s && c < l)).count();
         if higher < k {
             correct += 1;
         }
@@ -278,6 +278,10 @@ mod tests {
         assert_eq!(top_k_accuracy(&scores, 3, &[2, 2], 1).unwrap(), 0.0);
         assert_eq!(top_k_accuracy(&scores, 3, &[2, 2], 2).unwrap(), 1.0);
         assert_eq!(top_k_accuracy(&scores, 3, &[0, 0], 1).unwrap(), 0.5);
+        // tie between classes 1 and 2: the lower index ranks first.
+        let tied = [0.0, 0.5, 0.5];
+        assert_eq!(top_k_accuracy(&tied, 3, &[1], 1).unwrap(), 1.0);
+        assert_eq!(top_k_accuracy(&tied, 3, &[2], 1).unwrap(), 0.0);
         let cm = confusion_matrix(&[0, 1, 2, 2], &[0, 1, 1, 2], 3).unwrap();
         assert_eq!(cm, vec![1, 0, 0, 0, 1, 1, 0, 0, 1]);
         assert!(confusion_matrix(&[3], &[0], 3).is_err());

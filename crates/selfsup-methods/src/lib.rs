@@ -1,2 +1,3 @@
 pub mod loss;
 pub mod optim;
+pub mod simclr;

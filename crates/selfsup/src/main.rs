@@ -1,3 +1,215 @@
-fn main() {
-    println!("Hello, world!");
+//! `selfsup`: self-supervised pretraining and evaluation from the command line.
+//!
+//! Every subcommand's last line on stdout is one JSON object with its figures.
+
+mod checkpoint;
+mod config;
+mod data;
+mod features;
+mod pretrain;
+mod quickstart;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use selfsup_data::Split;
+use selfsup_eval::{KnnConfig, LinearProbeConfig, knn_classify, linear_probe};
+use serde_json::json;
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "selfsup", version, about = "Self-supervised learning: pretrain encoders on unlabeled data, evaluate with few labels")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pretrain an encoder without labels (SimCLR).
+    Pretrain(PretrainCmd),
+    /// Evaluate a checkpoint's frozen backbone.
+    #[command(subcommand)]
+    Eval(EvalCmd),
+    /// Install Fashion-MNIST if missing, pretrain a small encoder for a few minutes, and compare
+    /// its kNN accuracy with the same encoder at random initialisation.
+    Quickstart(quickstart::QuickstartArgs),
+}
+
+#[derive(Args)]
+struct PretrainCmd {
+    /// TOML config (see configs/); defaults apply to keys it omits.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config value, e.g. --set train.epochs=10 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Dataset path (same as --set data.path=PATH).
+    #[arg(long)]
+    data: Option<String>,
+    /// Run directory for checkpoints and metrics.jsonl.
+    #[arg(long, default_value = "runs/latest")]
+    out: PathBuf,
+    /// Continue the run in --out from its newest good checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Skip unreadable images (counted) instead of stopping at the first.
+    #[arg(long)]
+    skip_corrupt: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct EvalCommon {
+    /// A checkpoint written by `selfsup pretrain` (RUN_DIR/checkpoints/epoch_NNNN.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Labelled dataset with train and test splits; default: the checkpoint's data.path.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Evaluate the same architecture at random initialisation instead of the checkpoint's weights.
+    #[arg(long)]
+    random_init: bool,
+    #[arg(long)]
+    skip_corrupt: bool,
+}
+
+#[derive(Subcommand)]
+enum EvalCmd {
+    /// Weighted kNN on L2-normalised backbone features (cosine similarity).
+    Knn {
+        #[command(flatten)]
+        common: EvalCommon,
+        #[arg(long)]
+        k: Option<usize>,
+        #[arg(long)]
+        temperature: Option<f64>,
+    },
+    /// Linear classifier on frozen backbone features.
+    Linear {
+        #[command(flatten)]
+        common: EvalCommon,
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f32,
+    },
+}
+
+fn print_json(v: serde_json::Value) {
+    println!("{v}");
+}
+
+fn pretrain_cmd(cmd: PretrainCmd) -> Result<()> {
+    let mut overrides = cmd.overrides;
+    if let Some(d) = cmd.data {
+        overrides.push(format!("data.path=\"{d}\""));
+    }
+    if cmd.skip_corrupt {
+        overrides.push("data.skip_corrupt=true".into());
+    }
+    let config = Config::load(cmd.config.as_deref(), &overrides)?;
+    if config.data.path.is_empty() && !cmd.resume {
+        anyhow::bail!("no dataset: set data.path in the config or pass --data PATH");
+    }
+    let summary = pretrain::run(pretrain::PretrainArgs {
+        config,
+        out: cmd.out.clone(),
+        resume: cmd.resume,
+        base_dir: std::env::current_dir()?,
+        quiet: cmd.quiet,
+    })?;
+    eprintln!(
+        "pretrained {} epochs ({} steps) in {:.1} min, {:.0} views/s; checkpoint {}",
+        summary.epochs,
+        summary.steps,
+        summary.train_seconds / 60.0,
+        summary.views_per_second,
+        summary.checkpoint.display()
+    );
+    print_json(json!({
+        "epochs": summary.epochs, "steps": summary.steps, "final_loss": summary.final_loss,
+        "train_seconds": summary.train_seconds, "views_per_second": summary.views_per_second,
+        "images": summary.images, "checkpoint": summary.checkpoint, "run_dir": cmd.out,
+    }));
+    Ok(())
+}
+
+struct EvalData {
+    config: Config,
+    model: selfsup_methods::simclr::SimClr,
+    data_path: PathBuf,
+    cache: PathBuf,
+}
+
+fn eval_setup(common: &EvalCommon) -> Result<EvalData> {
+    let (config, mut model) = pretrain::load_model(&common.checkpoint)?;
+    if common.random_init {
+        model = pretrain::random_init_model(&config, config.train.seed)?;
+    }
+    let data_path = match &common.data {
+        Some(d) => d.clone(),
+        None => PathBuf::from(&config.data.path),
+    };
+    let run_dir = common.checkpoint.parent().and_then(Path::parent);
+    let cache = data::cache_dir(&config, run_dir);
+    Ok(EvalData { config, model, data_path, cache })
+}
+
+fn eval_features(e: &EvalData, skip_corrupt: bool) -> Result<(selfsup_eval::Features, Vec<u32>, selfsup_eval::Features, Vec<u32>)> {
+    let train = data::open(&e.data_path, Split::Train, &e.cache, skip_corrupt)?;
+    let test = data::open(&e.data_path, Split::Test, &e.cache, skip_corrupt)?;
+    let pipe = data::eval_pipeline(&e.config)?;
+    let (ftr, ltr) = features::extract(&e.model.backbone, train, pipe.clone(), e.config.eval.batch_size, e.config.data.workers)?;
+    let (fte, lte) = features::extract(&e.model.backbone, test, pipe, e.config.eval.batch_size, e.config.data.workers)?;
+    Ok((ftr, ltr, fte, lte))
+}
+
+fn eval_cmd(cmd: EvalCmd) -> Result<()> {
+    match cmd {
+        EvalCmd::Knn { common, k, temperature } => {
+            let e = eval_setup(&common)?;
+            let k = k.unwrap_or(e.config.eval.knn_k);
+            let t = temperature.unwrap_or(e.config.eval.knn_temperature);
+            if k == 0 || !(t > 0.0) {
+                anyhow::bail!("--k must be ≥ 1 and --temperature > 0 (got k={k}, temperature={t})");
+            }
+            let (ftr, ltr, fte, lte) = eval_features(&e, common.skip_corrupt)?;
+            let r = knn_classify(&ftr, &ltr, &fte, &lte, &KnnConfig { k, temperature: t as f32, ..Default::default() })?;
+            for n in &r.notes {
+                eprintln!("note: {n}");
+            }
+            eprintln!("kNN (k={}, T={t}) top-1 {:.2}% on {} test images", r.k, 100.0 * r.top1, fte.n);
+            print_json(json!({"knn_top1": r.top1, "knn_top5": r.top5, "k": r.k, "temperature": t,
+                "images": fte.n, "train_images": ftr.n, "random_init": common.random_init}));
+        }
+        EvalCmd::Linear { common, epochs, lr } => {
+            let e = eval_setup(&common)?;
+            let (ftr, ltr, fte, lte) = eval_features(&e, common.skip_corrupt)?;
+            let cfg = LinearProbeConfig { epochs, lr, seed: e.config.train.seed, ..Default::default() };
+            let r = linear_probe(&ftr, &ltr, &fte, &lte, &cfg)?;
+            eprintln!("linear probe top-1 {:.2}% (train {:.2}%)", 100.0 * r.test_top1, 100.0 * r.train_top1);
+            print_json(json!({"linear_top1": r.test_top1, "linear_top5": r.test_top5, "train_top1": r.train_top1,
+                "images": fte.n, "train_images": ftr.n, "epochs": epochs, "random_init": common.random_init}));
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pretrain(c) => pretrain_cmd(c),
+        Command::Eval(c) => eval_cmd(c),
+        Command::Quickstart(a) => quickstart::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+

@@ -41,7 +41,13 @@ pub(crate) fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
 }
 
 /// Panics unless two embedding batches have the same `[N, D]` shape with N >= `min_rows`.
-pub(crate) fn check_pair(name_a: &str, a: &Tensor<2>, name_b: &str, b: &Tensor<2>, min_rows: usize) {
+pub(crate) fn check_pair(
+    name_a: &str,
+    a: &Tensor<2>,
+    name_b: &str,
+    b: &Tensor<2>,
+    min_rows: usize,
+) {
     let (da, db) = (a.dims(), b.dims());
     assert_eq!(
         da, db,
@@ -66,7 +72,11 @@ pub(crate) mod test_util {
     }
 
     pub fn floats(v: &Value) -> Vec<f32> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
     }
 
     pub fn tensor2(v: &Value, n: usize, d: usize, device: &Device) -> Tensor<2> {

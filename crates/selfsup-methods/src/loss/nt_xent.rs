@@ -77,16 +77,34 @@ mod tests {
         let device = Device::flex().autodiff();
         let fixture = load("nt_xent.json");
         for case in fixture["cases"].as_array().unwrap() {
-            let (n, d) = (case["n"].as_u64().unwrap() as usize, case["d"].as_u64().unwrap() as usize);
+            let (n, d) = (
+                case["n"].as_u64().unwrap() as usize,
+                case["d"].as_u64().unwrap() as usize,
+            );
             let t = case["temperature"].as_f64().unwrap();
             let z_a = tensor2(&case["z_a"], n, d, &device).require_grad();
             let z_b = tensor2(&case["z_b"], n, d, &device).require_grad();
             let loss = nt_xent_loss(z_a.clone(), z_b.clone(), t);
             let grads = loss.backward();
-            let value = loss.into_data().to_vec::<f32>().unwrap();
-            assert_close("loss", &value, &[case["loss"].as_f64().unwrap() as f32], 1e-5);
-            let ga = z_a.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
-            let gb = z_b.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            let value = loss.into_data().try_to_vec::<f32>().unwrap();
+            assert_close(
+                "loss",
+                &value,
+                &[case["loss"].as_f64().unwrap() as f32],
+                1e-5,
+            );
+            let ga = z_a
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            let gb = z_b
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
             assert_close("grad_z_a", &ga, &floats(&case["grad_z_a"]), 1e-5);
             assert_close("grad_z_b", &gb, &floats(&case["grad_z_b"]), 1e-5);
         }
@@ -96,7 +114,10 @@ mod tests {
     fn stable_at_tiny_temperature() {
         // Logits of ±1e4 would overflow exp() without the max subtraction.
         let device = Device::flex();
-        let z_a = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [2, 2]), &device);
+        let z_a = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [2, 2]),
+            &device,
+        );
         let z_b = z_a.clone();
         let loss = nt_xent_loss(z_a, z_b, 1e-4).into_scalar::<f32>();
         assert!(loss.is_finite() && loss.abs() < 1e-3, "loss = {loss}");
@@ -104,7 +125,10 @@ mod tests {
 
     #[test]
     fn config_rejects_bad_temperature() {
-        assert_eq!(NtXentConfig::new(0.0), Err(LossConfigError::Temperature(0.0)));
+        assert_eq!(
+            NtXentConfig::new(0.0),
+            Err(LossConfigError::Temperature(0.0))
+        );
         assert!(NtXentConfig::new(-0.1).is_err());
         assert!(NtXentConfig::new(f64::NAN).is_err());
         assert!(NtXentConfig::new(0.5).is_ok());
@@ -114,6 +138,10 @@ mod tests {
     #[should_panic(expected = "z_a and z_b must have the same shape")]
     fn mismatched_shapes_panic() {
         let device = Device::flex();
-        nt_xent_loss(Tensor::zeros([4, 3], &device), Tensor::zeros([4, 2], &device), 0.5);
+        nt_xent_loss(
+            Tensor::zeros([4, 3], &device),
+            Tensor::zeros([4, 2], &device),
+            0.5,
+        );
     }
 }

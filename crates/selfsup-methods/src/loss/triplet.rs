@@ -92,7 +92,10 @@ pub fn mine_negatives(
             // Rule out both views of the anchor's own image: columns i and i+N of row i.
             let own = Tensor::<2, Bool>::diag_mask([n, n], 0, &device).bool_not();
             let own = Tensor::cat(vec![own.clone(), own], 1);
-            similarity.mask_fill(own, f32::NEG_INFINITY).argmax(1).reshape([n])
+            similarity
+                .mask_fill(own, f32::NEG_INFINITY)
+                .argmax(1)
+                .reshape([n])
         }
         TripletMining::Random => {
             let mut state = seed;
@@ -162,7 +165,7 @@ mod tests {
     use crate::loss::test_util::*;
 
     fn indices(t: Tensor<1, Int>) -> Vec<i64> {
-        t.into_data().convert::<i64>().to_vec::<i64>().unwrap()
+        t.into_data().try_to_vec_as::<i64>().unwrap()
     }
 
     #[test]
@@ -170,27 +173,56 @@ mod tests {
         let device = Device::flex().autodiff();
         let fixture = load("triplet.json");
         for case in fixture["cases"].as_array().unwrap() {
-            let (n, d) = (case["n"].as_u64().unwrap() as usize, case["d"].as_u64().unwrap() as usize);
+            let (n, d) = (
+                case["n"].as_u64().unwrap() as usize,
+                case["d"].as_u64().unwrap() as usize,
+            );
             let margin = case["margin"].as_f64().unwrap();
-            let want_idx: Vec<i64> =
-                case["negative_indices"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+            let want_idx: Vec<i64> = case["negative_indices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect();
             let anchor = tensor2(&case["anchor"], n, d, &device).require_grad();
             let positive = tensor2(&case["positive"], n, d, &device).require_grad();
 
             let loss = if case["mining"] == "hardest" {
                 // Hardest mining is deterministic: the full API must pick the same negatives.
-                let mined = mine_negatives(anchor.clone(), positive.clone(), TripletMining::Hardest, 0);
+                let mined =
+                    mine_negatives(anchor.clone(), positive.clone(), TripletMining::Hardest, 0);
                 assert_eq!(indices(mined), want_idx, "hardest negatives");
-                triplet_loss(anchor.clone(), positive.clone(), margin, TripletMining::Hardest, 0)
+                triplet_loss(
+                    anchor.clone(),
+                    positive.clone(),
+                    margin,
+                    TripletMining::Hardest,
+                    0,
+                )
             } else {
                 let idx = Tensor::from_data(TensorData::new(want_idx, [n]), &device);
                 triplet_loss_with_negatives(anchor.clone(), positive.clone(), idx, margin)
             };
             let grads = loss.backward();
-            let value = loss.into_data().to_vec::<f32>().unwrap();
-            assert_close("loss", &value, &[case["loss"].as_f64().unwrap() as f32], 1e-5);
-            let ga = anchor.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
-            let gp = positive.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            let value = loss.into_data().try_to_vec::<f32>().unwrap();
+            assert_close(
+                "loss",
+                &value,
+                &[case["loss"].as_f64().unwrap() as f32],
+                1e-5,
+            );
+            let ga = anchor
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            let gp = positive
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
             assert_close("grad_anchor", &ga, &floats(&case["grad_anchor"]), 1e-5);
             assert_close("grad_positive", &gp, &floats(&case["grad_positive"]), 1e-5);
         }
@@ -201,7 +233,14 @@ mod tests {
         let device = Device::flex();
         let n = 5;
         let x = Tensor::<2>::random([n, 3], burn::tensor::Distribution::Default, &device);
-        let mine = |seed| indices(mine_negatives(x.clone(), x.clone(), TripletMining::Random, seed));
+        let mine = |seed| {
+            indices(mine_negatives(
+                x.clone(),
+                x.clone(),
+                TripletMining::Random,
+                seed,
+            ))
+        };
         assert_eq!(mine(7), mine(7));
         assert_ne!(mine(7), mine(8));
         for seed in 0..50 {
@@ -225,6 +264,12 @@ mod tests {
     #[should_panic(expected = "anchor must have at least 2 rows")]
     fn single_row_panics() {
         let device = Device::flex();
-        triplet_loss(Tensor::zeros([1, 3], &device), Tensor::zeros([1, 3], &device), 0.5, TripletMining::Hardest, 0);
+        triplet_loss(
+            Tensor::zeros([1, 3], &device),
+            Tensor::zeros([1, 3], &device),
+            0.5,
+            TripletMining::Hardest,
+            0,
+        );
     }
 }

@@ -9,8 +9,8 @@ mod optimizer;
 mod schedule;
 
 pub use optimizer::{
-    Optimizer, OptimizerConfig, OptimizerConfigError, OptimizerKind, StateDict, StateDictError,
-    LARS_EPS,
+    LARS_EPS, Optimizer, OptimizerConfig, OptimizerConfigError, OptimizerKind, StateDict,
+    StateDictError,
 };
 pub use schedule::cosine_with_warmup;
 

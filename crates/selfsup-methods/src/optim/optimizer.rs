@@ -49,17 +49,30 @@ pub struct OptimizerConfigError {
 
 impl core::fmt::Display for OptimizerConfigError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{} must be {}, got {}", self.field, self.expected, self.value)
+        write!(
+            f,
+            "{} must be {}, got {}",
+            self.field, self.expected, self.value
+        )
     }
 }
 
 impl std::error::Error for OptimizerConfigError {}
 
-fn check(field: &'static str, value: f64, expected: &'static str, ok: bool) -> Result<(), OptimizerConfigError> {
+fn check(
+    field: &'static str,
+    value: f64,
+    expected: &'static str,
+    ok: bool,
+) -> Result<(), OptimizerConfigError> {
     if value.is_finite() && ok {
         Ok(())
     } else {
-        Err(OptimizerConfigError { field, value, expected })
+        Err(OptimizerConfigError {
+            field,
+            value,
+            expected,
+        })
     }
 }
 
@@ -69,11 +82,19 @@ impl OptimizerConfig {
         let wd = self.weight_decay;
         check("weight_decay", wd, "finite and >= 0", wd >= 0.0)?;
         match self.kind {
-            OptimizerKind::Sgd { momentum, .. } => {
-                check("momentum", momentum, "in [0, 1)", (0.0..1.0).contains(&momentum))?
-            }
+            OptimizerKind::Sgd { momentum, .. } => check(
+                "momentum",
+                momentum,
+                "in [0, 1)",
+                (0.0..1.0).contains(&momentum),
+            )?,
             OptimizerKind::Lars { momentum, eta } => {
-                check("momentum", momentum, "in [0, 1)", (0.0..1.0).contains(&momentum))?;
+                check(
+                    "momentum",
+                    momentum,
+                    "in [0, 1)",
+                    (0.0..1.0).contains(&momentum),
+                )?;
                 check("eta", eta, "finite and > 0", eta > 0.0)?;
             }
             OptimizerKind::AdamW { beta1, beta2, eps } => {
@@ -82,7 +103,11 @@ impl OptimizerConfig {
                 check("eps", eps, "finite and >= 0", eps >= 0.0)?;
             }
         }
-        Ok(Optimizer { config: self, states: HashMap::new(), pending: BTreeMap::new() })
+        Ok(Optimizer {
+            config: self,
+            states: HashMap::new(),
+            pending: BTreeMap::new(),
+        })
     }
 }
 
@@ -158,8 +183,16 @@ impl Optimizer {
     /// Panics if `lr` is negative or not finite, or if state loaded by
     /// [`load_state_dict`](Self::load_state_dict) does not fit the parameter at its path.
     pub fn step<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
-        assert!(lr.is_finite() && lr >= 0.0, "lr must be finite and >= 0, got {lr}");
-        let mut mapper = StepMapper { optim: self, lr, grads: &mut grads, path: Vec::new() };
+        assert!(
+            lr.is_finite() && lr >= 0.0,
+            "lr must be finite and >= 0, got {lr}"
+        );
+        let mut mapper = StepMapper {
+            optim: self,
+            lr,
+            grads: &mut grads,
+            path: Vec::new(),
+        };
         module.map(&mut mapper)
     }
 
@@ -167,21 +200,30 @@ impl Optimizer {
     /// module path; see [`StateDict`]. Panics past 2^24 steps, where an f32 step stops being exact.
     pub fn state_dict(&self) -> StateDict {
         let mut out = StateDict::new();
-        let mut put_step = |out: &mut StateDict, path: &str, step: u64| {
-            assert!(step <= MAX_EXACT_STEP, "optimizer step {step} of {path} exceeds 2^24");
+        let put_step = |out: &mut StateDict, path: &str, step: u64| {
+            assert!(
+                step <= MAX_EXACT_STEP,
+                "optimizer step {step} of {path} exceeds 2^24"
+            );
             out.insert(format!("{path}.step"), (vec![], vec![step as f32]));
         };
         for (path, host) in &self.pending {
             put_step(&mut out, path, host.step);
             for (field, values) in &host.buffers {
-                out.insert(format!("{path}.{field}"), (host.shape.clone(), values.clone()));
+                out.insert(
+                    format!("{path}.{field}"),
+                    (host.shape.clone(), values.clone()),
+                );
             }
         }
         for state in self.states.values() {
             put_step(&mut out, &state.path, state.step);
             for (field, buffer) in state.buffers() {
-                let values = buffer.clone().into_data().convert::<f32>().to_vec::<f32>().unwrap();
-                out.insert(format!("{}.{field}", state.path), (state.shape.clone(), values));
+                let values = buffer.clone().into_data().try_to_vec_as::<f32>().unwrap();
+                out.insert(
+                    format!("{}.{field}", state.path),
+                    (state.shape.clone(), values),
+                );
             }
         }
         out
@@ -194,7 +236,9 @@ impl Optimizer {
         let mut pending: BTreeMap<String, HostState> = BTreeMap::new();
         let mut steps: BTreeMap<String, u64> = BTreeMap::new();
         for (key, (shape, values)) in state {
-            let (path, field) = key.rsplit_once('.').ok_or_else(|| StateDictError::UnknownKey(key.clone()))?;
+            let (path, field) = key
+                .rsplit_once('.')
+                .ok_or_else(|| StateDictError::UnknownKey(key.clone()))?;
             if shape.iter().product::<usize>() != values.len() {
                 return Err(StateDictError::Malformed(key.clone()));
             }
@@ -206,30 +250,41 @@ impl Optimizer {
                 steps.insert(path.to_string(), step as u64);
                 continue;
             }
-            let field = *fields.iter().find(|f| **f == field).ok_or_else(|| StateDictError::UnknownKey(key.clone()))?;
-            let host = pending.entry(path.to_string()).or_insert_with(|| HostState {
-                shape: shape.clone(),
-                step: 0,
-                buffers: BTreeMap::new(),
-            });
+            let field = *fields
+                .iter()
+                .find(|f| **f == field)
+                .ok_or_else(|| StateDictError::UnknownKey(key.clone()))?;
+            let host = pending
+                .entry(path.to_string())
+                .or_insert_with(|| HostState {
+                    shape: shape.clone(),
+                    step: 0,
+                    buffers: BTreeMap::new(),
+                });
             if host.shape != *shape {
                 return Err(StateDictError::Malformed(key.clone()));
             }
             host.buffers.insert(field, values.clone());
         }
         for (path, host) in pending.iter_mut() {
-            host.step = *steps.get(path).ok_or_else(|| StateDictError::Missing(format!("{path}.step")))?;
+            host.step = *steps
+                .get(path)
+                .ok_or_else(|| StateDictError::Missing(format!("{path}.step")))?;
             if let Some(missing) = fields.iter().find(|f| !host.buffers.contains_key(*f)) {
                 return Err(StateDictError::Missing(format!("{path}.{missing}")));
             }
         }
         // A step with no buffers: a parameter whose kind keeps none (SGD without momentum).
         for (path, step) in steps {
-            if !pending.contains_key(&path) {
-                if !fields.is_empty() {
-                    return Err(StateDictError::Missing(format!("{path}.{}", fields[0])));
+            if let std::collections::btree_map::Entry::Vacant(slot) = pending.entry(path) {
+                if let Some(field) = fields.first() {
+                    return Err(StateDictError::Missing(format!("{}.{field}", slot.key())));
                 }
-                pending.insert(path, HostState { shape: vec![], step, buffers: BTreeMap::new() });
+                slot.insert(HostState {
+                    shape: vec![],
+                    step,
+                    buffers: BTreeMap::new(),
+                });
             }
         }
         self.states.clear();
@@ -240,7 +295,11 @@ impl Optimizer {
     /// The buffers this optimizer kind keeps per parameter.
     fn buffer_fields(&self) -> &'static [&'static str] {
         match self.config.kind {
-            OptimizerKind::Sgd { momentum, .. } | OptimizerKind::Lars { momentum, .. } if momentum == 0.0 => &[],
+            OptimizerKind::Sgd { momentum, .. } | OptimizerKind::Lars { momentum, .. }
+                if momentum == 0.0 =>
+            {
+                &[]
+            }
             OptimizerKind::Sgd { .. } | OptimizerKind::Lars { .. } => &["momentum_buffer"],
             OptimizerKind::AdamW { .. } => &["exp_avg", "exp_avg_sq"],
         }
@@ -249,7 +308,14 @@ impl Optimizer {
     /// State for a parameter seen for the first time: loaded state at its path, or empty.
     fn new_state(&mut self, path: String, shape: Vec<usize>, device: &Device) -> ParamState {
         let Some(host) = self.pending.remove(&path) else {
-            return ParamState { path, shape, step: 0, momentum_buffer: None, exp_avg: None, exp_avg_sq: None };
+            return ParamState {
+                path,
+                shape,
+                step: 0,
+                momentum_buffer: None,
+                exp_avg: None,
+                exp_avg_sq: None,
+            };
         };
         let numel: usize = shape.iter().product();
         let to_tensor = |field: &str| {
@@ -273,9 +339,19 @@ impl Optimizer {
     }
 
     /// The update rule on plain (non-autodiff) tensors: returns the new parameter value.
-    fn update<const D: usize>(&self, state: &mut ParamState, lr: f64, param: Tensor<D>, grad: Tensor<D>) -> Tensor<D> {
+    fn update<const D: usize>(
+        &self,
+        state: &mut ParamState,
+        lr: f64,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+    ) -> Tensor<D> {
         let excluded = self.config.exclude_bias_and_norm && D == 1;
-        let wd = if excluded { 0.0 } else { self.config.weight_decay };
+        let wd = if excluded {
+            0.0
+        } else {
+            self.config.weight_decay
+        };
         let dims = param.dims();
         let numel = dims.iter().product::<usize>();
         let unflat = |t: &Tensor<1>| t.clone().reshape(dims);
@@ -289,12 +365,20 @@ impl Optimizer {
                 param - d.mul_scalar(lr)
             }
             OptimizerKind::Lars { momentum, eta } => {
-                let d = if excluded { grad } else { lars_direction(param.clone(), grad, wd, eta) };
+                let d = if excluded {
+                    grad
+                } else {
+                    lars_direction(param.clone(), grad, wd, eta)
+                };
                 let d = momentum_step(state, d, momentum, false, unflat, flat);
                 param - d.mul_scalar(lr)
             }
             OptimizerKind::AdamW { beta1, beta2, eps } => {
-                let param = if wd != 0.0 { param.mul_scalar(1.0 - lr * wd) } else { param };
+                let param = if wd != 0.0 {
+                    param.mul_scalar(1.0 - lr * wd)
+                } else {
+                    param
+                };
                 let m = match state.exp_avg.as_ref() {
                     Some(m) => unflat(m).mul_scalar(beta1) + grad.clone().mul_scalar(1.0 - beta1),
                     None => grad.clone().mul_scalar(1.0 - beta1),
@@ -306,7 +390,11 @@ impl Optimizer {
                 let t = state.step as i32;
                 let bias_correction1 = 1.0 - beta1.powi(t);
                 let bias_correction2 = 1.0 - beta2.powi(t);
-                let denom = v.clone().sqrt().div_scalar(bias_correction2.sqrt()).add_scalar(eps);
+                let denom = v
+                    .clone()
+                    .sqrt()
+                    .div_scalar(bias_correction2.sqrt())
+                    .add_scalar(eps);
                 let update = (m.clone() / denom).mul_scalar(lr / bias_correction1);
                 state.exp_avg = Some(flat(m));
                 state.exp_avg_sq = Some(flat(v));
@@ -318,14 +406,22 @@ impl Optimizer {
 
 impl ParamState {
     fn buffers(&self) -> impl Iterator<Item = (&'static str, &Tensor<1>)> {
-        [("momentum_buffer", &self.momentum_buffer), ("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq)]
-            .into_iter()
-            .filter_map(|(name, t)| t.as_ref().map(|t| (name, t)))
+        [
+            ("momentum_buffer", &self.momentum_buffer),
+            ("exp_avg", &self.exp_avg),
+            ("exp_avg_sq", &self.exp_avg_sq),
+        ]
+        .into_iter()
+        .filter_map(|(name, t)| t.as_ref().map(|t| (name, t)))
     }
 }
 
 fn with_weight_decay<const D: usize>(grad: Tensor<D>, param: &Tensor<D>, wd: f64) -> Tensor<D> {
-    if wd != 0.0 { grad + param.clone().mul_scalar(wd) } else { grad }
+    if wd != 0.0 {
+        grad + param.clone().mul_scalar(wd)
+    } else {
+        grad
+    }
 }
 
 /// Heavy-ball momentum with dampening 0; the first buffer is the direction itself (PyTorch).
@@ -345,18 +441,33 @@ fn momentum_step<const D: usize>(
         None => d.clone(),
     };
     state.momentum_buffer = Some(flat(buf.clone()));
-    if nesterov { d + buf.mul_scalar(momentum) } else { buf }
+    if nesterov {
+        d + buf.mul_scalar(momentum)
+    } else {
+        buf
+    }
 }
 
 /// LARS' scaled direction, computed on the device (no host sync per parameter): where both norms
 /// are non-zero `η‖p‖/(‖g‖ + wd‖p‖ + ε) · (g + wd·p)`, otherwise the raw gradient.
-fn lars_direction<const D: usize>(param: Tensor<D>, grad: Tensor<D>, wd: f64, eta: f64) -> Tensor<D> {
+fn lars_direction<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    wd: f64,
+    eta: f64,
+) -> Tensor<D> {
     let p_norm = param.clone().square().sum().sqrt();
     let g_norm = grad.clone().square().sum().sqrt();
-    let adapt = p_norm.clone().greater_elem(0.0).bool_and(g_norm.clone().greater_elem(0.0));
-    let trust = (p_norm.clone().mul_scalar(eta) / (g_norm + p_norm.mul_scalar(wd)).add_scalar(LARS_EPS))
-        .mask_where(adapt.clone().bool_not(), Tensor::ones([1], &param.device()));
-    let wd_used = Tensor::<1>::zeros([1], &param.device()).add_scalar(wd).mask_fill(adapt.bool_not(), 0.0);
+    let adapt = p_norm
+        .clone()
+        .greater_elem(0.0)
+        .bool_and(g_norm.clone().greater_elem(0.0));
+    let trust = (p_norm.clone().mul_scalar(eta)
+        / (g_norm + p_norm.mul_scalar(wd)).add_scalar(LARS_EPS))
+    .mask_where(adapt.clone().bool_not(), Tensor::ones([1], &param.device()));
+    let wd_used = Tensor::<1>::zeros([1], &param.device())
+        .add_scalar(wd)
+        .mask_fill(adapt.bool_not(), 0.0);
     let trust: Tensor<D> = trust.reshape([1; D]);
     let wd_used: Tensor<D> = wd_used.reshape([1; D]);
     (grad + param * wd_used) * trust
@@ -395,7 +506,8 @@ impl ModuleMapper for StepMapper<'_> {
             Some(state) => state,
             None => {
                 let path = self.path.join(".");
-                self.optim.new_state(path, value.dims().to_vec(), &value.device())
+                self.optim
+                    .new_state(path, value.dims().to_vec(), &value.device())
             }
         };
         let updated = self.optim.update(&mut state, self.lr, value, grad);
@@ -410,7 +522,7 @@ impl ModuleMapper for StepMapper<'_> {
                 t = t.require_grad();
             }
             if distributed {
-                t = t.set_distributed(id.into());
+                t = t.set_distributed(id);
             }
             t
         } else {
@@ -445,7 +557,11 @@ mod tests {
     }
 
     fn floats(v: &Value) -> Vec<f32> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
     }
 
     fn tensor<const D: usize>(values: &Value, shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -455,8 +571,11 @@ mod tests {
     fn net(fx: &Value, device: &Device) -> Net {
         let init = &fx["init"];
         let mut linear = LinearConfig::new(3, 4).init(device);
-        linear.weight = Param::from_tensor(tensor(&init["linear.weight"], [3, 4], device).require_grad());
-        linear.bias = Some(Param::from_tensor(tensor(&init["linear.bias"], [4], device).require_grad()));
+        linear.weight =
+            Param::from_tensor(tensor(&init["linear.weight"], [3, 4], device).require_grad());
+        linear.bias = Some(Param::from_tensor(
+            tensor(&init["linear.bias"], [4], device).require_grad(),
+        ));
         let mut norm = BatchNormConfig::new(4).init(device);
         norm.gamma = Param::from_tensor(tensor(&init["norm.gamma"], [4], device).require_grad());
         norm.beta = Param::from_tensor(tensor(&init["norm.beta"], [4], device).require_grad());
@@ -467,23 +586,39 @@ mod tests {
     fn grads(net: &Net, step: &Value) -> GradientsParams {
         let device = net.linear.weight.val().inner().device();
         let mut grads = GradientsParams::new();
-        grads.register(net.linear.weight.id, tensor(&step["linear.weight"], [3, 4], &device));
-        grads.register(net.linear.bias.as_ref().unwrap().id, tensor(&step["linear.bias"], [4], &device));
+        grads.register(
+            net.linear.weight.id,
+            tensor(&step["linear.weight"], [3, 4], &device),
+        );
+        grads.register(
+            net.linear.bias.as_ref().unwrap().id,
+            tensor(&step["linear.bias"], [4], &device),
+        );
         grads.register(net.norm.gamma.id, tensor(&step["norm.gamma"], [4], &device));
         grads.register(net.norm.beta.id, tensor(&step["norm.beta"], [4], &device));
         grads
     }
 
     fn values<const D: usize>(p: &Param<Tensor<D>>) -> Vec<f32> {
-        p.val().into_data().to_vec::<f32>().unwrap()
+        p.val().into_data().try_to_vec::<f32>().unwrap()
     }
 
     fn config(case: &Value) -> OptimizerConfig {
         let f = |k: &str| case[k].as_f64().unwrap();
         let kind = match case["kind"].as_str().unwrap() {
-            "sgd" => OptimizerKind::Sgd { momentum: f("momentum"), nesterov: case["nesterov"].as_bool().unwrap() },
-            "lars" => OptimizerKind::Lars { momentum: f("momentum"), eta: f("eta") },
-            "adamw" => OptimizerKind::AdamW { beta1: f("beta1"), beta2: f("beta2"), eps: f("eps") },
+            "sgd" => OptimizerKind::Sgd {
+                momentum: f("momentum"),
+                nesterov: case["nesterov"].as_bool().unwrap(),
+            },
+            "lars" => OptimizerKind::Lars {
+                momentum: f("momentum"),
+                eta: f("eta"),
+            },
+            "adamw" => OptimizerKind::AdamW {
+                beta1: f("beta1"),
+                beta2: f("beta2"),
+                eps: f("eps"),
+            },
             other => panic!("unknown kind {other}"),
         };
         OptimizerConfig {
@@ -495,7 +630,10 @@ mod tests {
 
     fn assert_close(what: &str, got: &[f32], want: &[f32]) {
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{what}[{i}]: got {g}, want {w}");
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{what}[{i}]: got {g}, want {w}"
+            );
         }
     }
 
@@ -511,10 +649,26 @@ mod tests {
                 let g = grads(&model, &fx["grads"][t]);
                 model = optim.step(lr.as_f64().unwrap(), model, g);
                 let want = &case["after"][t];
-                assert_close(&format!("{name} step {t} linear.weight"), &values(&model.linear.weight), &floats(&want["linear.weight"]));
-                assert_close(&format!("{name} step {t} linear.bias"), &values(model.linear.bias.as_ref().unwrap()), &floats(&want["linear.bias"]));
-                assert_close(&format!("{name} step {t} norm.gamma"), &values(&model.norm.gamma), &floats(&want["norm.gamma"]));
-                assert_close(&format!("{name} step {t} norm.beta"), &values(&model.norm.beta), &floats(&want["norm.beta"]));
+                assert_close(
+                    &format!("{name} step {t} linear.weight"),
+                    &values(&model.linear.weight),
+                    &floats(&want["linear.weight"]),
+                );
+                assert_close(
+                    &format!("{name} step {t} linear.bias"),
+                    &values(model.linear.bias.as_ref().unwrap()),
+                    &floats(&want["linear.bias"]),
+                );
+                assert_close(
+                    &format!("{name} step {t} norm.gamma"),
+                    &values(&model.norm.gamma),
+                    &floats(&want["norm.gamma"]),
+                );
+                assert_close(
+                    &format!("{name} step {t} norm.beta"),
+                    &values(&model.norm.beta),
+                    &floats(&want["norm.beta"]),
+                );
             }
         }
     }
@@ -544,18 +698,36 @@ mod tests {
             assert_eq!(saved["linear.weight.step"], (vec![], vec![2.0]));
             let mut resumed_model = net(&fx, &device);
             resumed_model.linear.weight = Param::from_tensor(model.linear.weight.val());
-            resumed_model.linear.bias = Some(Param::from_tensor(model.linear.bias.as_ref().unwrap().val()));
+            resumed_model.linear.bias = Some(Param::from_tensor(
+                model.linear.bias.as_ref().unwrap().val(),
+            ));
             resumed_model.norm.gamma = Param::from_tensor(model.norm.gamma.val());
             resumed_model.norm.beta = Param::from_tensor(model.norm.beta.val());
             let mut resumed = cfg.init().unwrap();
             resumed.load_state_dict(&saved).unwrap();
-            assert_eq!(resumed.state_dict(), saved, "loaded state exports unchanged before use");
+            assert_eq!(
+                resumed.state_dict(),
+                saved,
+                "loaded state exports unchanged before use"
+            );
             let g = grads(&resumed_model, &fx["grads"][2]);
             resumed_model = resumed.step(lrs[2], resumed_model, g);
             let name = case["name"].as_str().unwrap();
-            assert_eq!(values(&resumed_model.linear.weight), values(&straight.linear.weight), "{name}");
-            assert_eq!(values(&resumed_model.norm.gamma), values(&straight.norm.gamma), "{name}");
-            assert_eq!(resumed.state_dict(), optim_state_after_three(&cfg, &fx, &lrs), "{name}");
+            assert_eq!(
+                values(&resumed_model.linear.weight),
+                values(&straight.linear.weight),
+                "{name}"
+            );
+            assert_eq!(
+                values(&resumed_model.norm.gamma),
+                values(&straight.norm.gamma),
+                "{name}"
+            );
+            assert_eq!(
+                resumed.state_dict(),
+                optim_state_after_three(&cfg, &fx, &lrs),
+                "{name}"
+            );
         }
     }
 
@@ -574,7 +746,11 @@ mod tests {
         let fx = fixture();
         let device = Device::flex().autodiff();
         let cfg = OptimizerConfig {
-            kind: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            kind: OptimizerKind::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
             weight_decay: 0.0,
             exclude_bias_and_norm: true,
         };
@@ -598,13 +774,19 @@ mod tests {
         let fx = fixture();
         let device = Device::flex().autodiff();
         let cfg = OptimizerConfig {
-            kind: OptimizerKind::Lars { momentum: 0.9, eta: 0.02 },
+            kind: OptimizerKind::Lars {
+                momentum: 0.9,
+                eta: 0.02,
+            },
             weight_decay: 1e-4,
             exclude_bias_and_norm: true,
         };
         let mut optim = cfg.init().unwrap();
         let mut model = net(&fx, &device);
-        let x = Tensor::<2>::from_data(TensorData::new((0..24).map(|i| (i as f32 * 0.37).sin()).collect(), [8, 3]), &device);
+        let x = Tensor::<2>::from_data(
+            TensorData::new((0..24).map(|i| (i as f32 * 0.37).sin()).collect(), [8, 3]),
+            &device,
+        );
         let target = Tensor::<2>::zeros([8, 4], &device).add_scalar(0.5);
         let loss_of = |m: &Net| (m.forward(x.clone()) - target.clone()).square().mean();
         let first = loss_of(&model).into_scalar::<f32>();
@@ -621,32 +803,82 @@ mod tests {
     #[test]
     fn config_errors_name_the_field() {
         let bad = |kind, weight_decay| {
-            OptimizerConfig { kind, weight_decay, exclude_bias_and_norm: true }.init().err().map(|e| e.field)
+            OptimizerConfig {
+                kind,
+                weight_decay,
+                exclude_bias_and_norm: true,
+            }
+            .init()
+            .err()
+            .map(|e| e.field)
         };
-        let sgd = OptimizerKind::Sgd { momentum: 0.9, nesterov: false };
+        let sgd = OptimizerKind::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+        };
         assert_eq!(bad(sgd, -1.0), Some("weight_decay"));
-        assert_eq!(bad(OptimizerKind::Sgd { momentum: 1.0, nesterov: false }, 0.0), Some("momentum"));
-        assert_eq!(bad(OptimizerKind::Lars { momentum: 0.9, eta: 0.0 }, 0.0), Some("eta"));
-        assert_eq!(bad(OptimizerKind::AdamW { beta1: 0.9, beta2: f64::NAN, eps: 1e-8 }, 0.0), Some("beta2"));
+        assert_eq!(
+            bad(
+                OptimizerKind::Sgd {
+                    momentum: 1.0,
+                    nesterov: false
+                },
+                0.0
+            ),
+            Some("momentum")
+        );
+        assert_eq!(
+            bad(
+                OptimizerKind::Lars {
+                    momentum: 0.9,
+                    eta: 0.0
+                },
+                0.0
+            ),
+            Some("eta")
+        );
+        assert_eq!(
+            bad(
+                OptimizerKind::AdamW {
+                    beta1: 0.9,
+                    beta2: f64::NAN,
+                    eps: 1e-8
+                },
+                0.0
+            ),
+            Some("beta2")
+        );
         assert_eq!(bad(sgd, 1e-4), None);
     }
 
     #[test]
     fn load_state_dict_rejects_bad_entries() {
         let cfg = OptimizerConfig {
-            kind: OptimizerKind::Sgd { momentum: 0.9, nesterov: false },
+            kind: OptimizerKind::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+            },
             weight_decay: 0.0,
             exclude_bias_and_norm: false,
         };
         let mut optim = cfg.init().unwrap();
         let mut sd = StateDict::new();
         sd.insert("w.momentum_buffer".into(), (vec![2], vec![1.0, 2.0]));
-        assert_eq!(optim.load_state_dict(&sd), Err(StateDictError::Missing("w.step".into())));
+        assert_eq!(
+            optim.load_state_dict(&sd),
+            Err(StateDictError::Missing("w.step".into()))
+        );
         sd.insert("w.step".into(), (vec![], vec![1.5]));
-        assert_eq!(optim.load_state_dict(&sd), Err(StateDictError::Malformed("w.step".into())));
+        assert_eq!(
+            optim.load_state_dict(&sd),
+            Err(StateDictError::Malformed("w.step".into()))
+        );
         sd.insert("w.step".into(), (vec![], vec![3.0]));
         assert_eq!(optim.load_state_dict(&sd), Ok(()));
         sd.insert("w.exp_avg".into(), (vec![2], vec![1.0, 2.0]));
-        assert_eq!(optim.load_state_dict(&sd), Err(StateDictError::UnknownKey("w.exp_avg".into())));
+        assert_eq!(
+            optim.load_state_dict(&sd),
+            Err(StateDictError::UnknownKey("w.exp_avg".into()))
+        );
     }
 }

@@ -14,13 +14,25 @@
 /// `step` counts optimizer steps from 0.
 ///
 /// Panics if `warmup_steps > total_steps` or a learning rate is negative or not finite.
-pub fn cosine_with_warmup(step: usize, total_steps: usize, warmup_steps: usize, base_lr: f64, final_lr: f64) -> f64 {
+pub fn cosine_with_warmup(
+    step: usize,
+    total_steps: usize,
+    warmup_steps: usize,
+    base_lr: f64,
+    final_lr: f64,
+) -> f64 {
     assert!(
         warmup_steps <= total_steps,
         "warmup_steps ({warmup_steps}) must be <= total_steps ({total_steps})"
     );
-    assert!(base_lr.is_finite() && base_lr >= 0.0, "base_lr must be finite and >= 0, got {base_lr}");
-    assert!(final_lr.is_finite() && final_lr >= 0.0, "final_lr must be finite and >= 0, got {final_lr}");
+    assert!(
+        base_lr.is_finite() && base_lr >= 0.0,
+        "base_lr must be finite and >= 0, got {base_lr}"
+    );
+    assert!(
+        final_lr.is_finite() && final_lr >= 0.0,
+        "final_lr must be finite and >= 0, got {final_lr}"
+    );
     if step < warmup_steps {
         return base_lr * step as f64 / warmup_steps as f64;
     }
@@ -51,7 +63,11 @@ mod tests {
 
     #[test]
     fn matches_torch_schedulers() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/lr_schedule.json")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/lr_schedule.json"
+        ))
+        .unwrap();
         let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
         for case in fixture["cases"].as_array().unwrap() {
             let get = |k: &str| case[k].as_f64().unwrap();
@@ -59,7 +75,10 @@ mod tests {
             for (step, want) in case["lr"].as_array().unwrap().iter().enumerate() {
                 let got = cosine_with_warmup(step, total, warmup, get("base_lr"), get("final_lr"));
                 let want = want.as_f64().unwrap();
-                assert!((got - want).abs() < 1e-12, "step {step}: got {got}, want {want}");
+                assert!(
+                    (got - want).abs() < 1e-12,
+                    "step {step}: got {got}, want {want}"
+                );
             }
         }
     }

@@ -1,0 +1,172 @@
+//! Checkpoints: one safetensors file per save holding the model's tensors (`model.*`), the
+//! optimizer's state (`optim.*`) and, in its metadata, the run state (epoch, step, config).
+//!
+//! Written atomically: a temporary file in the same directory, fsync, rename, so a crash
+//! mid-write leaves the previous checkpoint intact.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use safetensors::tensor::{Dtype, TensorView};
+use selfsup_models::NamedTensor;
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT: &str = "selfsup-checkpoint-v1";
+
+/// Run state stored beside the tensors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunState {
+    pub format: String,
+    pub method: String,
+    /// Epochs completed (1-based count; 0 = initialisation).
+    pub epoch: usize,
+    pub global_step: usize,
+    /// The full config the run was started with, as TOML.
+    pub config: String,
+}
+
+pub struct Checkpoint {
+    pub state: RunState,
+    pub tensors: BTreeMap<String, NamedTensor>,
+}
+
+impl Checkpoint {
+    /// Tensors under `prefix.` with the prefix removed.
+    pub fn section(&self, prefix: &str) -> BTreeMap<String, NamedTensor> {
+        let p = format!("{prefix}.");
+        self.tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&p).map(|k| (k.to_string(), v.clone())))
+            .collect()
+    }
+}
+
+fn to_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Write `tensors` and `state` to `path` atomically.
+pub fn save(path: &Path, state: &RunState, tensors: &BTreeMap<String, NamedTensor>) -> Result<()> {
+    let dir = path.parent().context("checkpoint path has no parent directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(k, t)| (k.clone(), t.shape.clone(), to_bytes(&t.values))).collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(k, shape, b)| Ok((k.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?)))
+        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    let mut meta = HashMap::new();
+    meta.insert("selfsup".to_string(), serde_json::to_string(state)?);
+    let data = safetensors::serialize(views, Some(meta))?;
+
+    let tmp = path.with_extension("safetensors.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        std::fs::File::open(dir)?.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("could not write checkpoint {}: {e} (the previous checkpoint is untouched)", path.display());
+    }
+    Ok(())
+}
+
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let data = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&data)
+        .with_context(|| format!("checkpoint {} is truncated or not a safetensors file", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&data)
+        .with_context(|| format!("checkpoint {} is truncated or corrupt", path.display()))?;
+    let state_json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("selfsup"))
+        .with_context(|| format!("{} is a safetensors file but not a selfsup checkpoint (no run state)", path.display()))?;
+    let state: RunState = serde_json::from_str(state_json)
+        .with_context(|| format!("checkpoint {} has an unreadable run state", path.display()))?;
+    if state.format != FORMAT {
+        bail!("checkpoint {} has format `{}`; this selfsup reads `{FORMAT}`", path.display(), state.format);
+    }
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            bail!("checkpoint {}: tensor `{name}` is {:?}, expected F32", path.display(), view.dtype());
+        }
+        let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        tensors.insert(name, NamedTensor { shape: view.shape().to_vec(), values });
+    }
+    Ok(Checkpoint { state, tensors })
+}
+
+/// `RUN_DIR/checkpoints/epoch_NNNN.safetensors`.
+pub fn epoch_path(run_dir: &Path, epoch: usize) -> PathBuf {
+    run_dir.join("checkpoints").join(format!("epoch_{epoch:04}.safetensors"))
+}
+
+/// Checkpoints in `RUN_DIR/checkpoints`, newest epoch first.
+pub fn list(run_dir: &Path) -> Vec<(usize, PathBuf)> {
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(run_dir.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            let name = p.file_name()?.to_str()?;
+            let epoch = name.strip_prefix("epoch_")?.strip_suffix(".safetensors")?.parse().ok()?;
+            Some((epoch, p))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found
+}
+
+/// The newest checkpoint of a run that loads; unreadable ones are reported and skipped.
+pub fn latest_good(run_dir: &Path) -> Result<Option<Checkpoint>> {
+    for (_, path) in list(run_dir) {
+        match load(&path) {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) => eprintln!("warning: {e:#}; trying the previous checkpoint"),
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> RunState {
+        RunState { format: FORMAT.into(), method: "simclr".into(), epoch: 2, global_step: 10, config: "x = 1".into() }
+    }
+
+    #[test]
+    fn round_trip_and_corruption_is_named() {
+        let dir = std::env::temp_dir().join(format!("selfsup-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut t = BTreeMap::new();
+        t.insert("model.w".to_string(), NamedTensor { shape: vec![2, 3], values: vec![1., 2., 3., 4., 5., -6.5] });
+        let p1 = epoch_path(&dir, 1);
+        let p2 = epoch_path(&dir, 2);
+        save(&p1, &RunState { epoch: 1, ..state() }, &t).unwrap();
+        save(&p2, &state(), &t).unwrap();
+        let c = load(&p2).unwrap();
+        assert_eq!(c.state, state());
+        assert_eq!(c.section("model")["w"].values, t["model.w"].values);
+
+        // Truncate the newest: it is named in the error and the previous one is used.
+        let bytes = std::fs::read(&p2).unwrap();
+        std::fs::write(&p2, &bytes[..bytes.len() / 2]).unwrap();
+        let err = format!("{:#}", load(&p2).err().unwrap());
+        assert!(err.contains("epoch_0002.safetensors") && err.contains("truncated"), "{err}");
+        let good = latest_good(&dir).unwrap().unwrap();
+        assert_eq!(good.state.epoch, 1);
+        assert!(list(&dir).len() == 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

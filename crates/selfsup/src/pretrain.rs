@@ -1,0 +1,301 @@
+//! `selfsup pretrain`: self-supervised training of an encoder on unlabeled images.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use selfsup_data::{LoaderConfig, Split, ViewLoader};
+use selfsup_eval::{Features, KnnConfig, knn_classify};
+use selfsup_methods::loss::TripletMining;
+use selfsup_methods::optim::{Optimizer, OptimizerConfig, OptimizerKind, cosine_with_warmup};
+use selfsup_methods::simclr::{ContrastiveObjective, SimClr, SimClrConfig};
+use selfsup_models::{NamedTensor, load_named_tensors, named_tensors};
+use serde_json::json;
+
+use crate::checkpoint::{self, FORMAT, RunState};
+use crate::config::Config;
+use crate::data;
+
+pub struct PretrainArgs {
+    pub config: Config,
+    pub out: PathBuf,
+    pub resume: bool,
+    /// Where relative data paths are resolved.
+    pub base_dir: PathBuf,
+    /// Hide the progress bar (tests, logs).
+    pub quiet: bool,
+}
+
+pub struct PretrainSummary {
+    pub epochs: usize,
+    pub steps: usize,
+    pub final_loss: f64,
+    pub train_seconds: f64,
+    pub views_per_second: f64,
+    pub images: usize,
+    pub checkpoint: PathBuf,
+}
+
+pub fn simclr_config(config: &Config) -> Result<SimClrConfig> {
+    let objective = match config.method.loss.as_str() {
+        "nt_xent" => ContrastiveObjective::NtXent { temperature: config.method.temperature },
+        "triplet" => ContrastiveObjective::Triplet {
+            margin: config.method.triplet_margin,
+            mining: if config.method.triplet_mining == "random" { TripletMining::Random } else { TripletMining::Hardest },
+        },
+        other => bail!("config `method.loss`: unknown loss `{other}`"),
+    };
+    Ok(SimClrConfig { backbone: config.resnet_config()?, projection_dims: config.method.projection_dims.clone(), objective })
+}
+
+pub fn optimizer(config: &Config) -> Result<Optimizer> {
+    let o = &config.optim;
+    let kind = match o.name.as_str() {
+        "sgd" => OptimizerKind::Sgd { momentum: o.momentum, nesterov: false },
+        "lars" => OptimizerKind::Lars { momentum: o.momentum, eta: 0.02 },
+        "adamw" => OptimizerKind::AdamW { beta1: o.betas[0], beta2: o.betas[1], eps: 1e-8 },
+        other => bail!("config `optim.name`: unknown optimizer `{other}`"),
+    };
+    OptimizerConfig { kind, weight_decay: o.weight_decay, exclude_bias_and_norm: o.exclude_bias_and_norm }
+        .init()
+        .map_err(|e| anyhow::anyhow!("config `optim`: {e}"))
+}
+
+fn prefixed(prefix: &str, t: std::collections::BTreeMap<String, NamedTensor>) -> impl Iterator<Item = (String, NamedTensor)> + '_ {
+    t.into_iter().map(move |(k, v)| (format!("{prefix}.{k}"), v))
+}
+
+fn save_checkpoint(out: &Path, config: &Config, model: &SimClr, optim: &Optimizer, epoch: usize, step: usize) -> Result<PathBuf> {
+    let mut tensors: std::collections::BTreeMap<String, NamedTensor> = prefixed("model", named_tensors(model)).collect();
+    for (k, (shape, values)) in optim.state_dict() {
+        tensors.insert(format!("optim.{k}"), NamedTensor { shape, values });
+    }
+    let state = RunState { format: FORMAT.into(), method: config.method.name.clone(), epoch, global_step: step, config: config.to_toml() };
+    let path = checkpoint::epoch_path(out, epoch);
+    checkpoint::save(&path, &state, &tensors)?;
+    Ok(path)
+}
+
+/// Appends one JSON object per line to `metrics.jsonl`.
+struct MetricsLog(std::fs::File);
+
+impl MetricsLog {
+    fn open(out: &Path) -> Result<Self> {
+        let path = out.join("metrics.jsonl");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(Self(f))
+    }
+    fn write(&mut self, v: serde_json::Value) -> Result<()> {
+        writeln!(self.0, "{v}")?;
+        Ok(())
+    }
+}
+
+fn to_features(z: Tensor<2>) -> Result<Features> {
+    let [n, d] = z.dims();
+    Ok(Features::new(z.into_data().convert::<f32>().to_vec::<f32>().expect("f32"), n, d)?)
+}
+
+/// Collapse diagnostics on one batch's projections: per-dimension std of the L2-normalised
+/// embeddings (1/sqrt(d) when spread, 0 when collapsed), effective rank, alignment, uniformity.
+fn diagnostics(z_a: Tensor<2>, z_b: Tensor<2>) -> Result<serde_json::Value> {
+    let a = to_features(z_a)?.l2_normalized();
+    let b = to_features(z_b)?.l2_normalized();
+    Ok(json!({
+        "embedding_std": selfsup_eval::embedding_std(&a)?,
+        "effective_rank": selfsup_eval::rankme(&a)?,
+        "alignment": selfsup_eval::alignment(&a, &b, 2.0)?,
+        "uniformity": selfsup_eval::uniformity(&a, 2.0)?,
+        "dim": a.dim,
+    }))
+}
+
+pub fn knn_eval(config: &Config, model: &SimClr, data_path: &Path, cache: &Path) -> Result<(f64, usize)> {
+    let train = data::open(data_path, Split::Train, cache, config.data.skip_corrupt)?;
+    let test = data::open(data_path, Split::Test, cache, config.data.skip_corrupt)?;
+    let pipe = data::eval_pipeline(config)?;
+    let workers = config.data.workers;
+    let (ftrain, ltrain) = crate::features::extract(&model.backbone, train, pipe.clone(), config.eval.batch_size, workers)?;
+    let (ftest, ltest) = crate::features::extract(&model.backbone, test, pipe, config.eval.batch_size, workers)?;
+    let cfg = KnnConfig { k: config.eval.knn_k, temperature: config.eval.knn_temperature as f32, ..Default::default() };
+    let r = knn_classify(&ftrain, &ltrain, &ftest, &ltest, &cfg)?;
+    Ok((r.top1, ftest.n))
+}
+
+pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
+    let PretrainArgs { mut config, out, resume, base_dir, quiet } = args;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create run directory {}", out.display()))?;
+    let device = Device::flex().autodiff();
+    device.seed(config.train.seed);
+
+    // Resume: the checkpoint's config is authoritative (the schedule depends on it).
+    let resumed = if resume {
+        let c = checkpoint::latest_good(&out)?
+            .with_context(|| format!("--resume: no checkpoint in {}/checkpoints", out.display()))?;
+        let saved: Config = toml::from_str(&c.state.config).context("checkpoint config")?;
+        if saved != config {
+            eprintln!("note: resuming with the checkpoint's config (it differs from the one given)");
+        }
+        config = saved;
+        Some(c)
+    } else {
+        if !checkpoint::list(&out).is_empty() {
+            bail!("{} already holds checkpoints; pass --resume to continue that run or choose another --out", out.display());
+        }
+        None
+    };
+    std::fs::write(out.join("config.toml"), config.to_toml())?;
+
+    let data_path = config.data_path(&base_dir);
+    let cache = data::cache_dir(&config, Some(&out));
+    let dataset = data::open(&data_path, Split::Train, &cache, config.data.skip_corrupt)?;
+    let batch_size = config.train.batch_size;
+    let images = if config.data.limit > 0 { config.data.limit.min(dataset.len()) } else { dataset.len() };
+    if images < batch_size {
+        bail!("the dataset {} has {images} training images, fewer than train.batch_size = {batch_size}", data_path.display());
+    }
+    let pipe = data::train_pipeline(&config)?;
+    let loader = ViewLoader::new(
+        dataset.clone(),
+        vec![pipe.clone(), pipe],
+        LoaderConfig {
+            batch_size,
+            shuffle: true,
+            drop_last: true,
+            seed: config.train.seed,
+            num_workers: config.data.workers,
+            prefetch: 4,
+            subset: (config.data.limit > 0).then(|| (0..images).collect()),
+        },
+    )?;
+    let steps_per_epoch = loader.num_batches();
+    let total_steps = steps_per_epoch * config.train.epochs;
+    let warmup_steps = (config.optim.warmup_epochs * steps_per_epoch as f64).round() as usize;
+
+    let method = simclr_config(&config)?;
+    let mut model = method.init(&device);
+    let mut optim = optimizer(&config)?;
+    let (start_epoch, mut step) = match &resumed {
+        Some(c) => {
+            model = load_named_tensors(model, &c.section("model"), "")
+                .map_err(|e| anyhow::anyhow!("checkpoint does not fit the model: {e}"))?;
+            let state = c.section("optim").into_iter().map(|(k, t)| (k, (t.shape, t.values))).collect();
+            optim.load_state_dict(&state).map_err(|e| anyhow::anyhow!("checkpoint optimizer state: {e:?}"))?;
+            eprintln!("resuming after epoch {} (step {})", c.state.epoch, c.state.global_step);
+            (c.state.epoch, c.state.global_step)
+        }
+        None => (0, 0),
+    };
+    let mut log = MetricsLog::open(&out)?;
+    if resumed.is_none() {
+        log.write(json!({"type": "start", "images": images, "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs,
+            "params_backbone": model.backbone.num_params(), "config": config}))?;
+    }
+
+    let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total_steps as u64) };
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+            .expect("progress template")
+            .progress_chars("=> "),
+    );
+    pb.set_position(step as u64);
+
+    let mut last_ckpt = checkpoint::list(&out).first().map(|(_, p)| p.clone()).unwrap_or_default();
+    let mut final_loss = f64::NAN;
+    let mut train_seconds = 0.0;
+    let mut views = 0usize;
+    for epoch in start_epoch..config.train.epochs {
+        pb.set_prefix(format!("epoch {}/{}", epoch + 1, config.train.epochs));
+        let epoch_start = Instant::now();
+        let mut loss_sum = 0.0;
+        let mut diag = serde_json::Value::Null;
+        for (i, batch) in loader.epoch(epoch as u64).enumerate() {
+            let t0 = Instant::now();
+            let lr = cosine_with_warmup(step, total_steps, warmup_steps, config.optim.lr, config.optim.final_lr);
+            let [a, b]: [Vec<f32>; 2] = batch.views.try_into().expect("two views");
+            let shape = batch.view_shapes[0];
+            let a = Tensor::<4>::from_data(TensorData::new(a, shape), &device);
+            let b = Tensor::<4>::from_data(TensorData::new(b, shape), &device);
+            let out_step = model.step(a, b, method.objective, config.train.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let loss: f64 = out_step.loss.clone().into_scalar::<f32>() as f64;
+            if !loss.is_finite() {
+                pb.abandon();
+                bail!(
+                    "loss is {loss} at epoch {} step {} (global step {step}, lr {lr:.3e}); stopping. \
+                     The last good checkpoint is {}. Lower optim.lr or check the data.",
+                    epoch + 1,
+                    i + 1,
+                    if last_ckpt.as_os_str().is_empty() { "none (no epoch finished)".to_string() } else { last_ckpt.display().to_string() }
+                );
+            }
+            if i + 1 == steps_per_epoch {
+                diag = diagnostics(out_step.z_a.clone(), out_step.z_b.clone())?;
+            }
+            let grads = GradientsParams::from_grads(out_step.loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            step += 1;
+            loss_sum += loss;
+            let dt = t0.elapsed().as_secs_f64();
+            let n_views = 2 * shape[0];
+            views += n_views;
+            pb.inc(1);
+            pb.set_message(format!("loss {loss:.4} lr {lr:.4} {:.0} views/s", n_views as f64 / dt));
+            log.write(json!({"type": "step", "epoch": epoch + 1, "step": step, "loss": loss, "lr": lr, "step_seconds": dt}))?;
+        }
+        let epoch_seconds = epoch_start.elapsed().as_secs_f64();
+        train_seconds += epoch_seconds;
+        final_loss = loss_sum / steps_per_epoch as f64;
+        let mut record = json!({"type": "epoch", "epoch": epoch + 1, "step": step, "loss": final_loss, "seconds": epoch_seconds,
+            "views_per_second": (2 * batch_size * steps_per_epoch) as f64 / epoch_seconds, "diagnostics": diag});
+        if config.train.knn_every > 0 && (epoch + 1) % config.train.knn_every == 0 {
+            let (top1, _) = knn_eval(&config, &model, &data_path, &cache)?;
+            record["knn_top1"] = json!(top1);
+            pb.println(format!("epoch {}: kNN top-1 {:.2}%", epoch + 1, 100.0 * top1));
+        }
+        if let Some(rank) = record["diagnostics"]["effective_rank"].as_f64() {
+            if rank < 2.0 {
+                pb.println(format!("warning: epoch {}: effective rank of the embeddings is {rank:.2}: the representation is collapsing", epoch + 1));
+            }
+        }
+        log.write(record)?;
+        if (epoch + 1) % config.train.checkpoint_every == 0 || epoch + 1 == config.train.epochs {
+            last_ckpt = save_checkpoint(&out, &config, &model, &optim, epoch + 1, step)?;
+        }
+    }
+    pb.finish_and_clear();
+    Ok(PretrainSummary {
+        epochs: config.train.epochs,
+        steps: step,
+        final_loss,
+        train_seconds,
+        views_per_second: if train_seconds > 0.0 { views as f64 / train_seconds } else { 0.0 },
+        images,
+        checkpoint: last_ckpt,
+    })
+}
+
+/// A SimCLR model and its config from a checkpoint file.
+pub fn load_model(path: &Path) -> Result<(Config, SimClr)> {
+    let c = checkpoint::load(path)?;
+    let config: Config = toml::from_str(&c.state.config).context("checkpoint config")?;
+    let device = Device::flex();
+    let model = simclr_config(&config)?.init(&device);
+    let model = load_named_tensors(model, &c.section("model"), "")
+        .map_err(|e| anyhow::anyhow!("checkpoint {} does not fit its model: {e}", path.display()))?;
+    Ok((config, model))
+}
+
+/// The same architecture at random initialisation (for the random-init baseline).
+pub fn random_init_model(config: &Config, seed: u64) -> Result<SimClr> {
+    let device = Device::flex();
+    device.seed(seed);
+    Ok(simclr_config(config)?.init(&device))
+}
