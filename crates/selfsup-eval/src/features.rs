@@ -59,6 +59,30 @@ impl Features {
         Ok(())
     }
 
+    /// Checks a train/test pair for a classifier: both well-formed and non-empty, the same
+    /// dimension, and one train label per train sample.
+    pub fn validate_pair(train: &Features, train_labels: &[u32], test: &Features) -> Result<()> {
+        train.validate("train features")?;
+        test.validate("test features")?;
+        if train.n == 0 {
+            return Err(EvalError::Empty("train set has no samples".into()));
+        }
+        if test.n == 0 {
+            return Err(EvalError::Empty("test set has no samples".into()));
+        }
+        if train.dim != test.dim {
+            return Err(EvalError::DimMismatch(format!("train dim {} != test dim {}", train.dim, test.dim)));
+        }
+        if train_labels.len() != train.n {
+            return Err(EvalError::DimMismatch(format!(
+                "{} train labels for {} train samples",
+                train_labels.len(),
+                train.n
+            )));
+        }
+        Ok(())
+    }
+
     /// Rows at `indices` (in that order), e.g. for label subsets.
     pub fn select(&self, indices: &[usize]) -> Features {
         let mut data = Vec::with_capacity(indices.len() * self.dim);

@@ -60,24 +60,7 @@ pub struct KnnResult {
 }
 
 fn validate(train: &Features, train_labels: &[u32], test: &Features, cfg: &KnnConfig) -> Result<()> {
-    train.validate("train features")?;
-    test.validate("test features")?;
-    if train.n == 0 {
-        return Err(EvalError::Empty("train set has no samples".into()));
-    }
-    if test.n == 0 {
-        return Err(EvalError::Empty("test set has no samples".into()));
-    }
-    if train.dim != test.dim {
-        return Err(EvalError::DimMismatch(format!("train dim {} != test dim {}", train.dim, test.dim)));
-    }
-    if train_labels.len() != train.n {
-        return Err(EvalError::DimMismatch(format!(
-            "{} train labels for {} train samples",
-            train_labels.len(),
-            train.n
-        )));
-    }
+    Features::validate_pair(train, train_labels, test)?;
     if cfg.k == 0 {
         return Err(EvalError::InvalidArgument("k must be > 0".into()));
     }

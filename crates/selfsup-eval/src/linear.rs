@@ -99,18 +99,8 @@ pub fn linear_probe(
     test_labels: &[u32],
     cfg: &LinearProbeConfig,
 ) -> Result<LinearProbeResult> {
-    train.validate("train features")?;
-    test.validate("test features")?;
-    if train.n == 0 {
-        return Err(EvalError::Empty("train set has no samples".into()));
-    }
-    if test.n == 0 {
-        return Err(EvalError::Empty("test set has no samples".into()));
-    }
-    if train.dim != test.dim {
-        return Err(EvalError::DimMismatch(format!("train dim {} != test dim {}", train.dim, test.dim)));
-    }
-    if train_labels.len() != train.n || test_labels.len() != test.n {
+    Features::validate_pair(train, train_labels, test)?;
+    if test_labels.len() != test.n {
         return Err(EvalError::DimMismatch(format!(
             "labels ({} train, {} test) do not match samples ({} train, {} test)",
             train_labels.len(),

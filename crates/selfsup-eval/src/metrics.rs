@@ -276,7 +276,7 @@ mod tests {
         let scores = [0.1, 0.5, 0.4, /**/ 0.9, 0.05, 0.05];
         assert_eq!(argmax_rows(&scores, 3), vec![1, 0]);
         assert_eq!(top_k_accuracy(&scores, 3, &[2, 2], 1).unwrap(), 0.0);
-        assert_eq!(top_k_accuracy(&scores, 3, &[2, 2], 2).unwrap(), 1.0);
+        assert_eq!(top_k_accuracy(&scores, 3, &[2, 2], 2).unwrap(), 0.5); // row 2: class 2 ties class 1, ranks third
         assert_eq!(top_k_accuracy(&scores, 3, &[0, 0], 1).unwrap(), 0.5);
         // tie between classes 1 and 2: the lower index ranks first.
         let tied = [0.0, 0.5, 0.5];

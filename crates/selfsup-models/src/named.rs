@@ -31,7 +31,7 @@ impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val();
         let shape = t.dims().to_vec();
-        let values = t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 tensor data");
+        let values = t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor data");
         self.out.insert(self.path.join("."), NamedTensor { shape, values });
     }
 }

@@ -80,7 +80,7 @@ pub fn save(path: &Path, state: &RunState, tensors: &BTreeMap<String, NamedTenso
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let data = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&data)
-        .with_context(|| format!("checkpoint {} is truncated or not a safetensors file", path.display()))?;
+        .with_context(|| format!("checkpoint {} is truncated or corrupt (not a readable safetensors file)", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&data)
         .with_context(|| format!("checkpoint {} is truncated or corrupt", path.display()))?;
     let state_json = meta

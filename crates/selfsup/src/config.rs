@@ -103,6 +103,8 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// kNN accuracy on the test split every N epochs; 0 = off (it costs a pass over both splits).
     pub knn_every: usize,
+    /// `cpu` (burn flex), `vulkan` (build with `--features gpu`), `libtorch` (`--features tch`).
+    pub device: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -193,7 +195,7 @@ impl Default for OptimConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { epochs: 4, batch_size: 256, seed: 0, checkpoint_every: 1, knn_every: 0 }
+        Self { epochs: 4, batch_size: 256, seed: 0, checkpoint_every: 1, knn_every: 0, device: "cpu".into() }
     }
 }
 
@@ -285,6 +287,30 @@ fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
     Ok(())
 }
 
+fn leaf<'a>(root: &'a toml::Value, key: &str) -> Option<&'a toml::Value> {
+    key.split('.').try_fold(root, |node, part| node.get(part))
+}
+
+/// Serde reports a wrong type without its key; find the key by trying each value alone
+/// on top of the defaults.
+fn name_bad_value(value: &toml::Value, err: &toml::de::Error) -> String {
+    let mut keys = Vec::new();
+    collect_keys(value, "", &mut keys);
+    for key in keys {
+        let mut probe = toml::Value::try_from(Config::default()).expect("default config serialises");
+        let v = leaf(value, &key).expect("collected key").clone();
+        let (parent, name) = key.rsplit_once('.').unwrap_or(("", &key));
+        let table = if parent.is_empty() { Some(&mut probe) } else { parent.split('.').try_fold(&mut probe, |n, p| n.get_mut(p)) };
+        if let Some(toml::Value::Table(t)) = table {
+            t.insert(name.to_string(), v.clone());
+        }
+        if let Err(e) = probe.try_into::<Config>() {
+            return format!("config `{key}` = {v}: {}", e.message());
+        }
+    }
+    format!("invalid config value: {}", err.message())
+}
+
 impl Config {
     /// Load a TOML file (or defaults when `path` is None), apply `--set` overrides, validate.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
@@ -302,9 +328,10 @@ impl Config {
         for o in overrides {
             apply_override(&mut value, o)?;
         }
-        let config: Config = value
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid value in {source}: {}", e.message()))?;
+        let config: Config = match value.clone().try_into() {
+            Ok(c) => c,
+            Err(e) => bail!("{} (in {source})", name_bad_value(&value, &e)),
+        };
         config.validate()?;
         Ok(config)
     }
@@ -390,6 +417,7 @@ impl Config {
         if self.train.checkpoint_every == 0 {
             bail!("config `train.checkpoint_every` must be at least 1");
         }
+        crate::device::select(&self.train.device)?;
         if self.eval.knn_k == 0 {
             bail!("config `eval.knn_k` must be at least 1");
         }
@@ -463,6 +491,7 @@ mod tests {
             ("model.backbone=vgg", "model.backbone"),
             ("augment.grayscale_prob=1.5", "augment.grayscale_prob"),
             ("optim.name=rmsprop", "optim.name"),
+            ("train.device=tpu", "train.device"),
         ] {
             let err = format!("{:#}", load_str("", &[set]).unwrap_err());
             assert!(err.contains(key), "{set}: {err}");

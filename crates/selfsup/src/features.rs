@@ -15,8 +15,8 @@ pub fn extract(
     pipeline: Pipeline,
     batch_size: usize,
     workers: usize,
+    device: &Device,
 ) -> Result<(Features, Vec<u32>)> {
-    let device = Device::flex();
     // Inference mode: running BN statistics, no autodiff graph.
     let model = backbone.valid();
     let n = dataset.len();
@@ -25,9 +25,9 @@ pub fn extract(
     let mut labels = Vec::with_capacity(n);
     for batch in loader.epoch(0) {
         let shape = batch.view_shapes[0];
-        let x = Tensor::<4>::from_data(TensorData::new(batch.views.into_iter().next().unwrap(), shape), &device);
+        let x = Tensor::<4>::from_data(TensorData::new(batch.views.into_iter().next().unwrap(), shape), device);
         let f = model.forward(x);
-        data.extend(f.into_data().to_vec::<f32>().expect("f32 features"));
+        data.extend(f.into_data().try_to_vec::<f32>().expect("f32 features"));
         for (i, l) in batch.indices.iter().zip(batch.labels) {
             match l {
                 Some(l) => labels.push(l),

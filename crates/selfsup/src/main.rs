@@ -5,6 +5,7 @@
 mod checkpoint;
 mod config;
 mod data;
+mod device;
 mod features;
 mod pretrain;
 mod quickstart;
@@ -76,6 +77,9 @@ struct EvalCommon {
     random_init: bool,
     #[arg(long)]
     skip_corrupt: bool,
+    /// Compute device (default: the checkpoint's train.device): cpu, vulkan, libtorch.
+    #[arg(long)]
+    device: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -147,7 +151,7 @@ struct EvalData {
 }
 
 fn eval_setup(common: &EvalCommon) -> Result<EvalData> {
-    let (config, mut model) = pretrain::load_model(&common.checkpoint)?;
+    let (config, mut model) = pretrain::load_model(&common.checkpoint, common.device.as_deref())?;
     if common.random_init {
         model = pretrain::random_init_model(&config, config.train.seed)?;
     }
@@ -164,8 +168,9 @@ fn eval_features(e: &EvalData, skip_corrupt: bool) -> Result<(selfsup_eval::Feat
     let train = data::open(&e.data_path, Split::Train, &e.cache, skip_corrupt)?;
     let test = data::open(&e.data_path, Split::Test, &e.cache, skip_corrupt)?;
     let pipe = data::eval_pipeline(&e.config)?;
-    let (ftr, ltr) = features::extract(&e.model.backbone, train, pipe.clone(), e.config.eval.batch_size, e.config.data.workers)?;
-    let (fte, lte) = features::extract(&e.model.backbone, test, pipe, e.config.eval.batch_size, e.config.data.workers)?;
+    let dev = device::select(&e.config.train.device)?;
+    let (ftr, ltr) = features::extract(&e.model.backbone, train, pipe.clone(), e.config.eval.batch_size, e.config.data.workers, &dev)?;
+    let (fte, lte) = features::extract(&e.model.backbone, test, pipe, e.config.eval.batch_size, e.config.data.workers, &dev)?;
     Ok((ftr, ltr, fte, lte))
 }
 

@@ -19,6 +19,7 @@ use serde_json::json;
 use crate::checkpoint::{self, FORMAT, RunState};
 use crate::config::Config;
 use crate::data;
+use crate::device;
 
 pub struct PretrainArgs {
     pub config: Config,
@@ -101,7 +102,7 @@ impl MetricsLog {
 
 fn to_features(z: Tensor<2>) -> Result<Features> {
     let [n, d] = z.dims();
-    Ok(Features::new(z.into_data().convert::<f32>().to_vec::<f32>().expect("f32"), n, d)?)
+    Ok(Features::new(z.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32"), n, d)?)
 }
 
 /// Collapse diagnostics on one batch's projections: per-dimension std of the L2-normalised
@@ -123,8 +124,9 @@ pub fn knn_eval(config: &Config, model: &SimClr, data_path: &Path, cache: &Path)
     let test = data::open(data_path, Split::Test, cache, config.data.skip_corrupt)?;
     let pipe = data::eval_pipeline(config)?;
     let workers = config.data.workers;
-    let (ftrain, ltrain) = crate::features::extract(&model.backbone, train, pipe.clone(), config.eval.batch_size, workers)?;
-    let (ftest, ltest) = crate::features::extract(&model.backbone, test, pipe, config.eval.batch_size, workers)?;
+    let device = device::select(&config.train.device)?;
+    let (ftrain, ltrain) = crate::features::extract(&model.backbone, train, pipe.clone(), config.eval.batch_size, workers, &device)?;
+    let (ftest, ltest) = crate::features::extract(&model.backbone, test, pipe, config.eval.batch_size, workers, &device)?;
     let cfg = KnnConfig { k: config.eval.knn_k, temperature: config.eval.knn_temperature as f32, ..Default::default() };
     let r = knn_classify(&ftrain, &ltrain, &ftest, &ltest, &cfg)?;
     Ok((r.top1, ftest.n))
@@ -133,8 +135,6 @@ pub fn knn_eval(config: &Config, model: &SimClr, data_path: &Path, cache: &Path)
 pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
     let PretrainArgs { mut config, out, resume, base_dir, quiet } = args;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create run directory {}", out.display()))?;
-    let device = Device::flex().autodiff();
-    device.seed(config.train.seed);
 
     // Resume: the checkpoint's config is authoritative (the schedule depends on it).
     let resumed = if resume {
@@ -153,6 +153,8 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         None
     };
     std::fs::write(out.join("config.toml"), config.to_toml())?;
+    let device = device::select(&config.train.device)?.autodiff();
+    device.seed(config.train.seed);
 
     let data_path = config.data_path(&base_dir);
     let cache = data::cache_dir(&config, Some(&out));
@@ -283,10 +285,14 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
 }
 
 /// A SimCLR model and its config from a checkpoint file.
-pub fn load_model(path: &Path) -> Result<(Config, SimClr)> {
+/// `device` overrides the checkpoint's `train.device`.
+pub fn load_model(path: &Path, device: Option<&str>) -> Result<(Config, SimClr)> {
     let c = checkpoint::load(path)?;
-    let config: Config = toml::from_str(&c.state.config).context("checkpoint config")?;
-    let device = Device::flex();
+    let mut config: Config = toml::from_str(&c.state.config).context("checkpoint config")?;
+    if let Some(d) = device {
+        config.train.device = d.to_string();
+    }
+    let device = device::select(&config.train.device)?;
     let model = simclr_config(&config)?.init(&device);
     let model = load_named_tensors(model, &c.section("model"), "")
         .map_err(|e| anyhow::anyhow!("checkpoint {} does not fit its model: {e}", path.display()))?;
@@ -295,7 +301,7 @@ pub fn load_model(path: &Path) -> Result<(Config, SimClr)> {
 
 /// The same architecture at random initialisation (for the random-init baseline).
 pub fn random_init_model(config: &Config, seed: u64) -> Result<SimClr> {
-    let device = Device::flex();
+    let device = device::select(&config.train.device)?;
     device.seed(seed);
     Ok(simclr_config(config)?.init(&device))
 }

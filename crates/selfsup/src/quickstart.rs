@@ -93,7 +93,7 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
     let cache = crate::data::cache_dir(&config, Some(&args.out));
     let data_path = config.data_path(Path::new("."));
     eprintln!("kNN evaluation (k={}, T={}) on the 10,000 test images…", config.eval.knn_k, config.eval.knn_temperature);
-    let (_, model) = pretrain::load_model(&summary.checkpoint)?;
+    let (_, model) = pretrain::load_model(&summary.checkpoint, None)?;
     let (pretrained, images) = pretrain::knn_eval(&config, &model, &data_path, &cache)?;
     let random = pretrain::random_init_model(&config, config.train.seed)?;
     let (random_top1, _) = pretrain::knn_eval(&config, &random, &data_path, &cache)?;

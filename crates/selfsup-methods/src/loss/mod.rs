@@ -83,6 +83,23 @@ pub(crate) mod test_util {
         Tensor::from_data(TensorData::new(floats(v), [n, d]), device)
     }
 
+    /// Checks a loss value and the gradients of its two inputs against a fixture case:
+    /// `case["loss"]`, `case[grad_keys.0]`, `case[grad_keys.1]`.
+    pub fn assert_loss_and_grads(
+        case: &Value,
+        loss: Tensor<1>,
+        inputs: (&Tensor<2>, &Tensor<2>),
+        grad_keys: (&str, &str),
+    ) {
+        let grads = loss.backward();
+        let value = loss.into_data().try_to_vec::<f32>().unwrap();
+        assert_close("loss", &value, &[case["loss"].as_f64().unwrap() as f32], 1e-5);
+        for (input, key) in [(inputs.0, grad_keys.0), (inputs.1, grad_keys.1)] {
+            let g = input.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            assert_close(key, &g, &floats(&case[key]), 1e-5);
+        }
+    }
+
     pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
         assert_eq!(got.len(), want.len(), "{what}: length");
         for (i, (g, w)) in got.iter().zip(want).enumerate() {

@@ -85,28 +85,7 @@ mod tests {
             let z_a = tensor2(&case["z_a"], n, d, &device).require_grad();
             let z_b = tensor2(&case["z_b"], n, d, &device).require_grad();
             let loss = nt_xent_loss(z_a.clone(), z_b.clone(), t);
-            let grads = loss.backward();
-            let value = loss.into_data().try_to_vec::<f32>().unwrap();
-            assert_close(
-                "loss",
-                &value,
-                &[case["loss"].as_f64().unwrap() as f32],
-                1e-5,
-            );
-            let ga = z_a
-                .grad(&grads)
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            let gb = z_b
-                .grad(&grads)
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            assert_close("grad_z_a", &ga, &floats(&case["grad_z_a"]), 1e-5);
-            assert_close("grad_z_b", &gb, &floats(&case["grad_z_b"]), 1e-5);
+            assert_loss_and_grads(case, loss, (&z_a, &z_b), ("grad_z_a", "grad_z_b"));
         }
     }
 

@@ -203,28 +203,7 @@ mod tests {
                 let idx = Tensor::from_data(TensorData::new(want_idx, [n]), &device);
                 triplet_loss_with_negatives(anchor.clone(), positive.clone(), idx, margin)
             };
-            let grads = loss.backward();
-            let value = loss.into_data().try_to_vec::<f32>().unwrap();
-            assert_close(
-                "loss",
-                &value,
-                &[case["loss"].as_f64().unwrap() as f32],
-                1e-5,
-            );
-            let ga = anchor
-                .grad(&grads)
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            let gp = positive
-                .grad(&grads)
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            assert_close("grad_anchor", &ga, &floats(&case["grad_anchor"]), 1e-5);
-            assert_close("grad_positive", &gp, &floats(&case["grad_positive"]), 1e-5);
+            assert_loss_and_grads(case, loss, (&anchor, &positive), ("grad_anchor", "grad_positive"));
         }
     }
 
