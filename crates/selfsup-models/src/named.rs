@@ -39,7 +39,9 @@ impl ModuleVisitor for Collect {
 /// Every float tensor of `module` by dotted path.
 pub fn named_tensors<M: Module>(module: &M) -> BTreeMap<String, NamedTensor> {
     let mut c = Collect { path: Vec::new(), out: BTreeMap::new() };
-    module.visit(&mut c);
+    // burn keeps a BatchNorm's latest running statistics pending until they are synced, and a
+    // visitor sees the value before them; `valid()` syncs them (and drops the autodiff graph).
+    module.valid().visit(&mut c);
     c.out
 }
 
@@ -122,6 +124,17 @@ mod tests {
         ] {
             assert!(names.contains_key(expected), "{expected} not in {:?}", names.keys().collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn latest_batchnorm_statistics_are_collected() {
+        let device = Device::flex().autodiff();
+        let head = MlpHeadConfig::new(vec![3, 4, 2]).init(&device);
+        let before = named_tensors(&head)["layers.0.bn.running_mean"].values.clone();
+        let x = Tensor::<2>::from_data(TensorData::new((0..24).map(|v| v as f32).collect::<Vec<_>>(), [8, 3]), &device);
+        let _ = head.forward(x);
+        let after = named_tensors(&head)["layers.0.bn.running_mean"].values.clone();
+        assert_ne!(before, after, "a training forward pass must move the running mean");
     }
 
     #[test]

@@ -62,6 +62,9 @@ struct PretrainCmd {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Stop after N epochs of this invocation (checkpointed); `--resume` continues the run.
+    #[arg(long, value_name = "N")]
+    stop_after: Option<usize>,
 }
 
 #[derive(Args)]
@@ -126,6 +129,7 @@ fn pretrain_cmd(cmd: PretrainCmd) -> Result<()> {
         resume: cmd.resume,
         base_dir: std::env::current_dir()?,
         quiet: cmd.quiet,
+        stop_after: cmd.stop_after,
     })?;
     eprintln!(
         "pretrained {} epochs ({} steps) in {:.1} min, {:.0} views/s; checkpoint {}",

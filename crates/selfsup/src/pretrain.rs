@@ -29,6 +29,8 @@ pub struct PretrainArgs {
     pub base_dir: PathBuf,
     /// Hide the progress bar (tests, logs).
     pub quiet: bool,
+    /// Stop after this many epochs of this invocation; `--resume` continues the run.
+    pub stop_after: Option<usize>,
 }
 
 pub struct PretrainSummary {
@@ -133,7 +135,7 @@ pub fn knn_eval(config: &Config, model: &SimClr, data_path: &Path, cache: &Path)
 }
 
 pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
-    let PretrainArgs { mut config, out, resume, base_dir, quiet } = args;
+    let PretrainArgs { mut config, out, resume, base_dir, quiet, stop_after } = args;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create run directory {}", out.display()))?;
 
     // Resume: the checkpoint's config is authoritative (the schedule depends on it).
@@ -214,7 +216,11 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
     let mut final_loss = f64::NAN;
     let mut train_seconds = 0.0;
     let mut views = 0usize;
-    for epoch in start_epoch..config.train.epochs {
+    let end_epoch = match stop_after {
+        Some(n) => (start_epoch + n).min(config.train.epochs),
+        None => config.train.epochs,
+    };
+    for epoch in start_epoch..end_epoch {
         pb.set_prefix(format!("epoch {}/{}", epoch + 1, config.train.epochs));
         let epoch_start = Instant::now();
         let mut loss_sum = 0.0;
@@ -268,13 +274,13 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
             }
         }
         log.write(record)?;
-        if (epoch + 1) % config.train.checkpoint_every == 0 || epoch + 1 == config.train.epochs {
+        if (epoch + 1) % config.train.checkpoint_every == 0 || epoch + 1 == end_epoch {
             last_ckpt = save_checkpoint(&out, &config, &model, &optim, epoch + 1, step)?;
         }
     }
     pb.finish_and_clear();
     Ok(PretrainSummary {
-        epochs: config.train.epochs,
+        epochs: end_epoch,
         steps: step,
         final_loss,
         train_seconds,

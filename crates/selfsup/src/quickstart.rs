@@ -89,6 +89,7 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
         resume,
         base_dir: std::env::current_dir()?,
         quiet: false,
+        stop_after: None,
     })?;
     let cache = crate::data::cache_dir(&config, Some(&args.out));
     let data_path = config.data_path(Path::new("."));

@@ -39,6 +39,19 @@ fn small_dataset(dir: &Path, per_class: usize) -> PathBuf {
     root
 }
 
+/// Every tensor of a checkpoint by name (safetensors, f32).
+fn read_tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            (name, values)
+        })
+        .collect()
+}
+
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run selfsup")
 }
@@ -80,30 +93,43 @@ fn pretrain_resume_and_evaluate() {
     let out = dir.join("run");
     let mut args = tiny_args(&data, &out);
     args.extend(["--set".into(), "train.epochs=2".into(), "--set".into(), "train.knn_every=1".into()]);
+    let args = args;
 
-    // First epoch only (as if the run had stopped after it), then resume to the end.
-    let mut first = args.clone();
-    first.extend(["--set".into(), "train.epochs=1".into()]);
-    let o = run(bin().args(&first));
+    // An uninterrupted 2-epoch run, for reference.
+    let reference_out = dir.join("reference");
+    let o = run(bin().args(&tiny_args(&data, &reference_out)).args(["--set", "train.epochs=2"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The same run stopped after its first epoch, then resumed to the end.
+    let o = run(bin().args(&args).args(["--stop-after", "1"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let j = last_json(&o);
     assert_eq!(j["epochs"], 1);
     assert_eq!(j["steps"], 3); // 48 images / batch 16
     assert!(out.join("checkpoints/epoch_0001.safetensors").exists());
+    assert!(!out.join("checkpoints/epoch_0002.safetensors").exists());
 
     // A second pretrain into the same directory without --resume is refused.
-    let o = run(bin().args(&first));
+    let o = run(bin().args(&args));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
 
-    let mut resume = args.clone();
-    resume.push("--resume".into());
-    let o = run(bin().args(&resume));
+    let o = run(bin().args(&args).arg("--resume"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resuming after epoch 1"), "{}", stderr(&o));
+    assert_eq!(last_json(&o)["steps"], 6);
 
-    // The checkpoint's config (1 epoch) is authoritative on resume; with 2 given, it still
-    // reports the run as it was configured. Either way: epoch 2 exists only if epochs=2.
+    // Resuming continues exactly where the run stopped: same data order, optimiser state and
+    // BatchNorm statistics, so the weights match the uninterrupted run's.
+    let resumed = read_tensors(&out.join("checkpoints/epoch_0002.safetensors"));
+    let reference = read_tensors(&reference_out.join("checkpoints/epoch_0002.safetensors"));
+    assert_eq!(resumed.len(), reference.len());
+    for (name, values) in &reference {
+        let got = &resumed[name];
+        let max_diff = values.iter().zip(got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(max_diff <= 1e-5, "{name} differs by {max_diff} after resume");
+    }
+
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let epochs: Vec<serde_json::Value> = metrics
         .lines()
