@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::prelude::*;
 use selfsup_data::{ImageDataset, Pipeline, ViewLoader};
 use selfsup_eval::Features;
 use selfsup_models::ResNet;
 
-/// Features of every image (eval transform, no augmentation) and their labels.
+/// Features of every image (eval transform, no augmentation) and their labels, which
+/// evaluation needs: an unlabeled split is an error.
 pub fn extract(
     backbone: &ResNet,
     dataset: Arc<ImageDataset>,
@@ -17,6 +18,24 @@ pub fn extract(
     workers: usize,
     device: &Device,
 ) -> Result<(Features, Vec<u32>)> {
+    let (features, labels) = extract_all(backbone, dataset, pipeline, batch_size, workers, device)?;
+    let labels = labels
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| l.ok_or_else(|| anyhow::anyhow!("image {i} has no label; evaluation needs a labelled split (ROOT/<split>/<class>/...)")))
+        .collect::<Result<_>>()?;
+    Ok((features, labels))
+}
+
+/// Features of every image in dataset order, with labels where the dataset has them.
+pub fn extract_all(
+    backbone: &ResNet,
+    dataset: Arc<ImageDataset>,
+    pipeline: Pipeline,
+    batch_size: usize,
+    workers: usize,
+    device: &Device,
+) -> Result<(Features, Vec<Option<u32>>)> {
     // Inference mode: running BN statistics, no autodiff graph.
     let model = backbone.valid();
     let n = dataset.len();
@@ -28,12 +47,7 @@ pub fn extract(
         let x = Tensor::<4>::from_data(TensorData::new(batch.views.into_iter().next().unwrap(), shape), device);
         let f = model.forward(x);
         data.extend(f.into_data().try_to_vec::<f32>().expect("f32 features"));
-        for (i, l) in batch.indices.iter().zip(batch.labels) {
-            match l {
-                Some(l) => labels.push(l),
-                None => bail!("image {i} has no label; evaluation needs a labelled split (ROOT/<split>/<class>/...)"),
-            }
-        }
+        labels.extend(batch.labels);
     }
     let dim = backbone.out_dim;
     Ok((Features::new(data, n, dim)?, labels))

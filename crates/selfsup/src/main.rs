@@ -6,6 +6,7 @@ mod checkpoint;
 mod config;
 mod data;
 mod device;
+mod embed;
 mod features;
 mod pretrain;
 mod quickstart;
@@ -34,6 +35,17 @@ enum Command {
     /// Evaluate a checkpoint's frozen backbone.
     #[command(subcommand)]
     Eval(EvalCmd),
+    /// Write backbone embeddings of a dataset split, with labels and source paths.
+    Embed {
+        #[command(flatten)]
+        common: EvalCommon,
+        /// `train` or `test`.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// FILE.safetensors (embeddings, labels, paths in metadata) or FILE.npy (+ FILE.labels.npy, FILE.paths.txt).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Install Fashion-MNIST if missing, pretrain a small encoder for a few minutes, and compare
     /// its kNN accuracy with the same encoder at random initialisation.
     Quickstart(quickstart::QuickstartArgs),
@@ -209,12 +221,34 @@ fn eval_cmd(cmd: EvalCmd) -> Result<()> {
     Ok(())
 }
 
+fn embed_cmd(common: EvalCommon, split: &str, out: &Path) -> Result<()> {
+    let split = match split {
+        "train" => Split::Train,
+        "test" => Split::Test,
+        other => anyhow::bail!("--split `{other}`: use train or test"),
+    };
+    let e = eval_setup(&common)?;
+    let dataset = data::open(&e.data_path, split, &e.cache, common.skip_corrupt)?;
+    let dev = device::select(&e.config.train.device)?;
+    let pipe = data::eval_pipeline(&e.config)?;
+    let paths = (0..dataset.len()).map(|i| dataset.path(i).display().to_string()).collect();
+    let class_names = dataset.class_names().to_vec();
+    let (features, labels) =
+        features::extract_all(&e.model.backbone, dataset, pipe, e.config.eval.batch_size, e.config.data.workers, &dev)?;
+    let (n, dim) = (features.n, features.dim);
+    let written = embed::write(out, &embed::Embeddings { features, labels, paths, class_names })?;
+    eprintln!("wrote {n} embeddings of dimension {dim} to {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    print_json(json!({"images": n, "dim": dim, "files": written, "random_init": common.random_init}));
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Pretrain(c) => pretrain_cmd(c),
         Command::Eval(c) => eval_cmd(c),
         Command::Quickstart(a) => quickstart::run(a),
+        Command::Embed { common, split, out } => embed_cmd(common, &split, &out),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

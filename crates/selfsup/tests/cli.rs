@@ -153,6 +153,26 @@ fn pretrain_resume_and_evaluate() {
     let o = run(bin().args(["eval", "linear", "--checkpoint"]).arg(&ckpt).arg("--data").arg(&data).args(["--epochs", "5"]));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(last_json(&o)["linear_top1"].as_f64().is_some());
+
+    // Embeddings: safetensors with labels and paths, and .npy files.
+    let emb = dir.join("emb.safetensors");
+    let o = run(bin().args(["embed", "--checkpoint"]).arg(&ckpt).arg("--data").arg(&data).arg("--out").arg(&emb));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(last_json(&o)["images"], 48);
+    let bytes = std::fs::read(&emb).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("embeddings").unwrap().shape(), &[48, 32]); // width 4 → 32-d features
+    let labels: Vec<i64> =
+        st.tensor("labels").unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(labels.iter().filter(|&&l| l == 1).count(), 16); // 16 test images of class 1 (cat)
+    let paths: Vec<String> = serde_json::from_str(&meta.metadata().as_ref().unwrap()["paths"]).unwrap();
+    assert!(paths[16].ends_with("test/cat/0000.jpg"), "{}", paths[16]);
+    let npy = dir.join("emb.npy");
+    let o = run(bin().args(["embed", "--checkpoint"]).arg(&ckpt).arg("--data").arg(&data).arg("--out").arg(&npy));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&npy).unwrap().len(), 128 + 48 * 32 * 4);
+    assert_eq!(std::fs::read_to_string(dir.join("emb.paths.txt")).unwrap().lines().count(), 48);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
