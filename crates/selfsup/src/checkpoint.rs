@@ -43,6 +43,17 @@ impl Checkpoint {
     }
 }
 
+/// CRC-32 over every tensor's name and bytes in name order: safetensors checks its header,
+/// not its data, so a flipped bit in the weights would otherwise load silently.
+fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut h = crc32fast::Hasher::new();
+    for (name, bytes) in tensors {
+        h.update(name.as_bytes());
+        h.update(bytes);
+    }
+    format!("{:08x}", h.finalize())
+}
+
 fn to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -59,6 +70,7 @@ pub fn save(path: &Path, state: &RunState, tensors: &BTreeMap<String, NamedTenso
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
     let mut meta = HashMap::new();
     meta.insert("selfsup".to_string(), serde_json::to_string(state)?);
+    meta.insert("crc32".to_string(), checksum(bytes.iter().map(|(k, _, b)| (k.as_str(), b.as_slice()))));
     let data = safetensors::serialize(views, Some(meta))?;
 
     let tmp = path.with_extension("safetensors.tmp");
@@ -93,8 +105,23 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     if state.format != FORMAT {
         bail!("checkpoint {} has format `{}`; this selfsup reads `{FORMAT}`", path.display(), state.format);
     }
+    let mut named = st.tensors();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    match meta.metadata().as_ref().and_then(|m| m.get("crc32")) {
+        Some(expected) => {
+            let actual = checksum(named.iter().map(|(k, v)| (k.as_str(), v.data())));
+            if *expected != actual {
+                bail!(
+                    "checkpoint {} is corrupt: its checksum does not match its contents (expected {expected}, found {actual})",
+                    path.display()
+                );
+            }
+        }
+        // Checkpoints from before checksums were written.
+        None => eprintln!("warning: checkpoint {} has no checksum; its contents are not verified", path.display()),
+    }
     let mut tensors = BTreeMap::new();
-    for (name, view) in st.tensors() {
+    for (name, view) in named {
         if view.dtype() != Dtype::F32 {
             bail!("checkpoint {}: tensor `{name}` is {:?}, expected F32", path.display(), view.dtype());
         }
@@ -158,6 +185,16 @@ mod tests {
         let c = load(&p2).unwrap();
         assert_eq!(c.state, state());
         assert_eq!(c.section("model")["w"].values, t["model.w"].values);
+
+        // A flipped byte in the tensor data is caught by the checksum.
+        let mut flipped = std::fs::read(&p2).unwrap();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x40;
+        let p3 = epoch_path(&dir, 3);
+        std::fs::write(&p3, &flipped).unwrap();
+        let err = format!("{:#}", load(&p3).err().unwrap());
+        assert!(err.contains("epoch_0003.safetensors") && err.contains("checksum"), "{err}");
+        std::fs::remove_file(&p3).unwrap();
 
         // Truncate the newest: it is named in the error and the previous one is used.
         let bytes = std::fs::read(&p2).unwrap();
