@@ -28,6 +28,8 @@ pub struct RunState {
 }
 
 pub struct Checkpoint {
+    /// The file it was read from.
+    pub path: PathBuf,
     pub state: RunState,
     pub tensors: BTreeMap<String, NamedTensor>,
 }
@@ -128,7 +130,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         tensors.insert(name, NamedTensor { shape: view.shape().to_vec(), values });
     }
-    Ok(Checkpoint { state, tensors })
+    Ok(Checkpoint { path: path.to_path_buf(), state, tensors })
 }
 
 /// `RUN_DIR/checkpoints/epoch_NNNN.safetensors`.

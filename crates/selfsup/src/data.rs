@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use selfsup_data::{CacheOptions, ImageDataset, Normalization, Pipeline, Split, Transform, open_dataset};
 
 use crate::config::Config;
@@ -20,9 +20,6 @@ pub fn cache_dir(config: &Config, run_dir: Option<&Path>) -> PathBuf {
 }
 
 pub fn open(path: &Path, split: Split, cache: &Path, skip_corrupt: bool) -> Result<Arc<ImageDataset>> {
-    if !path.exists() {
-        bail!("dataset path {} does not exist (set data.path in the config or pass --data)", path.display());
-    }
     let opts = CacheOptions { cache_dir: Some(cache.to_path_buf()), skip_corrupt };
     let ds = open_dataset(path, split, &opts)
         .with_context(|| format!("cannot open the {split:?} split of dataset {}", path.display()))?;

@@ -1,31 +1,16 @@
 //! Backbone features of a whole dataset split, for kNN, linear probes and diagnostics.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
 use burn::prelude::*;
-use selfsup_data::{ImageDataset, Pipeline, ViewLoader};
+use selfsup_data::{ImageDataset, Pipeline, Split, ViewLoader};
 use selfsup_eval::Features;
 use selfsup_models::ResNet;
 
-/// Features of every image (eval transform, no augmentation) and their labels, which
-/// evaluation needs: an unlabeled split is an error.
-pub fn extract(
-    backbone: &ResNet,
-    dataset: Arc<ImageDataset>,
-    pipeline: Pipeline,
-    batch_size: usize,
-    workers: usize,
-    device: &Device,
-) -> Result<(Features, Vec<u32>)> {
-    let (features, labels) = extract_all(backbone, dataset, pipeline, batch_size, workers, device)?;
-    let labels = labels
-        .into_iter()
-        .enumerate()
-        .map(|(i, l)| l.ok_or_else(|| anyhow::anyhow!("image {i} has no label; evaluation needs a labelled split (ROOT/<split>/<class>/...)")))
-        .collect::<Result<_>>()?;
-    Ok((features, labels))
-}
+use crate::config::Config;
+use crate::{data, device};
 
 /// Features of every image in dataset order, with labels where the dataset has them.
 pub fn extract_all(
@@ -51,4 +36,35 @@ pub fn extract_all(
     }
     let dim = backbone.out_dim;
     Ok((Features::new(data, n, dim)?, labels))
+}
+
+/// Evaluation needs every image labelled.
+fn require_labels(labels: Vec<Option<u32>>) -> Result<Vec<u32>> {
+    labels
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.ok_or_else(|| anyhow::anyhow!("image {i} has no label; evaluation needs a labelled split (ROOT/<split>/<class>/...)"))
+        })
+        .collect()
+}
+
+/// Labelled features of the train and test splits of `data_path`, with the config's eval
+/// transform, batch size, loader threads and device: what kNN and linear probes consume.
+pub fn train_test(
+    config: &Config,
+    backbone: &ResNet,
+    data_path: &Path,
+    cache: &Path,
+    skip_corrupt: bool,
+) -> Result<[(Features, Vec<u32>); 2]> {
+    let pipe = data::eval_pipeline(config)?;
+    let dev = device::select(&config.train.device)?;
+    let split = |split: Split| -> Result<(Features, Vec<u32>)> {
+        let dataset = data::open(data_path, split, cache, skip_corrupt)?;
+        let (features, labels) =
+            extract_all(backbone, dataset, pipe.clone(), config.eval.batch_size, config.data.workers, &dev)?;
+        Ok((features, require_labels(labels)?))
+    };
+    Ok([split(Split::Train)?, split(Split::Test)?])
 }

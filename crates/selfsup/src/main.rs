@@ -180,14 +180,8 @@ fn eval_setup(common: &EvalCommon) -> Result<EvalData> {
     Ok(EvalData { config, model, data_path, cache })
 }
 
-fn eval_features(e: &EvalData, skip_corrupt: bool) -> Result<(selfsup_eval::Features, Vec<u32>, selfsup_eval::Features, Vec<u32>)> {
-    let train = data::open(&e.data_path, Split::Train, &e.cache, skip_corrupt)?;
-    let test = data::open(&e.data_path, Split::Test, &e.cache, skip_corrupt)?;
-    let pipe = data::eval_pipeline(&e.config)?;
-    let dev = device::select(&e.config.train.device)?;
-    let (ftr, ltr) = features::extract(&e.model.backbone, train, pipe.clone(), e.config.eval.batch_size, e.config.data.workers, &dev)?;
-    let (fte, lte) = features::extract(&e.model.backbone, test, pipe, e.config.eval.batch_size, e.config.data.workers, &dev)?;
-    Ok((ftr, ltr, fte, lte))
+fn eval_features(e: &EvalData, skip_corrupt: bool) -> Result<[(selfsup_eval::Features, Vec<u32>); 2]> {
+    features::train_test(&e.config, &e.model.backbone, &e.data_path, &e.cache, skip_corrupt)
 }
 
 fn eval_cmd(cmd: EvalCmd) -> Result<()> {
@@ -199,7 +193,7 @@ fn eval_cmd(cmd: EvalCmd) -> Result<()> {
             if k == 0 || !(t > 0.0) {
                 anyhow::bail!("--k must be ≥ 1 and --temperature > 0 (got k={k}, temperature={t})");
             }
-            let (ftr, ltr, fte, lte) = eval_features(&e, common.skip_corrupt)?;
+            let [(ftr, ltr), (fte, lte)] = eval_features(&e, common.skip_corrupt)?;
             let r = knn_classify(&ftr, &ltr, &fte, &lte, &KnnConfig { k, temperature: t as f32, ..Default::default() })?;
             for n in &r.notes {
                 eprintln!("note: {n}");
@@ -210,7 +204,7 @@ fn eval_cmd(cmd: EvalCmd) -> Result<()> {
         }
         EvalCmd::Linear { common, epochs, lr } => {
             let e = eval_setup(&common)?;
-            let (ftr, ltr, fte, lte) = eval_features(&e, common.skip_corrupt)?;
+            let [(ftr, ltr), (fte, lte)] = eval_features(&e, common.skip_corrupt)?;
             let cfg = LinearProbeConfig { epochs, lr, seed: e.config.train.seed, ..Default::default() };
             let r = linear_probe(&ftr, &ltr, &fte, &lte, &cfg)?;
             eprintln!("linear probe top-1 {:.2}% (train {:.2}%)", 100.0 * r.test_top1, 100.0 * r.train_top1);

@@ -122,16 +122,22 @@ fn diagnostics(z_a: Tensor<2>, z_b: Tensor<2>) -> Result<serde_json::Value> {
 }
 
 pub fn knn_eval(config: &Config, model: &SimClr, data_path: &Path, cache: &Path) -> Result<(f64, usize)> {
-    let train = data::open(data_path, Split::Train, cache, config.data.skip_corrupt)?;
-    let test = data::open(data_path, Split::Test, cache, config.data.skip_corrupt)?;
-    let pipe = data::eval_pipeline(config)?;
-    let workers = config.data.workers;
-    let device = device::select(&config.train.device)?;
-    let (ftrain, ltrain) = crate::features::extract(&model.backbone, train, pipe.clone(), config.eval.batch_size, workers, &device)?;
-    let (ftest, ltest) = crate::features::extract(&model.backbone, test, pipe, config.eval.batch_size, workers, &device)?;
+    let [(ftrain, ltrain), (ftest, ltest)] =
+        crate::features::train_test(config, &model.backbone, data_path, cache, config.data.skip_corrupt)?;
     let cfg = KnnConfig { k: config.eval.knn_k, temperature: config.eval.knn_temperature as f32, ..Default::default() };
     let r = knn_classify(&ftrain, &ltrain, &ftest, &ltest, &cfg)?;
     Ok((r.top1, ftest.n))
+}
+
+/// The config a checkpoint was written with.
+fn checkpoint_config(c: &checkpoint::Checkpoint) -> Result<Config> {
+    toml::from_str(&c.state.config).context("checkpoint config")
+}
+
+/// `model` with the checkpoint's `model.*` tensors.
+fn restore_model(model: SimClr, c: &checkpoint::Checkpoint) -> Result<SimClr> {
+    load_named_tensors(model, &c.section("model"), "")
+        .map_err(|e| anyhow::anyhow!("checkpoint {} does not fit its model: {e}", c.path.display()))
 }
 
 pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
@@ -142,7 +148,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
     let resumed = if resume {
         let c = checkpoint::latest_good(&out)?
             .with_context(|| format!("--resume: no checkpoint in {}/checkpoints", out.display()))?;
-        let saved: Config = toml::from_str(&c.state.config).context("checkpoint config")?;
+        let saved = checkpoint_config(&c)?;
         if saved != config {
             eprintln!("note: resuming with the checkpoint's config (it differs from the one given)");
         }
@@ -189,8 +195,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
     let mut optim = optimizer(&config)?;
     let (start_epoch, mut step) = match &resumed {
         Some(c) => {
-            model = load_named_tensors(model, &c.section("model"), "")
-                .map_err(|e| anyhow::anyhow!("checkpoint does not fit the model: {e}"))?;
+            model = restore_model(model, c)?;
             let state = c.section("optim").into_iter().map(|(k, t)| (k, (t.shape, t.values))).collect();
             optim.load_state_dict(&state).map_err(|e| anyhow::anyhow!("checkpoint optimizer state: {e:?}"))?;
             eprintln!("resuming after epoch {} (step {})", c.state.epoch, c.state.global_step);
@@ -294,14 +299,12 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
 /// `device` overrides the checkpoint's `train.device`.
 pub fn load_model(path: &Path, device: Option<&str>) -> Result<(Config, SimClr)> {
     let c = checkpoint::load(path)?;
-    let mut config: Config = toml::from_str(&c.state.config).context("checkpoint config")?;
+    let mut config = checkpoint_config(&c)?;
     if let Some(d) = device {
         config.train.device = d.to_string();
     }
     let device = device::select(&config.train.device)?;
-    let model = simclr_config(&config)?.init(&device);
-    let model = load_named_tensors(model, &c.section("model"), "")
-        .map_err(|e| anyhow::anyhow!("checkpoint {} does not fit its model: {e}", path.display()))?;
+    let model = restore_model(simclr_config(&config)?.init(&device), &c)?;
     Ok((config, model))
 }
 
