@@ -105,7 +105,11 @@ impl ViewLoader {
                 "loader needs batch_size > 0, prefetch > 0 and at least one view".into(),
             ));
         }
-        if let Some(bad) = config.subset.as_ref().and_then(|s| s.iter().find(|&&i| i >= dataset.len())) {
+        if let Some(bad) = config
+            .subset
+            .as_ref()
+            .and_then(|s| s.iter().find(|&&i| i >= dataset.len()))
+        {
             return Err(DataError::Pipeline(format!(
                 "loader subset index {bad} is out of range for a dataset of {} images",
                 dataset.len()
@@ -150,7 +154,11 @@ impl ViewLoader {
     }
 
     pub fn num_batches(&self) -> usize {
-        let n = self.config.subset.as_ref().map_or(self.dataset.len(), Vec::len);
+        let n = self
+            .config
+            .subset
+            .as_ref()
+            .map_or(self.dataset.len(), Vec::len);
         let b = self.config.batch_size;
         if self.config.drop_last {
             n / b

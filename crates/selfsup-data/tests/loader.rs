@@ -107,14 +107,33 @@ fn eval_batches_are_in_order_and_normalized() {
 fn subset_limits_samples_and_batches() {
     let ds = test_split();
     let subset: Vec<usize> = (1..20).collect();
-    let cfg = LoaderConfig { batch_size: 8, num_workers: 1, subset: Some(subset.clone()), ..LoaderConfig::default() };
-    let loader = ViewLoader::new(ds.clone(), vec![Pipeline::eval(32, Normalization::CIFAR10).unwrap()], cfg).unwrap();
+    let cfg = LoaderConfig {
+        batch_size: 8,
+        num_workers: 1,
+        subset: Some(subset.clone()),
+        ..LoaderConfig::default()
+    };
+    let loader = ViewLoader::new(
+        ds.clone(),
+        vec![Pipeline::eval(32, Normalization::CIFAR10).unwrap()],
+        cfg,
+    )
+    .unwrap();
     assert_eq!(loader.num_batches(), 2); // 19 samples, batch 8, drop_last
     let seen: Vec<usize> = loader.epoch(0).flat_map(|b| b.indices).collect();
     assert_eq!(seen.len(), 16);
     assert!(seen.iter().all(|i| subset.contains(i)), "{seen:?}");
 
-    let out_of_range = LoaderConfig { subset: Some(vec![ds.len()]), ..LoaderConfig::default() };
-    let err = ViewLoader::new(ds, vec![Pipeline::eval(32, Normalization::CIFAR10).unwrap()], out_of_range).err().unwrap();
+    let out_of_range = LoaderConfig {
+        subset: Some(vec![ds.len()]),
+        ..LoaderConfig::default()
+    };
+    let err = ViewLoader::new(
+        ds,
+        vec![Pipeline::eval(32, Normalization::CIFAR10).unwrap()],
+        out_of_range,
+    )
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("out of range"), "{err}");
 }

@@ -46,7 +46,9 @@ impl Features {
     /// Checks the buffer length invariant (fields are public).
     pub fn validate(&self, what: &str) -> Result<()> {
         if self.dim == 0 {
-            return Err(EvalError::InvalidArgument(format!("{what}: dim must be > 0")));
+            return Err(EvalError::InvalidArgument(format!(
+                "{what}: dim must be > 0"
+            )));
         }
         if self.data.len() != self.n * self.dim {
             return Err(EvalError::DimMismatch(format!(
@@ -71,7 +73,10 @@ impl Features {
             return Err(EvalError::Empty("test set has no samples".into()));
         }
         if train.dim != test.dim {
-            return Err(EvalError::DimMismatch(format!("train dim {} != test dim {}", train.dim, test.dim)));
+            return Err(EvalError::DimMismatch(format!(
+                "train dim {} != test dim {}",
+                train.dim, test.dim
+            )));
         }
         if train_labels.len() != train.n {
             return Err(EvalError::DimMismatch(format!(
@@ -89,7 +94,11 @@ impl Features {
         for &i in indices {
             data.extend_from_slice(self.row(i));
         }
-        Features { data, n: indices.len(), dim: self.dim }
+        Features {
+            data,
+            n: indices.len(),
+            dim: self.dim,
+        }
     }
 
     /// Copy with every row scaled to unit L2 norm (norm clamped at 1e-12, as
@@ -105,7 +114,11 @@ impl Features {
             return;
         }
         for row in self.data.chunks_exact_mut(self.dim) {
-            let norm = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
+            let norm = row
+                .iter()
+                .map(|&v| (v as f64) * (v as f64))
+                .sum::<f64>()
+                .sqrt();
             let inv = 1.0 / norm.max(1e-12);
             for v in row.iter_mut() {
                 *v = (*v as f64 * inv) as f32;
@@ -121,7 +134,10 @@ mod tests {
     #[test]
     fn new_checks_len() {
         assert!(Features::new(vec![0.0; 6], 2, 3).is_ok());
-        assert!(matches!(Features::new(vec![0.0; 5], 2, 3), Err(EvalError::DimMismatch(_))));
+        assert!(matches!(
+            Features::new(vec![0.0; 5], 2, 3),
+            Err(EvalError::DimMismatch(_))
+        ));
         assert!(Features::new(vec![], 0, 0).is_err());
     }
 

@@ -39,7 +39,13 @@ pub struct KnnConfig {
 
 impl Default for KnnConfig {
     fn default() -> Self {
-        Self { k: 200, temperature: 0.1, num_classes: None, chunk_size: 256, backend: MatmulBackend::default() }
+        Self {
+            k: 200,
+            temperature: 0.1,
+            num_classes: None,
+            chunk_size: 256,
+            backend: MatmulBackend::default(),
+        }
     }
 }
 
@@ -59,13 +65,21 @@ pub struct KnnResult {
     pub notes: Vec<String>,
 }
 
-fn validate(train: &Features, train_labels: &[u32], test: &Features, cfg: &KnnConfig) -> Result<()> {
+fn validate(
+    train: &Features,
+    train_labels: &[u32],
+    test: &Features,
+    cfg: &KnnConfig,
+) -> Result<()> {
     Features::validate_pair(train, train_labels, test)?;
     if cfg.k == 0 {
         return Err(EvalError::InvalidArgument("k must be > 0".into()));
     }
     if cfg.temperature.is_nan() || cfg.temperature <= 0.0 || !cfg.temperature.is_finite() {
-        return Err(EvalError::InvalidArgument(format!("temperature must be > 0, got {}", cfg.temperature)));
+        return Err(EvalError::InvalidArgument(format!(
+            "temperature must be > 0, got {}",
+            cfg.temperature
+        )));
     }
     if cfg.chunk_size == 0 {
         return Err(EvalError::InvalidArgument("chunk_size must be > 0".into()));
@@ -98,7 +112,10 @@ pub fn knn_scores(
     };
     let mut notes = Vec::new();
     let k = if cfg.k > train.n {
-        notes.push(format!("k = {} > n_train = {}; clamped to {}", cfg.k, train.n, train.n));
+        notes.push(format!(
+            "k = {} > n_train = {}; clamped to {}",
+            cfg.k, train.n, train.n
+        ));
         train.n
     } else {
         cfg.k
@@ -121,8 +138,11 @@ pub fn knn_scores(
         MatmulBackend::Blocked => Prepared::Blocked(Packed::new(&train_n.data, n_train, dim)),
         MatmulBackend::Burn => {
             let device = Device::flex();
-            let bt = Tensor::<2>::from_data(TensorData::new(train_n.data.clone(), [n_train, dim]), &device)
-                .transpose();
+            let bt = Tensor::<2>::from_data(
+                TensorData::new(train_n.data.clone(), [n_train, dim]),
+                &device,
+            )
+            .transpose();
             Prepared::Burn(Box::new((bt, device)))
         }
     };
@@ -137,26 +157,32 @@ pub fn knn_scores(
             Prepared::Burn(bd) => {
                 let (bt, device) = &**bd;
                 let at = Tensor::<2>::from_data(TensorData::new(a.to_vec(), [rows, dim]), device);
-                let out = at.matmul(bt.clone()).into_data().try_to_vec::<f32>().expect("f32 matmul output");
+                let out = at
+                    .matmul(bt.clone())
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .expect("f32 matmul output");
                 sims.copy_from_slice(&out);
             }
         }
-        sims.par_chunks(n_train).zip(score_chunk.par_chunks_mut(num_classes)).for_each_init(
-            || TopK::new(k),
-            |heap, (srow, out)| {
-                heap.run(srow);
-                for (&s, &j) in heap.vals.iter().zip(heap.idx.iter()) {
-                    out[train_labels[j as usize] as usize] += ((s - 1.0) * inv_t).exp();
-                }
-                // exp((s-1)/T) keeps values <= 1 for any T; rescale to exp(s/T).
-                let scale = inv_t.exp();
-                if scale.is_finite() {
-                    for o in out.iter_mut() {
-                        *o *= scale;
+        sims.par_chunks(n_train)
+            .zip(score_chunk.par_chunks_mut(num_classes))
+            .for_each_init(
+                || TopK::new(k),
+                |heap, (srow, out)| {
+                    heap.run(srow);
+                    for (&s, &j) in heap.vals.iter().zip(heap.idx.iter()) {
+                        out[train_labels[j as usize] as usize] += ((s - 1.0) * inv_t).exp();
                     }
-                }
-            },
-        );
+                    // exp((s-1)/T) keeps values <= 1 for any T; rescale to exp(s/T).
+                    let scale = inv_t.exp();
+                    if scale.is_finite() {
+                        for o in out.iter_mut() {
+                            *o *= scale;
+                        }
+                    }
+                },
+            );
     }
     Ok((scores, num_classes, k, notes))
 }
@@ -179,21 +205,40 @@ pub fn knn_classify(
     }
     let mut cfg = cfg.clone();
     if cfg.num_classes.is_none() {
-        let m = train_labels.iter().chain(test_labels).copied().max().unwrap_or(0) as usize;
+        let m = train_labels
+            .iter()
+            .chain(test_labels)
+            .copied()
+            .max()
+            .unwrap_or(0) as usize;
         cfg.num_classes = Some(m + 1);
     }
     let (scores, num_classes, k, notes) = knn_scores(train, train_labels, test, &cfg)?;
     if let Some(&bad) = test_labels.iter().find(|&&l| l as usize >= num_classes) {
-        return Err(EvalError::InvalidArgument(format!("test label {bad} >= num_classes {num_classes}")));
+        return Err(EvalError::InvalidArgument(format!(
+            "test label {bad} >= num_classes {num_classes}"
+        )));
     }
     let predictions = metrics::argmax_rows(&scores, num_classes);
     let top1 = metrics::accuracy(&predictions, test_labels)?;
     let top5 = if num_classes > 5 {
-        Some(metrics::top_k_accuracy(&scores, num_classes, test_labels, 5)?)
+        Some(metrics::top_k_accuracy(
+            &scores,
+            num_classes,
+            test_labels,
+            5,
+        )?)
     } else {
         None
     };
-    Ok(KnnResult { top1, top5, predictions, k, num_classes, notes })
+    Ok(KnnResult {
+        top1,
+        top5,
+        predictions,
+        k,
+        num_classes,
+        notes,
+    })
 }
 
 /// Size-k min-heap top-k selection over one similarity row.
@@ -205,7 +250,11 @@ struct TopK {
 
 impl TopK {
     fn new(k: usize) -> Self {
-        Self { k, vals: Vec::with_capacity(k), idx: Vec::with_capacity(k) }
+        Self {
+            k,
+            vals: Vec::with_capacity(k),
+            idx: Vec::with_capacity(k),
+        }
     }
 
     fn sift_down(&mut self, mut i: usize) {
@@ -216,7 +265,11 @@ impl TopK {
                 break;
             }
             let r = l + 1;
-            let m = if r < n && self.vals[r] < self.vals[l] { r } else { l };
+            let m = if r < n && self.vals[r] < self.vals[l] {
+                r
+            } else {
+                l
+            };
             if self.vals[m] < self.vals[i] {
                 self.vals.swap(m, i);
                 self.idx.swap(m, i);
@@ -269,49 +322,58 @@ impl Packed {
     fn new(b: &[f32], n: usize, dim: usize) -> Self {
         let panels = n.div_ceil(NR);
         let mut data = vec![0.0f32; panels * NR * dim];
-        data.par_chunks_mut(NR * dim).enumerate().for_each(|(p, panel)| {
-            for jj in 0..NR {
-                let j = p * NR + jj;
-                if j >= n {
-                    break;
+        data.par_chunks_mut(NR * dim)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for jj in 0..NR {
+                    let j = p * NR + jj;
+                    if j >= n {
+                        break;
+                    }
+                    let row = &b[j * dim..(j + 1) * dim];
+                    for (kk, &v) in row.iter().enumerate() {
+                        panel[kk * NR + jj] = v;
+                    }
                 }
-                let row = &b[j * dim..(j + 1) * dim];
-                for (kk, &v) in row.iter().enumerate() {
-                    panel[kk * NR + jj] = v;
-                }
-            }
-        });
-        Self { data, n, dim, panels }
+            });
+        Self {
+            data,
+            n,
+            dim,
+            panels,
+        }
     }
 
     fn sims(&self, a: &[f32], rows: usize, out: &mut [f32]) {
         let (n, dim) = (self.n, self.dim);
-        out.par_chunks_mut(MC * n).enumerate().for_each(|(t, out_blk)| {
-            let r0 = t * MC;
-            let mr_total = out_blk.len() / n;
-            let a_blk = &a[r0 * dim..(r0 + mr_total) * dim];
-            let mut tile = [[0.0f32; NR]; MR];
-            for pb in (0..self.panels).step_by(NC_PANELS) {
-                let pe = (pb + NC_PANELS).min(self.panels);
-                for i0 in (0..mr_total).step_by(MR) {
-                    let mr = MR.min(mr_total - i0);
-                    let mut arows = [&a_blk[i0 * dim..(i0 + 1) * dim]; MR];
-                    for (ii, ar) in arows.iter_mut().enumerate().take(mr).skip(1) {
-                        *ar = &a_blk[(i0 + ii) * dim..(i0 + ii + 1) * dim];
-                    }
-                    for p in pb..pe {
-                        let panel = &self.data[p * NR * dim..(p + 1) * NR * dim];
-                        kernel(&arows, panel, dim, &mut tile);
-                        let j0 = p * NR;
-                        let nr = NR.min(n - j0);
-                        for (ii, trow) in tile.iter().enumerate().take(mr) {
-                            let o = (i0 + ii) * n + j0;
-                            out_blk[o..o + nr].copy_from_slice(&trow[..nr]);
+        out.par_chunks_mut(MC * n)
+            .enumerate()
+            .for_each(|(t, out_blk)| {
+                let r0 = t * MC;
+                let mr_total = out_blk.len() / n;
+                let a_blk = &a[r0 * dim..(r0 + mr_total) * dim];
+                let mut tile = [[0.0f32; NR]; MR];
+                for pb in (0..self.panels).step_by(NC_PANELS) {
+                    let pe = (pb + NC_PANELS).min(self.panels);
+                    for i0 in (0..mr_total).step_by(MR) {
+                        let mr = MR.min(mr_total - i0);
+                        let mut arows = [&a_blk[i0 * dim..(i0 + 1) * dim]; MR];
+                        for (ii, ar) in arows.iter_mut().enumerate().take(mr).skip(1) {
+                            *ar = &a_blk[(i0 + ii) * dim..(i0 + ii + 1) * dim];
+                        }
+                        for p in pb..pe {
+                            let panel = &self.data[p * NR * dim..(p + 1) * NR * dim];
+                            kernel(&arows, panel, dim, &mut tile);
+                            let j0 = p * NR;
+                            let nr = NR.min(n - j0);
+                            for (ii, trow) in tile.iter().enumerate().take(mr) {
+                                let o = (i0 + ii) * n + j0;
+                                out_blk[o..o + nr].copy_from_slice(&trow[..nr]);
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
         debug_assert_eq!(out.len(), rows * n);
     }
 }
@@ -341,7 +403,8 @@ unsafe fn kernel_avx2(a: &[&[f32]; MR], panel: &[f32], dim: usize, tile: &mut [[
 fn kernel(a: &[&[f32]; MR], panel: &[f32], dim: usize, tile: &mut [[f32; NR]; MR]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2") {
+        if std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2")
+        {
             // SAFETY: the CPU supports the enabled target features (checked above).
             unsafe { kernel_avx2(a, panel, dim, tile) };
             return;
@@ -368,7 +431,9 @@ mod tests {
 
     fn randn(n: usize, d: usize, seed: u64) -> Features {
         let mut r = SplitMix64::new(seed);
-        let data = (0..n * d).map(|_| (r.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).collect();
+        let data = (0..n * d)
+            .map(|_| (r.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+            .collect();
         Features::new(data, n, d).unwrap()
     }
 
@@ -409,18 +474,32 @@ mod tests {
     #[test]
     fn tiny_hand_checked() {
         // train: class 0 along +x, class 1 along +y, one class-1 point at -x.
-        let train = Features::new(vec![1.0, 0.0, 2.0, 0.1, 0.0, 1.0, 0.0, 3.0, -1.0, 0.0], 5, 2).unwrap();
+        let train = Features::new(
+            vec![1.0, 0.0, 2.0, 0.1, 0.0, 1.0, 0.0, 3.0, -1.0, 0.0],
+            5,
+            2,
+        )
+        .unwrap();
         let tl = [0, 0, 1, 1, 1];
         // test: (1, 0.2) -> nearest two are train 0,1 (class 0)
         //       (0.1, 1) -> nearest two are train 2,3 (class 1)
         let test = Features::new(vec![1.0, 0.2, 0.1, 1.0], 2, 2).unwrap();
-        let cfg = KnnConfig { k: 2, temperature: 1.0, ..Default::default() };
+        let cfg = KnnConfig {
+            k: 2,
+            temperature: 1.0,
+            ..Default::default()
+        };
         let (scores, c, k, notes) = knn_scores(&train, &tl, &test, &cfg).unwrap();
         assert_eq!((c, k), (2, 2));
         assert!(notes.is_empty());
         // cos((1,.2),(1,0)) = 1/sqrt(1.04); cos((1,.2),(2,.1)) = (2+.02)/(sqrt(1.04)*sqrt(4.01))
         let s0 = (1.0f64 / 1.04f64.sqrt()).exp() + (2.02 / (1.04f64.sqrt() * 4.01f64.sqrt())).exp();
-        assert!((scores[0] as f64 - s0).abs() < 1e-5, "{} vs {}", scores[0], s0);
+        assert!(
+            (scores[0] as f64 - s0).abs() < 1e-5,
+            "{} vs {}",
+            scores[0],
+            s0
+        );
         assert_eq!(scores[1], 0.0);
         let cos = 1.0 / 1.01f64.sqrt();
         assert!((scores[3] as f64 - 2.0 * cos.exp()).abs() < 1e-5);
@@ -429,7 +508,11 @@ mod tests {
         assert_eq!(r.top1, 1.0);
         assert!(r.top5.is_none());
         // k larger than train: clamped with a note, all 5 vote.
-        let cfg = KnnConfig { k: 50, temperature: 1.0, ..Default::default() };
+        let cfg = KnnConfig {
+            k: 50,
+            temperature: 1.0,
+            ..Default::default()
+        };
         let r = knn_classify(&train, &tl, &test, &[0, 1], &cfg).unwrap();
         assert_eq!(r.k, 5);
         assert_eq!(r.notes.len(), 1);
@@ -441,14 +524,36 @@ mod tests {
         let te = randn(3, 4, 2);
         let tl = vec![0u32; 10];
         let cfg = KnnConfig::default();
-        let e = Features { data: vec![], n: 0, dim: 4 };
-        assert!(matches!(knn_classify(&e, &[], &te, &[0; 3], &cfg), Err(EvalError::Empty(_))));
-        assert!(matches!(knn_classify(&tr, &tl, &e, &[], &cfg), Err(EvalError::Empty(_))));
+        let e = Features {
+            data: vec![],
+            n: 0,
+            dim: 4,
+        };
+        assert!(matches!(
+            knn_classify(&e, &[], &te, &[0; 3], &cfg),
+            Err(EvalError::Empty(_))
+        ));
+        assert!(matches!(
+            knn_classify(&tr, &tl, &e, &[], &cfg),
+            Err(EvalError::Empty(_))
+        ));
         let te5 = randn(3, 5, 2);
-        assert!(matches!(knn_classify(&tr, &tl, &te5, &[0; 3], &cfg), Err(EvalError::DimMismatch(_))));
-        assert!(matches!(knn_classify(&tr, &tl[..9], &te, &[0; 3], &cfg), Err(EvalError::DimMismatch(_))));
-        assert!(matches!(knn_classify(&tr, &tl, &te, &[0; 2], &cfg), Err(EvalError::DimMismatch(_))));
-        let bad = KnnConfig { k: 0, ..Default::default() };
+        assert!(matches!(
+            knn_classify(&tr, &tl, &te5, &[0; 3], &cfg),
+            Err(EvalError::DimMismatch(_))
+        ));
+        assert!(matches!(
+            knn_classify(&tr, &tl[..9], &te, &[0; 3], &cfg),
+            Err(EvalError::DimMismatch(_))
+        ));
+        assert!(matches!(
+            knn_classify(&tr, &tl, &te, &[0; 2], &cfg),
+            Err(EvalError::DimMismatch(_))
+        ));
+        let bad = KnnConfig {
+            k: 0,
+            ..Default::default()
+        };
         assert!(knn_classify(&tr, &tl, &te, &[0; 3], &bad).is_err());
     }
 
@@ -458,7 +563,11 @@ mod tests {
         let te = randn(77, 24, 6);
         let tl: Vec<u32> = (0..500).map(|i| (i % 7) as u32).collect();
         let tel: Vec<u32> = (0..77).map(|i| (i % 7) as u32).collect();
-        let mut cfg = KnnConfig { k: 20, chunk_size: 30, ..Default::default() };
+        let mut cfg = KnnConfig {
+            k: 20,
+            chunk_size: 30,
+            ..Default::default()
+        };
         let (a, ..) = knn_scores(&tr, &tl, &te, &cfg).unwrap();
         cfg.backend = MatmulBackend::Burn;
         let (b, ..) = knn_scores(&tr, &tl, &te, &cfg).unwrap();

@@ -35,7 +35,11 @@ pub enum Optimizer {
 
 impl Optimizer {
     pub fn adam() -> Self {
-        Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
     }
     pub fn sgd(momentum: f32) -> Self {
         Optimizer::Sgd { momentum }
@@ -112,16 +116,28 @@ pub fn linear_probe(
     if cfg.batch_size == Some(0) {
         return Err(EvalError::InvalidArgument("batch_size must be > 0".into()));
     }
-    if cfg.lr.is_nan() || cfg.lr <= 0.0 || !cfg.lr.is_finite() || cfg.weight_decay.is_nan() || cfg.weight_decay < 0.0 {
+    if cfg.lr.is_nan()
+        || cfg.lr <= 0.0
+        || !cfg.lr.is_finite()
+        || cfg.weight_decay.is_nan()
+        || cfg.weight_decay < 0.0
+    {
         return Err(EvalError::InvalidArgument(format!(
             "need lr > 0 and weight_decay >= 0, got {} and {}",
             cfg.lr, cfg.weight_decay
         )));
     }
-    let max_label = train_labels.iter().chain(test_labels).copied().max().unwrap_or(0) as usize;
+    let max_label = train_labels
+        .iter()
+        .chain(test_labels)
+        .copied()
+        .max()
+        .unwrap_or(0) as usize;
     let c = match cfg.num_classes {
         Some(c) if c <= max_label => {
-            return Err(EvalError::InvalidArgument(format!("num_classes = {c} but a label is {max_label}")));
+            return Err(EvalError::InvalidArgument(format!(
+                "num_classes = {c} but a label is {max_label}"
+            )));
         }
         Some(c) => c,
         None => max_label + 1,
@@ -159,7 +175,11 @@ pub fn linear_probe(
     let test_predictions = metrics::argmax_rows(&test_scores, c);
     let train_top1 = metrics::accuracy(&train_pred, train_labels)?;
     let test_top1 = metrics::accuracy(&test_predictions, test_labels)?;
-    let test_top5 = if c > 5 { Some(metrics::top_k_accuracy(&test_scores, c, test_labels, 5)?) } else { None };
+    let test_top5 = if c > 5 {
+        Some(metrics::top_k_accuracy(&test_scores, c, test_labels, 5)?)
+    } else {
+        None
+    };
     Ok(LinearProbeResult {
         train_top1,
         test_top1,
@@ -234,18 +254,27 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn logits(x: &Features, w: &[f32], b: &[f32], c: usize) -> Vec<f32> {
     let d = x.dim;
     let mut out = vec![0.0f32; x.n * c];
-    out.par_chunks_mut(c).zip(x.data.par_chunks(d)).for_each(|(o, row)| {
-        for k in 0..c {
-            o[k] = b[k] + dot(&w[k * d..(k + 1) * d], row);
-        }
-    });
+    out.par_chunks_mut(c)
+        .zip(x.data.par_chunks(d))
+        .for_each(|(o, row)| {
+            for k in 0..c {
+                o[k] = b[k] + dot(&w[k * d..(k + 1) * d], row);
+            }
+        });
     out
 }
 
 const BLOCK: usize = 64;
 
 /// Mean softmax-CE gradient over `batch` (weights `c × d`, bias `c`) and mean loss.
-fn grad(x: &Features, y: &[u32], batch: &[usize], w: &[f32], b: &[f32], c: usize) -> (Vec<f32>, Vec<f32>, f64) {
+fn grad(
+    x: &Features,
+    y: &[u32],
+    batch: &[usize],
+    w: &[f32],
+    b: &[f32],
+    c: usize,
+) -> (Vec<f32>, Vec<f32>, f64) {
     let d = x.dim;
     let partials: Vec<(Vec<f32>, Vec<f32>, f64)> = batch
         .par_chunks(BLOCK)
@@ -301,10 +330,21 @@ struct OptState {
 
 impl OptState {
     fn new(p: usize) -> Self {
-        Self { m: vec![0.0; p], v: vec![0.0; p], t: 0 }
+        Self {
+            m: vec![0.0; p],
+            v: vec![0.0; p],
+            t: 0,
+        }
     }
 
-    fn step(&mut self, cfg: &LinearProbeConfig, w: &mut [f32], b: &mut [f32], gw: &[f32], gb: &[f32]) {
+    fn step(
+        &mut self,
+        cfg: &LinearProbeConfig,
+        w: &mut [f32],
+        b: &mut [f32],
+        gw: &[f32],
+        gb: &[f32],
+    ) {
         self.t += 1;
         let params = w.iter_mut().chain(b.iter_mut());
         let grads = gw.iter().chain(gb.iter());
@@ -314,7 +354,11 @@ impl OptState {
                 let bc1 = 1.0 - beta1.powi(self.t);
                 let bc2_sqrt = (1.0 - beta2.powi(self.t)).sqrt();
                 let step = lr / bc1;
-                for (((p, &g), m), v) in params.zip(grads).zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
+                for (((p, &g), m), v) in params
+                    .zip(grads)
+                    .zip(self.m.iter_mut())
+                    .zip(self.v.iter_mut())
+                {
                     *m = beta1 * *m + (1.0 - beta1) * g;
                     *v = beta2 * *v + (1.0 - beta2) * g * g;
                     let denom = v.sqrt() / bc2_sqrt + eps;
@@ -323,7 +367,11 @@ impl OptState {
             }
             Optimizer::Sgd { momentum } => {
                 for ((p, &g), buf) in params.zip(grads).zip(self.m.iter_mut()) {
-                    *buf = if momentum > 0.0 { momentum * *buf + g } else { g };
+                    *buf = if momentum > 0.0 {
+                        momentum * *buf + g
+                    } else {
+                        g
+                    };
                     *p -= lr * *buf;
                 }
             }
@@ -366,8 +414,13 @@ mod tests {
             wp[idx] += h;
             let mut wm = w.clone();
             wm[idx] -= h;
-            let fd = (grad(&x, &y, &all, &wp, &b, c).2 - grad(&x, &y, &all, &wm, &b, c).2) / (2.0 * h as f64);
-            assert!((fd - gw[idx] as f64).abs() < 2e-3, "w[{idx}]: fd {fd} vs {}", gw[idx]);
+            let fd = (grad(&x, &y, &all, &wp, &b, c).2 - grad(&x, &y, &all, &wm, &b, c).2)
+                / (2.0 * h as f64);
+            assert!(
+                (fd - gw[idx] as f64).abs() < 2e-3,
+                "w[{idx}]: fd {fd} vs {}",
+                gw[idx]
+            );
         }
         let mut bp = b.clone();
         bp[1] += h;
@@ -379,14 +432,28 @@ mod tests {
     fn learns_blobs_and_is_deterministic() {
         let (x, y) = blobs(600, 8, 4, 2);
         let (xt, yt) = blobs(200, 8, 4, 3);
-        let cfg = LinearProbeConfig { epochs: 20, batch_size: Some(64), lr: 1e-2, ..Default::default() };
+        let cfg = LinearProbeConfig {
+            epochs: 20,
+            batch_size: Some(64),
+            lr: 1e-2,
+            ..Default::default()
+        };
         let r = linear_probe(&x, &y, &xt, &yt, &cfg).unwrap();
         assert!(r.test_top1 > 0.85, "{}", r.test_top1);
         assert!(r.train_top1 > 0.85);
         let r2 = linear_probe(&x, &y, &xt, &yt, &cfg).unwrap();
         assert_eq!(r.weights, r2.weights);
-        for (norm, opt) in [(Normalization::L2, Optimizer::sgd(0.9)), (Normalization::None, Optimizer::sgd(0.0))] {
-            let cfg = LinearProbeConfig { normalization: norm, optimizer: opt, lr: 0.1, weight_decay: 1e-4, ..cfg.clone() };
+        for (norm, opt) in [
+            (Normalization::L2, Optimizer::sgd(0.9)),
+            (Normalization::None, Optimizer::sgd(0.0)),
+        ] {
+            let cfg = LinearProbeConfig {
+                normalization: norm,
+                optimizer: opt,
+                lr: 0.1,
+                weight_decay: 1e-4,
+                ..cfg.clone()
+            };
             let r = linear_probe(&x, &y, &xt, &yt, &cfg).unwrap();
             assert!(r.test_top1 > 0.8, "{norm:?}: {}", r.test_top1);
         }
@@ -397,11 +464,23 @@ mod tests {
         let (x, y) = blobs(10, 3, 2, 1);
         let cfg = LinearProbeConfig::default();
         let x4 = Features::new(vec![0.0; 40], 10, 4).unwrap();
-        assert!(matches!(linear_probe(&x, &y, &x4, &y, &cfg), Err(EvalError::DimMismatch(_))));
-        assert!(matches!(linear_probe(&x, &y[..5], &x, &y, &cfg), Err(EvalError::DimMismatch(_))));
-        let bad = LinearProbeConfig { batch_size: Some(0), ..Default::default() };
+        assert!(matches!(
+            linear_probe(&x, &y, &x4, &y, &cfg),
+            Err(EvalError::DimMismatch(_))
+        ));
+        assert!(matches!(
+            linear_probe(&x, &y[..5], &x, &y, &cfg),
+            Err(EvalError::DimMismatch(_))
+        ));
+        let bad = LinearProbeConfig {
+            batch_size: Some(0),
+            ..Default::default()
+        };
         assert!(linear_probe(&x, &y, &x, &y, &bad).is_err());
-        let bad = LinearProbeConfig { num_classes: Some(1), ..Default::default() };
+        let bad = LinearProbeConfig {
+            num_classes: Some(1),
+            ..Default::default()
+        };
         assert!(linear_probe(&x, &y, &x, &y, &bad).is_err());
     }
 }

@@ -7,7 +7,10 @@ fn check_labels(preds_len: usize, labels: &[u32]) -> Result<()> {
         return Err(EvalError::Empty("no labels".into()));
     }
     if preds_len != labels.len() {
-        return Err(EvalError::DimMismatch(format!("{preds_len} predictions for {} labels", labels.len())));
+        return Err(EvalError::DimMismatch(format!(
+            "{preds_len} predictions for {} labels",
+            labels.len()
+        )));
     }
     Ok(())
 }
@@ -15,7 +18,11 @@ fn check_labels(preds_len: usize, labels: &[u32]) -> Result<()> {
 /// Fraction of `predictions` equal to `labels`.
 pub fn accuracy(predictions: &[u32], labels: &[u32]) -> Result<f64> {
     check_labels(predictions.len(), labels)?;
-    let correct = predictions.iter().zip(labels).filter(|(p, l)| p == l).count();
+    let correct = predictions
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count();
     Ok(correct as f64 / labels.len() as f64)
 }
 
@@ -54,10 +61,16 @@ pub fn top_k_accuracy(scores: &[f32], num_classes: usize, labels: &[u32], k: usi
     for (row, &l) in scores.chunks_exact(num_classes).zip(labels) {
         let l = l as usize;
         if l >= num_classes {
-            return Err(EvalError::InvalidArgument(format!("label {l} >= num_classes {num_classes}")));
+            return Err(EvalError::InvalidArgument(format!(
+                "label {l} >= num_classes {num_classes}"
+            )));
         }
         let s = row[l];
-        let higher = row.iter().enumerate().filter(|&(c, &v)| v > s || (v == s && c < l)).count();
+        let higher = row
+            .iter()
+            .enumerate()
+            .filter(|&(c, &v)| v > s || (v == s && c < l))
+            .count();
         if higher < k {
             correct += 1;
         }
@@ -67,7 +80,11 @@ pub fn top_k_accuracy(scores: &[f32], num_classes: usize, labels: &[u32], k: usi
 
 /// Confusion matrix, row-major `num_classes × num_classes`: entry
 /// `[true * num_classes + pred]` counts samples of class `true` predicted as `pred`.
-pub fn confusion_matrix(predictions: &[u32], labels: &[u32], num_classes: usize) -> Result<Vec<u64>> {
+pub fn confusion_matrix(
+    predictions: &[u32],
+    labels: &[u32],
+    num_classes: usize,
+) -> Result<Vec<u64>> {
     check_labels(predictions.len(), labels)?;
     let mut m = vec![0u64; num_classes * num_classes];
     for (&p, &l) in predictions.iter().zip(labels) {
@@ -89,7 +106,9 @@ pub fn confusion_matrix(predictions: &[u32], labels: &[u32], num_classes: usize)
 pub fn embedding_std(z: &Features) -> Result<f64> {
     z.validate("embeddings")?;
     if z.n < 2 {
-        return Err(EvalError::Empty("embedding_std needs at least 2 samples".into()));
+        return Err(EvalError::Empty(
+            "embedding_std needs at least 2 samples".into(),
+        ));
     }
     let zn = z.l2_normalized();
     let d = z.dim;
@@ -107,7 +126,11 @@ pub fn embedding_std(z: &Features) -> Result<f64> {
             *s += c * c;
         }
     }
-    Ok(var.iter().map(|s| (s / (z.n - 1) as f64).sqrt()).sum::<f64>() / d as f64)
+    Ok(var
+        .iter()
+        .map(|s| (s / (z.n - 1) as f64).sqrt())
+        .sum::<f64>()
+        / d as f64)
 }
 
 /// RankMe effective rank (Garrido et al. 2023) of the raw embedding matrix:
@@ -139,7 +162,12 @@ pub fn rankme(z: &Features) -> Result<f64> {
     } else {
         for i in 0..n {
             for j in i..n {
-                g[i * n + j] = z.row(i).iter().zip(z.row(j)).map(|(&a, &b)| a as f64 * b as f64).sum();
+                g[i * n + j] = z
+                    .row(i)
+                    .iter()
+                    .zip(z.row(j))
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum();
             }
         }
     }
@@ -148,7 +176,10 @@ pub fn rankme(z: &Features) -> Result<f64> {
             g[i * m + j] = g[j * m + i];
         }
     }
-    let sv: Vec<f64> = symmetric_eigenvalues(&g, m)?.into_iter().map(|e| e.max(0.0).sqrt()).collect();
+    let sv: Vec<f64> = symmetric_eigenvalues(&g, m)?
+        .into_iter()
+        .map(|e| e.max(0.0).sqrt())
+        .collect();
     let total: f64 = sv.iter().sum();
     if total == 0.0 {
         return Ok(1.0f64.min(m as f64)); // all-zero embeddings: degenerate
@@ -169,7 +200,10 @@ pub fn rankme(z: &Features) -> Result<f64> {
 /// (the matrix is symmetrised from it).
 pub fn symmetric_eigenvalues(a: &[f64], n: usize) -> Result<Vec<f64>> {
     if a.len() != n * n {
-        return Err(EvalError::DimMismatch(format!("matrix has {} entries, expected {n}²", a.len())));
+        return Err(EvalError::DimMismatch(format!(
+            "matrix has {} entries, expected {n}²",
+            a.len()
+        )));
     }
     let mut a: Vec<f64> = a.to_vec();
     for i in 0..n {
@@ -182,7 +216,10 @@ pub fn symmetric_eigenvalues(a: &[f64], n: usize) -> Result<Vec<f64>> {
         return Ok(vec![0.0; n]);
     }
     for _sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|i| ((i + 1)..n).map(move |j| (i, j))).map(|(i, j)| a[i * n + j].powi(2)).sum();
+        let off: f64 = (0..n)
+            .flat_map(|i| ((i + 1)..n).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j].powi(2))
+            .sum();
         if off.sqrt() <= 1e-15 * frob {
             break;
         }
@@ -227,7 +264,10 @@ pub fn alignment(x: &Features, y: &Features, alpha: f64) -> Result<f64> {
     x.validate("x")?;
     y.validate("y")?;
     if x.n != y.n || x.dim != y.dim {
-        return Err(EvalError::DimMismatch(format!("x is {}×{}, y is {}×{}", x.n, x.dim, y.n, y.dim)));
+        return Err(EvalError::DimMismatch(format!(
+            "x is {}×{}, y is {}×{}",
+            x.n, x.dim, y.n, y.dim
+        )));
     }
     if x.n == 0 {
         return Err(EvalError::Empty("alignment needs at least 1 pair".into()));
@@ -235,7 +275,12 @@ pub fn alignment(x: &Features, y: &Features, alpha: f64) -> Result<f64> {
     let (xn, yn) = (x.l2_normalized(), y.l2_normalized());
     let s: f64 = (0..x.n)
         .map(|i| {
-            let d2: f64 = xn.row(i).iter().zip(yn.row(i)).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum();
+            let d2: f64 = xn
+                .row(i)
+                .iter()
+                .zip(yn.row(i))
+                .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                .sum();
             d2.sqrt().powf(alpha)
         })
         .sum();
@@ -248,7 +293,9 @@ pub fn alignment(x: &Features, y: &Features, alpha: f64) -> Result<f64> {
 pub fn uniformity(x: &Features, t: f64) -> Result<f64> {
     x.validate("x")?;
     if x.n < 2 {
-        return Err(EvalError::Empty("uniformity needs at least 2 samples".into()));
+        return Err(EvalError::Empty(
+            "uniformity needs at least 2 samples".into(),
+        ));
     }
     let xn = x.l2_normalized();
     let n = x.n;
@@ -256,7 +303,12 @@ pub fn uniformity(x: &Features, t: f64) -> Result<f64> {
     let vals: Vec<f64> = (0..n)
         .flat_map(|i| ((i + 1)..n).map(move |j| (i, j)))
         .map(|(i, j)| {
-            let d2: f64 = xn.row(i).iter().zip(xn.row(j)).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum();
+            let d2: f64 = xn
+                .row(i)
+                .iter()
+                .zip(xn.row(j))
+                .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                .sum();
             -t * d2
         })
         .collect();

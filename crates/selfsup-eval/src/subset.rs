@@ -19,10 +19,14 @@ pub enum SubsetSpec {
 pub fn stratified_subset(labels: &[u32], spec: SubsetSpec, seed: u64) -> Result<Vec<usize>> {
     match spec {
         SubsetSpec::Fraction(f) if !(f > 0.0 && f <= 1.0) => {
-            return Err(EvalError::InvalidArgument(format!("fraction must be in (0, 1], got {f}")));
+            return Err(EvalError::InvalidArgument(format!(
+                "fraction must be in (0, 1], got {f}"
+            )));
         }
         SubsetSpec::PerClass(0) => {
-            return Err(EvalError::InvalidArgument("per-class count must be > 0".into()));
+            return Err(EvalError::InvalidArgument(
+                "per-class count must be > 0".into(),
+            ));
         }
         _ => {}
     }

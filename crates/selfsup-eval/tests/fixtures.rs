@@ -1,8 +1,8 @@
 //! Checks against reference numbers from PyTorch / LightlySSL / sklearn,
 //! produced by `fixtures/make_fixtures.py` into `fixtures/eval_fixture.json`.
 
-use serde::Deserialize;
 use selfsup_eval::*;
+use serde::Deserialize;
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -92,10 +92,20 @@ fn knn_matches_lightly() {
     let test = Features::new(f.test, f.n_test, f.dim).unwrap();
     for case in &f.cases {
         for backend in [MatmulBackend::Blocked, MatmulBackend::Burn] {
-            let cfg = KnnConfig { k: case.k, temperature: case.t, num_classes: Some(f.num_classes), backend, ..Default::default() };
+            let cfg = KnnConfig {
+                k: case.k,
+                temperature: case.t,
+                num_classes: Some(f.num_classes),
+                backend,
+                ..Default::default()
+            };
             let (scores, ..) = knn_scores(&train, &f.train_labels, &test, &cfg).unwrap();
             for (a, b) in scores.iter().zip(&case.scores) {
-                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "k={} {backend:?}: {a} vs {b}", case.k);
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "k={} {backend:?}: {a} vs {b}",
+                    case.k
+                );
             }
             let r = knn_classify(&train, &f.train_labels, &test, &f.test_labels, &cfg).unwrap();
             assert_eq!(r.predictions, case.pred, "k={}", case.k);
@@ -110,7 +120,12 @@ fn metrics_match_torch() {
     for m in load().metrics {
         let z = Features::new(m.z, m.n, m.dim).unwrap();
         let y = Features::new(m.y, m.n, m.dim).unwrap();
-        let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{what}: {a} vs {b}");
+        let close = |a: f64, b: f64, what: &str| {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{what}: {a} vs {b}"
+            )
+        };
         close(embedding_std(&z).unwrap(), m.std, "std");
         close(rankme(&z).unwrap(), m.rankme, "rankme");
         close(alignment(&z, &y, 2.0).unwrap(), m.alignment, "alignment");
@@ -135,16 +150,39 @@ fn linear_probe_matches_torch() {
         ..Default::default()
     };
     let r = linear_probe(&train, &f.train_labels, &test, &f.test_labels, &cfg).unwrap();
-    let max_dw = r.weights.iter().zip(&f.weights).chain(r.bias.iter().zip(&f.bias)).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let max_dw = r
+        .weights
+        .iter()
+        .zip(&f.weights)
+        .chain(r.bias.iter().zip(&f.bias))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     assert!(max_dw < 2e-3, "max |ΔW| = {max_dw}");
-    assert!((r.train_loss - f.train_loss).abs() < 1e-4, "{} vs {}", r.train_loss, f.train_loss);
+    assert!(
+        (r.train_loss - f.train_loss).abs() < 1e-4,
+        "{} vs {}",
+        r.train_loss,
+        f.train_loss
+    );
     assert!((r.train_top1 - f.train_top1).abs() <= 1.0 / f.n_train as f64 + 1e-9);
     assert!((r.test_top1 - f.test_top1).abs() <= 1.0 / f.n_test as f64 + 1e-9);
     // sklearn (lbfgs, C=1) on the same standardised data, for reference.
-    assert!((r.test_top1 - f.sklearn_test_top1).abs() < 0.03, "{} vs sklearn {}", r.test_top1, f.sklearn_test_top1);
+    assert!(
+        (r.test_top1 - f.sklearn_test_top1).abs() < 0.03,
+        "{} vs sklearn {}",
+        r.test_top1,
+        f.sklearn_test_top1
+    );
     // Label-subset use: 20 % of the labels per class still learns.
     let idx = stratified_subset(&f.train_labels, SubsetSpec::Fraction(0.2), 0).unwrap();
-    let sub = linear_probe(&train.select(&idx), &select_labels(&f.train_labels, &idx), &test, &f.test_labels, &cfg).unwrap();
+    let sub = linear_probe(
+        &train.select(&idx),
+        &select_labels(&f.train_labels, &idx),
+        &test,
+        &f.test_labels,
+        &cfg,
+    )
+    .unwrap();
     assert!(sub.test_top1 > 0.8, "{}", sub.test_top1);
 }
 
@@ -164,7 +202,9 @@ fn gauss(idx: u64) -> f64 {
     (-2.0 * unif(i).ln()).sqrt() * (2.0 * std::f64::consts::PI * unif(i + 1)).cos()
 }
 fn synth(n: usize, d: usize, c: usize, offset: u64) -> (Features, Vec<u32>) {
-    let mu: Vec<f64> = (0..c * d).map(|i| 0.2 * gauss(i as u64 + (1 << 40))).collect();
+    let mu: Vec<f64> = (0..c * d)
+        .map(|i| 0.2 * gauss(i as u64 + (1 << 40)))
+        .collect();
     let mut data = Vec::with_capacity(n * d);
     let y: Vec<u32> = (0..n).map(|i| (i % c) as u32).collect();
     for i in 0..n {
@@ -183,7 +223,12 @@ fn linear_probe_50k_vs_sklearn() {
     let f = load().linear_large;
     let (train, yl) = synth(f.n_train, f.dim, f.num_classes, 0);
     let (test, yt) = synth(f.n_test, f.dim, f.num_classes, 1 << 36);
-    for (a, b) in train.data.iter().zip(&f.first_values).chain(test.data.iter().zip(&f.first_test_values)) {
+    for (a, b) in train
+        .data
+        .iter()
+        .zip(&f.first_values)
+        .chain(test.data.iter().zip(&f.first_test_values))
+    {
         assert!((a - b).abs() < 1e-6, "data generator differs: {a} vs {b}");
     }
     let t = std::time::Instant::now();

@@ -40,7 +40,10 @@ impl MlpHeadConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         if self.dims.len() < 2 {
-            return Err(format!("a head needs at least an input and an output width, got {:?}", self.dims));
+            return Err(format!(
+                "a head needs at least an input and an output width, got {:?}",
+                self.dims
+            ));
         }
         if self.dims.contains(&0) {
             return Err(format!("head widths must be positive, got {:?}", self.dims));
@@ -54,7 +57,11 @@ impl MlpHeadConfig {
         let layers = (0..n)
             .map(|i| {
                 let last = i + 1 == n;
-                let with_bn = if last { self.last_batch_norm } else { self.batch_norm };
+                let with_bn = if last {
+                    self.last_batch_norm
+                } else {
+                    self.batch_norm
+                };
                 MlpLayer {
                     linear: LinearConfig::new(self.dims[i], self.dims[i + 1])
                         .with_bias(!with_bn)

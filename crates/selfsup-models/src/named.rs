@@ -31,14 +31,22 @@ impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val();
         let shape = t.dims().to_vec();
-        let values = t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor data");
-        self.out.insert(self.path.join("."), NamedTensor { shape, values });
+        let values = t
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 tensor data");
+        self.out
+            .insert(self.path.join("."), NamedTensor { shape, values });
     }
 }
 
 /// Every float tensor of `module` by dotted path.
 pub fn named_tensors<M: Module>(module: &M) -> BTreeMap<String, NamedTensor> {
-    let mut c = Collect { path: Vec::new(), out: BTreeMap::new() };
+    let mut c = Collect {
+        path: Vec::new(),
+        out: BTreeMap::new(),
+    };
     // burn keeps a BatchNorm's latest running statistics pending until they are synced, and a
     // visitor sees the value before them; `valid()` syncs them (and drops the autodiff graph).
     module.valid().visit(&mut c);
@@ -77,7 +85,10 @@ impl ModuleMapper for Assign<'_> {
         }
         let require_grad = tensor.is_require_grad();
         let device = tensor.device();
-        let mut value = Tensor::<D>::from_data(TensorData::new(src.values.clone(), src.shape.clone()), &device);
+        let mut value = Tensor::<D>::from_data(
+            TensorData::new(src.values.clone(), src.shape.clone()),
+            &device,
+        );
         if require_grad {
             value = value.require_grad();
         }
@@ -94,7 +105,13 @@ pub fn load_named_tensors<M: Module>(
     source: &BTreeMap<String, NamedTensor>,
     prefix: &str,
 ) -> Result<M, String> {
-    let mut a = Assign { path: Vec::new(), source, prefix: prefix.to_string(), errors: Vec::new(), assigned: 0 };
+    let mut a = Assign {
+        path: Vec::new(),
+        source,
+        prefix: prefix.to_string(),
+        errors: Vec::new(),
+        assigned: 0,
+    };
     let module = module.map(&mut a);
     if !a.errors.is_empty() {
         let n = a.errors.len();
@@ -122,7 +139,11 @@ mod tests {
             "layer2.0.downsample.conv.weight",
             "layer4.1.bn2.beta",
         ] {
-            assert!(names.contains_key(expected), "{expected} not in {:?}", names.keys().collect::<Vec<_>>());
+            assert!(
+                names.contains_key(expected),
+                "{expected} not in {:?}",
+                names.keys().collect::<Vec<_>>()
+            );
         }
     }
 
@@ -130,11 +151,21 @@ mod tests {
     fn latest_batchnorm_statistics_are_collected() {
         let device = Device::flex().autodiff();
         let head = MlpHeadConfig::new(vec![3, 4, 2]).init(&device);
-        let before = named_tensors(&head)["layers.0.bn.running_mean"].values.clone();
-        let x = Tensor::<2>::from_data(TensorData::new((0..24).map(|v| v as f32).collect::<Vec<_>>(), [8, 3]), &device);
+        let before = named_tensors(&head)["layers.0.bn.running_mean"]
+            .values
+            .clone();
+        let x = Tensor::<2>::from_data(
+            TensorData::new((0..24).map(|v| v as f32).collect::<Vec<_>>(), [8, 3]),
+            &device,
+        );
         let _ = head.forward(x);
-        let after = named_tensors(&head)["layers.0.bn.running_mean"].values.clone();
-        assert_ne!(before, after, "a training forward pass must move the running mean");
+        let after = named_tensors(&head)["layers.0.bn.running_mean"]
+            .values
+            .clone();
+        assert_ne!(
+            before, after,
+            "a training forward pass must move the running mean"
+        );
     }
 
     #[test]
@@ -149,7 +180,15 @@ mod tests {
         let wrong = MlpHeadConfig::new(vec![6, 4, 3]).init(&device);
         let err = load_named_tensors(wrong, &src, "").unwrap_err();
         assert!(err.contains("layers.0.linear.weight"), "{err}");
-        let err = load_named_tensors(MlpHeadConfig::new(vec![6, 5, 3]).init(&device), &src, "backbone.").unwrap_err();
-        assert!(err.contains("missing tensor `backbone.layers.0.linear.weight`"), "{err}");
+        let err = load_named_tensors(
+            MlpHeadConfig::new(vec![6, 5, 3]).init(&device),
+            &src,
+            "backbone.",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("missing tensor `backbone.layers.0.linear.weight`"),
+            "{err}"
+        );
     }
 }

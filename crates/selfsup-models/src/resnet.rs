@@ -39,7 +39,10 @@ fn conv(in_ch: usize, out_ch: usize, kernel: usize, stride: usize, device: &Devi
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
         .with_bias(false)
-        .with_initializer(Initializer::KaimingNormal { gain: 2f64.sqrt(), fan_out_only: true })
+        .with_initializer(Initializer::KaimingNormal {
+            gain: 2f64.sqrt(),
+            fan_out_only: true,
+        })
         .init(device)
 }
 
@@ -56,7 +59,10 @@ pub struct Downsample {
 
 impl Downsample {
     fn new(in_ch: usize, out_ch: usize, stride: usize, device: &Device) -> Self {
-        Self { conv: conv(in_ch, out_ch, 1, stride, device), bn: bn(out_ch, device) }
+        Self {
+            conv: conv(in_ch, out_ch, 1, stride, device),
+            bn: bn(out_ch, device),
+        }
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.bn.forward(self.conv.forward(x))
@@ -139,7 +145,9 @@ impl ResNetConfig {
             18 => Ok(([2, 2, 2, 2], false)),
             34 => Ok(([3, 4, 6, 3], false)),
             50 => Ok(([3, 4, 6, 3], true)),
-            d => Err(format!("backbone depth {d} is not supported: use 18, 34 or 50")),
+            d => Err(format!(
+                "backbone depth {d} is not supported: use 18, 34 or 50"
+            )),
         }
     }
 
@@ -214,7 +222,13 @@ impl ResNet {
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }
-        for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3).chain(&self.layer4) {
+        for block in self
+            .layer1
+            .iter()
+            .chain(&self.layer2)
+            .chain(&self.layer3)
+            .chain(&self.layer4)
+        {
             x = block.forward(x);
         }
         let [b, c, _, _] = x.dims();
@@ -233,11 +247,16 @@ mod tests {
         // so 11,176,512 in the backbone; the CIFAR stem's 3×3 conv1 has 1,728 instead of 9,408.
         // Running mean/var are not parameters in PyTorch but are visited here, hence the count
         // of BN channels (4,800 per set for ResNet-18 at width 64) is subtracted.
-        let r18 = ResNetConfig::new().with_stem(ResNetStem::Imagenet).init(&device);
+        let r18 = ResNetConfig::new()
+            .with_stem(ResNetStem::Imagenet)
+            .init(&device);
         let bn_channels_r18 = 64 + (64 * 4) + (128 * 4 + 128) + (256 * 4 + 256) + (512 * 4 + 512);
         assert_eq!(r18.num_params() - 2 * bn_channels_r18, 11_176_512);
         // resnet50: 25,557,032 − fc (2048·1000 + 1000) = 23,508,032.
-        let r50 = ResNetConfig::new().with_depth(50).with_stem(ResNetStem::Imagenet).init(&device);
+        let r50 = ResNetConfig::new()
+            .with_depth(50)
+            .with_stem(ResNetStem::Imagenet)
+            .init(&device);
         assert_eq!(r50.out_dim, 2048);
         let mut bn_visitor = CountBn::default();
         r50.visit(&mut bn_visitor);
@@ -276,7 +295,11 @@ mod tests {
         let x = Tensor::<4>::zeros([2, 3, 32, 32], &device);
         let r = ResNetConfig::new().with_width(8).init(&device);
         assert_eq!(r.forward(x.clone()).dims(), [2, 64]);
-        let r = ResNetConfig::new().with_width(8).with_depth(50).with_stem(ResNetStem::Imagenet).init(&device);
+        let r = ResNetConfig::new()
+            .with_width(8)
+            .with_depth(50)
+            .with_stem(ResNetStem::Imagenet)
+            .init(&device);
         assert_eq!(r.forward(x).dims(), [2, 256]);
     }
 

@@ -62,17 +62,25 @@ fn to_bytes(values: &[f32]) -> Vec<u8> {
 
 /// Write `tensors` and `state` to `path` atomically.
 pub fn save(path: &Path, state: &RunState, tensors: &BTreeMap<String, NamedTensor>) -> Result<()> {
-    let dir = path.parent().context("checkpoint path has no parent directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.iter().map(|(k, t)| (k.clone(), t.shape.clone(), to_bytes(&t.values))).collect();
+    let dir = path
+        .parent()
+        .context("checkpoint path has no parent directory")?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shape.clone(), to_bytes(&t.values)))
+        .collect();
     let views: Vec<(String, TensorView<'_>)> = bytes
         .iter()
         .map(|(k, shape, b)| Ok((k.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
     let mut meta = HashMap::new();
     meta.insert("selfsup".to_string(), serde_json::to_string(state)?);
-    meta.insert("crc32".to_string(), checksum(bytes.iter().map(|(k, _, b)| (k.as_str(), b.as_slice()))));
+    meta.insert(
+        "crc32".to_string(),
+        checksum(bytes.iter().map(|(k, _, b)| (k.as_str(), b.as_slice()))),
+    );
     let data = safetensors::serialize(views, Some(meta))?;
 
     let tmp = path.with_extension("safetensors.tmp");
@@ -86,26 +94,43 @@ pub fn save(path: &Path, state: &RunState, tensors: &BTreeMap<String, NamedTenso
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);
-        bail!("could not write checkpoint {}: {e} (the previous checkpoint is untouched)", path.display());
+        bail!(
+            "could not write checkpoint {}: {e} (the previous checkpoint is untouched)",
+            path.display()
+        );
     }
     Ok(())
 }
 
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let data = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&data)
-        .with_context(|| format!("checkpoint {} is truncated or corrupt (not a readable safetensors file)", path.display()))?;
+    let data = std::fs::read(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&data).with_context(|| {
+        format!(
+            "checkpoint {} is truncated or corrupt (not a readable safetensors file)",
+            path.display()
+        )
+    })?;
     let st = safetensors::SafeTensors::deserialize(&data)
         .with_context(|| format!("checkpoint {} is truncated or corrupt", path.display()))?;
     let state_json = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get("selfsup"))
-        .with_context(|| format!("{} is a safetensors file but not a selfsup checkpoint (no run state)", path.display()))?;
+        .with_context(|| {
+            format!(
+                "{} is a safetensors file but not a selfsup checkpoint (no run state)",
+                path.display()
+            )
+        })?;
     let state: RunState = serde_json::from_str(state_json)
         .with_context(|| format!("checkpoint {} has an unreadable run state", path.display()))?;
     if state.format != FORMAT {
-        bail!("checkpoint {} has format `{}`; this selfsup reads `{FORMAT}`", path.display(), state.format);
+        bail!(
+            "checkpoint {} has format `{}`; this selfsup reads `{FORMAT}`",
+            path.display(),
+            state.format
+        );
     }
     let mut named = st.tensors();
     named.sort_by(|a, b| a.0.cmp(&b.0));
@@ -120,22 +145,45 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             }
         }
         // Checkpoints from before checksums were written.
-        None => eprintln!("warning: checkpoint {} has no checksum; its contents are not verified", path.display()),
+        None => eprintln!(
+            "warning: checkpoint {} has no checksum; its contents are not verified",
+            path.display()
+        ),
     }
     let mut tensors = BTreeMap::new();
     for (name, view) in named {
         if view.dtype() != Dtype::F32 {
-            bail!("checkpoint {}: tensor `{name}` is {:?}, expected F32", path.display(), view.dtype());
+            bail!(
+                "checkpoint {}: tensor `{name}` is {:?}, expected F32",
+                path.display(),
+                view.dtype()
+            );
         }
-        let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-        tensors.insert(name, NamedTensor { shape: view.shape().to_vec(), values });
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        tensors.insert(
+            name,
+            NamedTensor {
+                shape: view.shape().to_vec(),
+                values,
+            },
+        );
     }
-    Ok(Checkpoint { path: path.to_path_buf(), state, tensors })
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        state,
+        tensors,
+    })
 }
 
 /// `RUN_DIR/checkpoints/epoch_NNNN.safetensors`.
 pub fn epoch_path(run_dir: &Path, epoch: usize) -> PathBuf {
-    run_dir.join("checkpoints").join(format!("epoch_{epoch:04}.safetensors"))
+    run_dir
+        .join("checkpoints")
+        .join(format!("epoch_{epoch:04}.safetensors"))
 }
 
 /// Checkpoints in `RUN_DIR/checkpoints`, newest epoch first.
@@ -147,7 +195,11 @@ pub fn list(run_dir: &Path) -> Vec<(usize, PathBuf)> {
         .filter_map(|e| {
             let p = e.path();
             let name = p.file_name()?.to_str()?;
-            let epoch = name.strip_prefix("epoch_")?.strip_suffix(".safetensors")?.parse().ok()?;
+            let epoch = name
+                .strip_prefix("epoch_")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()?;
             Some((epoch, p))
         })
         .collect();
@@ -171,7 +223,13 @@ mod tests {
     use super::*;
 
     fn state() -> RunState {
-        RunState { format: FORMAT.into(), method: "simclr".into(), epoch: 2, global_step: 10, config: "x = 1".into() }
+        RunState {
+            format: FORMAT.into(),
+            method: "simclr".into(),
+            epoch: 2,
+            global_step: 10,
+            config: "x = 1".into(),
+        }
     }
 
     #[test]
@@ -179,10 +237,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("selfsup-ckpt-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut t = BTreeMap::new();
-        t.insert("model.w".to_string(), NamedTensor { shape: vec![2, 3], values: vec![1., 2., 3., 4., 5., -6.5] });
+        t.insert(
+            "model.w".to_string(),
+            NamedTensor {
+                shape: vec![2, 3],
+                values: vec![1., 2., 3., 4., 5., -6.5],
+            },
+        );
         let p1 = epoch_path(&dir, 1);
         let p2 = epoch_path(&dir, 2);
-        save(&p1, &RunState { epoch: 1, ..state() }, &t).unwrap();
+        save(
+            &p1,
+            &RunState {
+                epoch: 1,
+                ..state()
+            },
+            &t,
+        )
+        .unwrap();
         save(&p2, &state(), &t).unwrap();
         let c = load(&p2).unwrap();
         assert_eq!(c.state, state());
@@ -195,14 +267,20 @@ mod tests {
         let p3 = epoch_path(&dir, 3);
         std::fs::write(&p3, &flipped).unwrap();
         let err = format!("{:#}", load(&p3).err().unwrap());
-        assert!(err.contains("epoch_0003.safetensors") && err.contains("checksum"), "{err}");
+        assert!(
+            err.contains("epoch_0003.safetensors") && err.contains("checksum"),
+            "{err}"
+        );
         std::fs::remove_file(&p3).unwrap();
 
         // Truncate the newest: it is named in the error and the previous one is used.
         let bytes = std::fs::read(&p2).unwrap();
         std::fs::write(&p2, &bytes[..bytes.len() / 2]).unwrap();
         let err = format!("{:#}", load(&p2).err().unwrap());
-        assert!(err.contains("epoch_0002.safetensors") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("epoch_0002.safetensors") && err.contains("truncated"),
+            "{err}"
+        );
         let good = latest_good(&dir).unwrap().unwrap();
         assert_eq!(good.state.epoch, 1);
         assert!(list(&dir).len() == 2);

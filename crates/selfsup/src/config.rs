@@ -161,7 +161,11 @@ impl Default for AugmentConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { backbone: "resnet18".into(), width: 64, stem: "cifar".into() }
+        Self {
+            backbone: "resnet18".into(),
+            width: 64,
+            stem: "cifar".into(),
+        }
     }
 }
 
@@ -195,13 +199,24 @@ impl Default for OptimConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { epochs: 4, batch_size: 256, seed: 0, checkpoint_every: 1, knn_every: 0, device: "cpu".into() }
+        Self {
+            epochs: 4,
+            batch_size: 256,
+            seed: 0,
+            checkpoint_every: 1,
+            knn_every: 0,
+            device: "cpu".into(),
+        }
     }
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { knn_k: 200, knn_temperature: 0.1, batch_size: 512 }
+        Self {
+            knn_k: 200,
+            knn_temperature: 0.1,
+            batch_size: 512,
+        }
     }
 }
 
@@ -216,7 +231,11 @@ fn known_keys() -> Vec<String> {
 fn collect_keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
     if let toml::Value::Table(t) = v {
         for (k, child) in t {
-            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             if child.is_table() {
                 collect_keys(child, &key, out);
             } else {
@@ -232,7 +251,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }
@@ -240,7 +263,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn closest<'a>(key: &str, candidates: &'a [String]) -> &'a str {
-    candidates.iter().min_by_key(|c| edit_distance(key, c)).map(String::as_str).unwrap_or("")
+    candidates
+        .iter()
+        .min_by_key(|c| edit_distance(key, c))
+        .map(String::as_str)
+        .unwrap_or("")
 }
 
 /// Refuse keys the config does not know, naming the closest valid one.
@@ -251,7 +278,10 @@ fn check_unknown_keys(v: &toml::Value, source: &str) -> Result<()> {
     // A table the config does not know shows up as its leaves; report the first.
     for key in present {
         if !known.contains(&key) {
-            bail!("unknown config key `{key}` in {source}; did you mean `{}`?", closest(&key, &known));
+            bail!(
+                "unknown config key `{key}` in {source}; did you mean `{}`?",
+                closest(&key, &known)
+            );
         }
     }
     Ok(())
@@ -268,22 +298,32 @@ fn parse_override_value(raw: &str) -> toml::Value {
 }
 
 fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
-    let (key, raw) = assignment
-        .split_once('=')
-        .with_context(|| format!("--set `{assignment}`: expected key=value, e.g. --set train.epochs=10"))?;
+    let (key, raw) = assignment.split_once('=').with_context(|| {
+        format!("--set `{assignment}`: expected key=value, e.g. --set train.epochs=10")
+    })?;
     let key = key.trim();
     let known = known_keys();
     if !known.iter().any(|k| k == key) {
-        bail!("--set: unknown config key `{key}`; did you mean `{}`?", closest(key, &known));
+        bail!(
+            "--set: unknown config key `{key}`; did you mean `{}`?",
+            closest(key, &known)
+        );
     }
     let mut node = root;
     let parts: Vec<&str> = key.split('.').collect();
     for part in &parts[..parts.len() - 1] {
         let table = node.as_table_mut().expect("config root is a table");
-        node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     }
-    let table = node.as_table_mut().with_context(|| format!("--set `{key}`: parent is not a table"))?;
-    table.insert(parts[parts.len() - 1].to_string(), parse_override_value(raw.trim()));
+    let table = node
+        .as_table_mut()
+        .with_context(|| format!("--set `{key}`: parent is not a table"))?;
+    table.insert(
+        parts[parts.len() - 1].to_string(),
+        parse_override_value(raw.trim()),
+    );
     Ok(())
 }
 
@@ -297,10 +337,15 @@ fn name_bad_value(value: &toml::Value, err: &toml::de::Error) -> String {
     let mut keys = Vec::new();
     collect_keys(value, "", &mut keys);
     for key in keys {
-        let mut probe = toml::Value::try_from(Config::default()).expect("default config serialises");
+        let mut probe =
+            toml::Value::try_from(Config::default()).expect("default config serialises");
         let v = leaf(value, &key).expect("collected key").clone();
         let (parent, name) = key.rsplit_once('.').unwrap_or(("", &key));
-        let table = if parent.is_empty() { Some(&mut probe) } else { parent.split('.').try_fold(&mut probe, |n, p| n.get_mut(p)) };
+        let table = if parent.is_empty() {
+            Some(&mut probe)
+        } else {
+            parent.split('.').try_fold(&mut probe, |n, p| n.get_mut(p))
+        };
         if let Some(toml::Value::Table(t)) = table {
             t.insert(name.to_string(), v.clone());
         }
@@ -322,7 +367,10 @@ impl Config {
                     .with_context(|| format!("config file {} is not valid TOML", p.display()))?;
                 (toml::Value::Table(v), p.display().to_string())
             }
-            None => (toml::Value::Table(toml::Table::new()), "defaults".to_string()),
+            None => (
+                toml::Value::Table(toml::Table::new()),
+                "defaults".to_string(),
+            ),
         };
         check_unknown_keys(&value, &source)?;
         for o in overrides {
@@ -355,7 +403,10 @@ impl Config {
             Ok(())
         }
         if self.data.input_size < 8 {
-            bail!("config `data.input_size` must be at least 8, got {}", self.data.input_size);
+            bail!(
+                "config `data.input_size` must be at least 8, got {}",
+                self.data.input_size
+            );
         }
         for (i, s) in self.data.std.iter().enumerate() {
             positive(&format!("data.std[{i}]"), *s as f64)?;
@@ -371,7 +422,10 @@ impl Config {
         probability("augment.solarize_prob", self.augment.solarize_prob)?;
         let [b, c, s, h] = self.augment.color_jitter;
         if b < 0.0 || c < 0.0 || s < 0.0 || !(0.0..=0.5).contains(&h) {
-            bail!("config `augment.color_jitter` needs brightness, contrast, saturation ≥ 0 and hue in [0, 0.5], got {:?}", self.augment.color_jitter);
+            bail!(
+                "config `augment.color_jitter` needs brightness, contrast, saturation ≥ 0 and hue in [0, 0.5], got {:?}",
+                self.augment.color_jitter
+            );
         }
         self.resnet_config()?;
         match self.method.name.as_str() {
@@ -384,35 +438,58 @@ impl Config {
         }
         positive("method.temperature", self.method.temperature)?;
         if self.method.projection_dims.is_empty() || self.method.projection_dims.contains(&0) {
-            bail!("config `method.projection_dims` needs positive widths (hidden…, output), got {:?}", self.method.projection_dims);
+            bail!(
+                "config `method.projection_dims` needs positive widths (hidden…, output), got {:?}",
+                self.method.projection_dims
+            );
         }
         if !(self.method.triplet_margin >= 0.0) {
-            bail!("config `method.triplet_margin` must be ≥ 0, got {}", self.method.triplet_margin);
+            bail!(
+                "config `method.triplet_margin` must be ≥ 0, got {}",
+                self.method.triplet_margin
+            );
         }
         match self.method.triplet_mining.as_str() {
             "hardest" | "random" => {}
-            other => bail!("config `method.triplet_mining`: `{other}` is not one of hardest, random"),
+            other => {
+                bail!("config `method.triplet_mining`: `{other}` is not one of hardest, random")
+            }
         }
         match self.optim.name.as_str() {
             "sgd" | "lars" | "adamw" => {}
-            other => bail!("config `optim.name`: unknown optimizer `{other}`; use sgd, lars or adamw"),
+            other => {
+                bail!("config `optim.name`: unknown optimizer `{other}`; use sgd, lars or adamw")
+            }
         }
         positive("optim.lr", self.optim.lr)?;
         probability("optim.momentum", self.optim.momentum)?;
         if !(self.optim.weight_decay >= 0.0) {
-            bail!("config `optim.weight_decay` must be ≥ 0, got {}", self.optim.weight_decay);
+            bail!(
+                "config `optim.weight_decay` must be ≥ 0, got {}",
+                self.optim.weight_decay
+            );
         }
-        if !(self.optim.warmup_epochs >= 0.0) || self.optim.warmup_epochs > self.train.epochs as f64 {
-            bail!("config `optim.warmup_epochs` must be within [0, train.epochs], got {}", self.optim.warmup_epochs);
+        if !(self.optim.warmup_epochs >= 0.0) || self.optim.warmup_epochs > self.train.epochs as f64
+        {
+            bail!(
+                "config `optim.warmup_epochs` must be within [0, train.epochs], got {}",
+                self.optim.warmup_epochs
+            );
         }
         if !(self.optim.final_lr >= 0.0) {
-            bail!("config `optim.final_lr` must be ≥ 0, got {}", self.optim.final_lr);
+            bail!(
+                "config `optim.final_lr` must be ≥ 0, got {}",
+                self.optim.final_lr
+            );
         }
         if self.train.epochs == 0 {
             bail!("config `train.epochs` must be at least 1");
         }
         if self.train.batch_size < 2 {
-            bail!("config `train.batch_size` must be at least 2 (contrastive losses need negatives), got {}", self.train.batch_size);
+            bail!(
+                "config `train.batch_size` must be at least 2 (contrastive losses need negatives), got {}",
+                self.train.batch_size
+            );
         }
         if self.train.checkpoint_every == 0 {
             bail!("config `train.checkpoint_every` must be at least 1");
@@ -433,7 +510,9 @@ impl Config {
             "resnet18" => 18,
             "resnet34" => 34,
             "resnet50" => 50,
-            other => bail!("config `model.backbone`: unknown backbone `{other}`; available: resnet18, resnet34, resnet50"),
+            other => bail!(
+                "config `model.backbone`: unknown backbone `{other}`; available: resnet18, resnet34, resnet50"
+            ),
         };
         let stem = match self.model.stem.as_str() {
             "cifar" => selfsup_models::ResNetStem::Cifar,
@@ -443,7 +522,10 @@ impl Config {
         if self.model.width == 0 {
             bail!("config `model.width` must be at least 1");
         }
-        Ok(selfsup_models::ResNetConfig::new().with_depth(depth).with_width(self.model.width).with_stem(stem))
+        Ok(selfsup_models::ResNetConfig::new()
+            .with_depth(depth)
+            .with_width(self.model.width)
+            .with_stem(stem))
     }
 
     /// The dataset path, resolved against `base` when relative.
@@ -468,7 +550,15 @@ mod tests {
 
     #[test]
     fn overrides_apply_with_and_without_quotes() {
-        let c = load_str("[train]\nepochs = 3\n", &["train.batch_size=64", "model.stem=imagenet", "method.projection_dims=[64, 32]"]).unwrap();
+        let c = load_str(
+            "[train]\nepochs = 3\n",
+            &[
+                "train.batch_size=64",
+                "model.stem=imagenet",
+                "method.projection_dims=[64, 32]",
+            ],
+        )
+        .unwrap();
         assert_eq!(c.train.epochs, 3);
         assert_eq!(c.train.batch_size, 64);
         assert_eq!(c.model.stem, "imagenet");
@@ -477,9 +567,16 @@ mod tests {
 
     #[test]
     fn unknown_key_names_closest() {
-        let err = load_str("[train]\nbatchsize = 3\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("`train.batchsize`") && err.contains("`train.batch_size`"), "{err}");
-        let err = load_str("", &["optim.weight_decy=0.1"]).unwrap_err().to_string();
+        let err = load_str("[train]\nbatchsize = 3\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`train.batchsize`") && err.contains("`train.batch_size`"),
+            "{err}"
+        );
+        let err = load_str("", &["optim.weight_decy=0.1"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`optim.weight_decay`"), "{err}");
     }
 

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use selfsup_data::{CacheOptions, ImageDataset, Normalization, Pipeline, Split, Transform, open_dataset};
+use selfsup_data::{
+    CacheOptions, ImageDataset, Normalization, Pipeline, Split, Transform, open_dataset,
+};
 
 use crate::config::Config;
 
@@ -19,18 +21,37 @@ pub fn cache_dir(config: &Config, run_dir: Option<&Path>) -> PathBuf {
     }
 }
 
-pub fn open(path: &Path, split: Split, cache: &Path, skip_corrupt: bool) -> Result<Arc<ImageDataset>> {
-    let opts = CacheOptions { cache_dir: Some(cache.to_path_buf()), skip_corrupt };
-    let ds = open_dataset(path, split, &opts)
-        .with_context(|| format!("cannot open the {split:?} split of dataset {}", path.display()))?;
+pub fn open(
+    path: &Path,
+    split: Split,
+    cache: &Path,
+    skip_corrupt: bool,
+) -> Result<Arc<ImageDataset>> {
+    let opts = CacheOptions {
+        cache_dir: Some(cache.to_path_buf()),
+        skip_corrupt,
+    };
+    let ds = open_dataset(path, split, &opts).with_context(|| {
+        format!(
+            "cannot open the {split:?} split of dataset {}",
+            path.display()
+        )
+    })?;
     if ds.num_skipped() > 0 {
-        eprintln!("warning: skipped {} unreadable image(s) in {} (--skip-corrupt)", ds.num_skipped(), path.display());
+        eprintln!(
+            "warning: skipped {} unreadable image(s) in {} (--skip-corrupt)",
+            ds.num_skipped(),
+            path.display()
+        );
     }
     Ok(Arc::new(ds))
 }
 
 pub fn normalization(config: &Config) -> Normalization {
-    Normalization { mean: config.data.mean, std: config.data.std }
+    Normalization {
+        mean: config.data.mean,
+        std: config.data.std,
+    }
 }
 
 /// SimCLR's view pipeline with the config's strengths.
@@ -39,22 +60,44 @@ pub fn train_pipeline(config: &Config) -> Result<Pipeline> {
     let s = config.data.input_size;
     let [b, c, sat, hue] = a.color_jitter;
     let mut steps = vec![
-        Transform::RandomResizedCrop { size: (s, s), scale: (a.crop_scale[0], a.crop_scale[1]), ratio: (3.0 / 4.0, 4.0 / 3.0) },
+        Transform::RandomResizedCrop {
+            size: (s, s),
+            scale: (a.crop_scale[0], a.crop_scale[1]),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+        },
         Transform::HorizontalFlip { p: a.hflip_prob },
-        Transform::ColorJitter { brightness: b, contrast: c, saturation: sat, hue, p: a.color_jitter_prob },
-        Transform::RandomGrayscale { p: a.grayscale_prob },
+        Transform::ColorJitter {
+            brightness: b,
+            contrast: c,
+            saturation: sat,
+            hue,
+            p: a.color_jitter_prob,
+        },
+        Transform::RandomGrayscale {
+            p: a.grayscale_prob,
+        },
     ];
     if a.blur_prob > 0.0 {
         // SimCLR: kernel 10% of the image side (odd), sigma in [0.1, 2.0].
         let k = ((s as f64 * 0.1) as usize) | 1;
-        steps.push(Transform::GaussianBlur { kernel_size: k.max(3), sigma: (0.1, 2.0), p: a.blur_prob });
+        steps.push(Transform::GaussianBlur {
+            kernel_size: k.max(3),
+            sigma: (0.1, 2.0),
+            p: a.blur_prob,
+        });
     }
     if a.solarize_prob > 0.0 {
-        steps.push(Transform::Solarize { threshold: 128, p: a.solarize_prob });
+        steps.push(Transform::Solarize {
+            threshold: 128,
+            p: a.solarize_prob,
+        });
     }
     Ok(Pipeline::new(steps, normalization(config))?)
 }
 
 pub fn eval_pipeline(config: &Config) -> Result<Pipeline> {
-    Ok(Pipeline::eval(config.data.input_size, normalization(config))?)
+    Ok(Pipeline::eval(
+        config.data.input_size,
+        normalization(config),
+    )?)
 }

@@ -18,7 +18,9 @@ pub fn select(name: &str) -> Result<Device> {
         #[cfg(not(feature = "gpu"))]
         "vulkan" | "gpu" => bail!("device `{name}` needs a build with `--features gpu`"),
         #[cfg(not(feature = "tch"))]
-        "libtorch" | "libtorch-cuda" => bail!("device `{name}` needs a build with `--features tch`"),
+        "libtorch" | "libtorch-cuda" => {
+            bail!("device `{name}` needs a build with `--features tch`")
+        }
         other => bail!("config `train.device`: unknown device `{other}`; available: {DEVICES}"),
     }
 }

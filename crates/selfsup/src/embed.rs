@@ -19,21 +19,41 @@ pub struct Embeddings {
 }
 
 fn labels_i64(labels: &[Option<u32>]) -> Vec<i64> {
-    labels.iter().map(|l| l.map_or(NO_LABEL, i64::from)).collect()
+    labels
+        .iter()
+        .map(|l| l.map_or(NO_LABEL, i64::from))
+        .collect()
 }
 
 /// `FILE.safetensors`: `embeddings` [N, D] f32 and `labels` [N] i64 (−1 = unlabeled); the
 /// metadata holds `paths` and `class_names` as JSON lists.
 pub fn write_safetensors(path: &Path, e: &Embeddings) -> Result<()> {
-    let emb: Vec<u8> = e.features.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let lab: Vec<u8> = labels_i64(&e.labels).iter().flat_map(|v| v.to_le_bytes()).collect();
+    let emb: Vec<u8> = e
+        .features
+        .data
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let lab: Vec<u8> = labels_i64(&e.labels)
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let views = vec![
-        ("embeddings".to_string(), TensorView::new(Dtype::F32, vec![e.features.n, e.features.dim], &emb)?),
-        ("labels".to_string(), TensorView::new(Dtype::I64, vec![e.features.n], &lab)?),
+        (
+            "embeddings".to_string(),
+            TensorView::new(Dtype::F32, vec![e.features.n, e.features.dim], &emb)?,
+        ),
+        (
+            "labels".to_string(),
+            TensorView::new(Dtype::I64, vec![e.features.n], &lab)?,
+        ),
     ];
     let mut meta = std::collections::HashMap::new();
     meta.insert("paths".to_string(), serde_json::to_string(&e.paths)?);
-    meta.insert("class_names".to_string(), serde_json::to_string(&e.class_names)?);
+    meta.insert(
+        "class_names".to_string(),
+        serde_json::to_string(&e.class_names)?,
+    );
     let bytes = safetensors::serialize(views, Some(meta))?;
     write_atomic(path, &bytes)
 }
@@ -42,9 +62,17 @@ pub fn write_safetensors(path: &Path, e: &Embeddings) -> Result<()> {
 fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let shape_str = match shape {
         [n] => format!("({n},)"),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_str}, }}");
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_str}, }}");
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
     header.push('\n');
@@ -59,11 +87,22 @@ fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
 /// `FILE.paths.txt` (one source path per line).
 pub fn write_npy(path: &Path, e: &Embeddings) -> Result<Vec<PathBuf>> {
     let stem = path.with_extension("");
-    let emb: Vec<u8> = e.features.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let lab: Vec<u8> = labels_i64(&e.labels).iter().flat_map(|v| v.to_le_bytes()).collect();
+    let emb: Vec<u8> = e
+        .features
+        .data
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let lab: Vec<u8> = labels_i64(&e.labels)
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let labels_path = stem.with_extension("labels.npy");
     let paths_path = stem.with_extension("paths.txt");
-    write_atomic(path, &npy_bytes("<f4", &[e.features.n, e.features.dim], &emb))?;
+    write_atomic(
+        path,
+        &npy_bytes("<f4", &[e.features.n, e.features.dim], &emb),
+    )?;
     write_atomic(&labels_path, &npy_bytes("<i8", &[e.features.n], &lab))?;
     write_atomic(&paths_path, (e.paths.join("\n") + "\n").as_bytes())?;
     Ok(vec![path.to_path_buf(), labels_path, paths_path])
@@ -88,7 +127,10 @@ pub fn write(path: &Path, e: &Embeddings) -> Result<Vec<PathBuf>> {
     match path.extension().and_then(|x| x.to_str()) {
         Some("safetensors") => write_safetensors(path, e).map(|_| vec![path.to_path_buf()]),
         Some("npy") => write_npy(path, e),
-        _ => bail!("--out {}: use a .safetensors or .npy file name", path.display()),
+        _ => bail!(
+            "--out {}: use a .safetensors or .npy file name",
+            path.display()
+        ),
     }
 }
 
@@ -103,10 +145,17 @@ mod tests {
         let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
         assert_eq!((10 + hlen) % 64, 0);
         let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
-        assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }"), "{header}");
+        assert!(
+            header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }"),
+            "{header}"
+        );
         assert!(header.ends_with('\n'));
         assert_eq!(b.len(), 10 + hlen + 24);
         let one_d = npy_bytes("<i8", &[5], &[0u8; 40]);
-        assert!(std::str::from_utf8(&one_d[10..74]).unwrap().contains("'shape': (5,)"));
+        assert!(
+            std::str::from_utf8(&one_d[10..74])
+                .unwrap()
+                .contains("'shape': (5,)")
+        );
     }
 }

@@ -29,7 +29,10 @@ pub fn extract_all(
     let mut labels = Vec::with_capacity(n);
     for batch in loader.epoch(0) {
         let shape = batch.view_shapes[0];
-        let x = Tensor::<4>::from_data(TensorData::new(batch.views.into_iter().next().unwrap(), shape), device);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(batch.views.into_iter().next().unwrap(), shape),
+            device,
+        );
         let f = model.forward(x);
         data.extend(f.into_data().try_to_vec::<f32>().expect("f32 features"));
         labels.extend(batch.labels);
@@ -62,8 +65,14 @@ pub fn train_test(
     let dev = device::select(&config.train.device)?;
     let split = |split: Split| -> Result<(Features, Vec<u32>)> {
         let dataset = data::open(data_path, split, cache, skip_corrupt)?;
-        let (features, labels) =
-            extract_all(backbone, dataset, pipe.clone(), config.eval.batch_size, config.data.workers, &dev)?;
+        let (features, labels) = extract_all(
+            backbone,
+            dataset,
+            pipe.clone(),
+            config.eval.batch_size,
+            config.data.workers,
+            &dev,
+        )?;
         Ok((features, require_labels(labels)?))
     };
     Ok([split(Split::Train)?, split(Split::Test)?])

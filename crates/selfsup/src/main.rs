@@ -22,7 +22,11 @@ use serde_json::json;
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "selfsup", version, about = "Self-supervised learning: pretrain encoders on unlabeled data, evaluate with few labels")]
+#[command(
+    name = "selfsup",
+    version,
+    about = "Self-supervised learning: pretrain encoders on unlabeled data, evaluate with few labels"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -177,16 +181,34 @@ fn eval_setup(common: &EvalCommon) -> Result<EvalData> {
     };
     let run_dir = common.checkpoint.parent().and_then(Path::parent);
     let cache = data::cache_dir(&config, run_dir);
-    Ok(EvalData { config, model, data_path, cache })
+    Ok(EvalData {
+        config,
+        model,
+        data_path,
+        cache,
+    })
 }
 
-fn eval_features(e: &EvalData, skip_corrupt: bool) -> Result<[(selfsup_eval::Features, Vec<u32>); 2]> {
-    features::train_test(&e.config, &e.model.backbone, &e.data_path, &e.cache, skip_corrupt)
+fn eval_features(
+    e: &EvalData,
+    skip_corrupt: bool,
+) -> Result<[(selfsup_eval::Features, Vec<u32>); 2]> {
+    features::train_test(
+        &e.config,
+        &e.model.backbone,
+        &e.data_path,
+        &e.cache,
+        skip_corrupt,
+    )
 }
 
 fn eval_cmd(cmd: EvalCmd) -> Result<()> {
     match cmd {
-        EvalCmd::Knn { common, k, temperature } => {
+        EvalCmd::Knn {
+            common,
+            k,
+            temperature,
+        } => {
             let e = eval_setup(&common)?;
             let k = k.unwrap_or(e.config.eval.knn_k);
             let t = temperature.unwrap_or(e.config.eval.knn_temperature);
@@ -194,22 +216,50 @@ fn eval_cmd(cmd: EvalCmd) -> Result<()> {
                 anyhow::bail!("--k must be ≥ 1 and --temperature > 0 (got k={k}, temperature={t})");
             }
             let [(ftr, ltr), (fte, lte)] = eval_features(&e, common.skip_corrupt)?;
-            let r = knn_classify(&ftr, &ltr, &fte, &lte, &KnnConfig { k, temperature: t as f32, ..Default::default() })?;
+            let r = knn_classify(
+                &ftr,
+                &ltr,
+                &fte,
+                &lte,
+                &KnnConfig {
+                    k,
+                    temperature: t as f32,
+                    ..Default::default()
+                },
+            )?;
             for n in &r.notes {
                 eprintln!("note: {n}");
             }
-            eprintln!("kNN (k={}, T={t}) top-1 {:.2}% on {} test images", r.k, 100.0 * r.top1, fte.n);
-            print_json(json!({"knn_top1": r.top1, "knn_top5": r.top5, "k": r.k, "temperature": t,
-                "images": fte.n, "train_images": ftr.n, "random_init": common.random_init}));
+            eprintln!(
+                "kNN (k={}, T={t}) top-1 {:.2}% on {} test images",
+                r.k,
+                100.0 * r.top1,
+                fte.n
+            );
+            print_json(
+                json!({"knn_top1": r.top1, "knn_top5": r.top5, "k": r.k, "temperature": t,
+                "images": fte.n, "train_images": ftr.n, "random_init": common.random_init}),
+            );
         }
         EvalCmd::Linear { common, epochs, lr } => {
             let e = eval_setup(&common)?;
             let [(ftr, ltr), (fte, lte)] = eval_features(&e, common.skip_corrupt)?;
-            let cfg = LinearProbeConfig { epochs, lr, seed: e.config.train.seed, ..Default::default() };
+            let cfg = LinearProbeConfig {
+                epochs,
+                lr,
+                seed: e.config.train.seed,
+                ..Default::default()
+            };
             let r = linear_probe(&ftr, &ltr, &fte, &lte, &cfg)?;
-            eprintln!("linear probe top-1 {:.2}% (train {:.2}%)", 100.0 * r.test_top1, 100.0 * r.train_top1);
-            print_json(json!({"linear_top1": r.test_top1, "linear_top5": r.test_top5, "train_top1": r.train_top1,
-                "images": fte.n, "train_images": ftr.n, "epochs": epochs, "random_init": common.random_init}));
+            eprintln!(
+                "linear probe top-1 {:.2}% (train {:.2}%)",
+                100.0 * r.test_top1,
+                100.0 * r.train_top1
+            );
+            print_json(
+                json!({"linear_top1": r.test_top1, "linear_top5": r.test_top5, "train_top1": r.train_top1,
+                "images": fte.n, "train_images": ftr.n, "epochs": epochs, "random_init": common.random_init}),
+            );
         }
     }
     Ok(())
@@ -225,14 +275,39 @@ fn embed_cmd(common: EvalCommon, split: &str, out: &Path) -> Result<()> {
     let dataset = data::open(&e.data_path, split, &e.cache, common.skip_corrupt)?;
     let dev = device::select(&e.config.train.device)?;
     let pipe = data::eval_pipeline(&e.config)?;
-    let paths = (0..dataset.len()).map(|i| dataset.path(i).display().to_string()).collect();
+    let paths = (0..dataset.len())
+        .map(|i| dataset.path(i).display().to_string())
+        .collect();
     let class_names = dataset.class_names().to_vec();
-    let (features, labels) =
-        features::extract_all(&e.model.backbone, dataset, pipe, e.config.eval.batch_size, e.config.data.workers, &dev)?;
+    let (features, labels) = features::extract_all(
+        &e.model.backbone,
+        dataset,
+        pipe,
+        e.config.eval.batch_size,
+        e.config.data.workers,
+        &dev,
+    )?;
     let (n, dim) = (features.n, features.dim);
-    let written = embed::write(out, &embed::Embeddings { features, labels, paths, class_names })?;
-    eprintln!("wrote {n} embeddings of dimension {dim} to {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-    print_json(json!({"images": n, "dim": dim, "files": written, "random_init": common.random_init}));
+    let written = embed::write(
+        out,
+        &embed::Embeddings {
+            features,
+            labels,
+            paths,
+            class_names,
+        },
+    )?;
+    eprintln!(
+        "wrote {n} embeddings of dimension {dim} to {}",
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    print_json(
+        json!({"images": n, "dim": dim, "files": written, "random_init": common.random_init}),
+    );
     Ok(())
 }
 
@@ -249,4 +324,3 @@ fn main() {
         std::process::exit(1);
     }
 }
-

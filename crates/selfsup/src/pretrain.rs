@@ -45,39 +45,81 @@ pub struct PretrainSummary {
 
 pub fn simclr_config(config: &Config) -> Result<SimClrConfig> {
     let objective = match config.method.loss.as_str() {
-        "nt_xent" => ContrastiveObjective::NtXent { temperature: config.method.temperature },
+        "nt_xent" => ContrastiveObjective::NtXent {
+            temperature: config.method.temperature,
+        },
         "triplet" => ContrastiveObjective::Triplet {
             margin: config.method.triplet_margin,
-            mining: if config.method.triplet_mining == "random" { TripletMining::Random } else { TripletMining::Hardest },
+            mining: if config.method.triplet_mining == "random" {
+                TripletMining::Random
+            } else {
+                TripletMining::Hardest
+            },
         },
         other => bail!("config `method.loss`: unknown loss `{other}`"),
     };
-    Ok(SimClrConfig { backbone: config.resnet_config()?, projection_dims: config.method.projection_dims.clone(), objective })
+    Ok(SimClrConfig {
+        backbone: config.resnet_config()?,
+        projection_dims: config.method.projection_dims.clone(),
+        objective,
+    })
 }
 
 pub fn optimizer(config: &Config) -> Result<Optimizer> {
     let o = &config.optim;
     let kind = match o.name.as_str() {
-        "sgd" => OptimizerKind::Sgd { momentum: o.momentum, nesterov: false },
-        "lars" => OptimizerKind::Lars { momentum: o.momentum, eta: 0.02 },
-        "adamw" => OptimizerKind::AdamW { beta1: o.betas[0], beta2: o.betas[1], eps: 1e-8 },
+        "sgd" => OptimizerKind::Sgd {
+            momentum: o.momentum,
+            nesterov: false,
+        },
+        "lars" => OptimizerKind::Lars {
+            momentum: o.momentum,
+            eta: 0.02,
+        },
+        "adamw" => OptimizerKind::AdamW {
+            beta1: o.betas[0],
+            beta2: o.betas[1],
+            eps: 1e-8,
+        },
         other => bail!("config `optim.name`: unknown optimizer `{other}`"),
     };
-    OptimizerConfig { kind, weight_decay: o.weight_decay, exclude_bias_and_norm: o.exclude_bias_and_norm }
-        .init()
-        .map_err(|e| anyhow::anyhow!("config `optim`: {e}"))
+    OptimizerConfig {
+        kind,
+        weight_decay: o.weight_decay,
+        exclude_bias_and_norm: o.exclude_bias_and_norm,
+    }
+    .init()
+    .map_err(|e| anyhow::anyhow!("config `optim`: {e}"))
 }
 
-fn prefixed(prefix: &str, t: std::collections::BTreeMap<String, NamedTensor>) -> impl Iterator<Item = (String, NamedTensor)> + '_ {
-    t.into_iter().map(move |(k, v)| (format!("{prefix}.{k}"), v))
+fn prefixed(
+    prefix: &str,
+    t: std::collections::BTreeMap<String, NamedTensor>,
+) -> impl Iterator<Item = (String, NamedTensor)> + '_ {
+    t.into_iter()
+        .map(move |(k, v)| (format!("{prefix}.{k}"), v))
 }
 
-fn save_checkpoint(out: &Path, config: &Config, model: &SimClr, optim: &Optimizer, epoch: usize, step: usize) -> Result<PathBuf> {
-    let mut tensors: std::collections::BTreeMap<String, NamedTensor> = prefixed("model", named_tensors(model)).collect();
+fn save_checkpoint(
+    out: &Path,
+    config: &Config,
+    model: &SimClr,
+    optim: &Optimizer,
+    epoch: usize,
+    step: usize,
+) -> Result<PathBuf> {
+    let mut tensors: std::collections::BTreeMap<String, NamedTensor> =
+        prefixed("model", named_tensors(model)).collect();
     for (k, (shape, values)) in optim.state_dict() {
         tensors.insert(format!("optim.{k}"), NamedTensor { shape, values });
     }
-    let state = RunState { format: FORMAT.into(), method: config.method.name.clone(), epoch, global_step: step, config: config.to_toml() };
+    let state = RunState {
+        format: FORMAT.into(),
+        method: config.method.name.clone(),
+        epoch,
+        global_step: step,
+        config: config.to_toml(),
+    };
     let path = checkpoint::epoch_path(out, epoch);
     checkpoint::save(&path, &state, &tensors)?;
     Ok(path)
@@ -104,7 +146,14 @@ impl MetricsLog {
 
 fn to_features(z: Tensor<2>) -> Result<Features> {
     let [n, d] = z.dims();
-    Ok(Features::new(z.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32"), n, d)?)
+    Ok(Features::new(
+        z.into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32"),
+        n,
+        d,
+    )?)
 }
 
 /// Collapse diagnostics on one batch's projections: per-dimension std of the L2-normalised
@@ -121,10 +170,24 @@ fn diagnostics(z_a: Tensor<2>, z_b: Tensor<2>) -> Result<serde_json::Value> {
     }))
 }
 
-pub fn knn_eval(config: &Config, model: &SimClr, data_path: &Path, cache: &Path) -> Result<(f64, usize)> {
-    let [(ftrain, ltrain), (ftest, ltest)] =
-        crate::features::train_test(config, &model.backbone, data_path, cache, config.data.skip_corrupt)?;
-    let cfg = KnnConfig { k: config.eval.knn_k, temperature: config.eval.knn_temperature as f32, ..Default::default() };
+pub fn knn_eval(
+    config: &Config,
+    model: &SimClr,
+    data_path: &Path,
+    cache: &Path,
+) -> Result<(f64, usize)> {
+    let [(ftrain, ltrain), (ftest, ltest)] = crate::features::train_test(
+        config,
+        &model.backbone,
+        data_path,
+        cache,
+        config.data.skip_corrupt,
+    )?;
+    let cfg = KnnConfig {
+        k: config.eval.knn_k,
+        temperature: config.eval.knn_temperature as f32,
+        ..Default::default()
+    };
     let r = knn_classify(&ftrain, &ltrain, &ftest, &ltest, &cfg)?;
     Ok((r.top1, ftest.n))
 }
@@ -136,13 +199,25 @@ fn checkpoint_config(c: &checkpoint::Checkpoint) -> Result<Config> {
 
 /// `model` with the checkpoint's `model.*` tensors.
 fn restore_model(model: SimClr, c: &checkpoint::Checkpoint) -> Result<SimClr> {
-    load_named_tensors(model, &c.section("model"), "")
-        .map_err(|e| anyhow::anyhow!("checkpoint {} does not fit its model: {e}", c.path.display()))
+    load_named_tensors(model, &c.section("model"), "").map_err(|e| {
+        anyhow::anyhow!(
+            "checkpoint {} does not fit its model: {e}",
+            c.path.display()
+        )
+    })
 }
 
 pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
-    let PretrainArgs { mut config, out, resume, base_dir, quiet, stop_after } = args;
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create run directory {}", out.display()))?;
+    let PretrainArgs {
+        mut config,
+        out,
+        resume,
+        base_dir,
+        quiet,
+        stop_after,
+    } = args;
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create run directory {}", out.display()))?;
 
     // Resume: the checkpoint's config is authoritative (the schedule depends on it).
     let resumed = if resume {
@@ -150,13 +225,18 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
             .with_context(|| format!("--resume: no checkpoint in {}/checkpoints", out.display()))?;
         let saved = checkpoint_config(&c)?;
         if saved != config {
-            eprintln!("note: resuming with the checkpoint's config (it differs from the one given)");
+            eprintln!(
+                "note: resuming with the checkpoint's config (it differs from the one given)"
+            );
         }
         config = saved;
         Some(c)
     } else {
         if !checkpoint::list(&out).is_empty() {
-            bail!("{} already holds checkpoints; pass --resume to continue that run or choose another --out", out.display());
+            bail!(
+                "{} already holds checkpoints; pass --resume to continue that run or choose another --out",
+                out.display()
+            );
         }
         None
     };
@@ -168,9 +248,16 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
     let cache = data::cache_dir(&config, Some(&out));
     let dataset = data::open(&data_path, Split::Train, &cache, config.data.skip_corrupt)?;
     let batch_size = config.train.batch_size;
-    let images = if config.data.limit > 0 { config.data.limit.min(dataset.len()) } else { dataset.len() };
+    let images = if config.data.limit > 0 {
+        config.data.limit.min(dataset.len())
+    } else {
+        dataset.len()
+    };
     if images < batch_size {
-        bail!("the dataset {} has {images} training images, fewer than train.batch_size = {batch_size}", data_path.display());
+        bail!(
+            "the dataset {} has {images} training images, fewer than train.batch_size = {batch_size}",
+            data_path.display()
+        );
     }
     let pipe = data::train_pipeline(&config)?;
     let loader = ViewLoader::new(
@@ -196,9 +283,18 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
     let (start_epoch, mut step) = match &resumed {
         Some(c) => {
             model = restore_model(model, c)?;
-            let state = c.section("optim").into_iter().map(|(k, t)| (k, (t.shape, t.values))).collect();
-            optim.load_state_dict(&state).map_err(|e| anyhow::anyhow!("checkpoint optimizer state: {e:?}"))?;
-            eprintln!("resuming after epoch {} (step {})", c.state.epoch, c.state.global_step);
+            let state = c
+                .section("optim")
+                .into_iter()
+                .map(|(k, t)| (k, (t.shape, t.values)))
+                .collect();
+            optim
+                .load_state_dict(&state)
+                .map_err(|e| anyhow::anyhow!("checkpoint optimizer state: {e:?}"))?;
+            eprintln!(
+                "resuming after epoch {} (step {})",
+                c.state.epoch, c.state.global_step
+            );
             (c.state.epoch, c.state.global_step)
         }
         None => (0, 0),
@@ -209,7 +305,11 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
             "params_backbone": model.backbone.num_params(), "config": config}))?;
     }
 
-    let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total_steps as u64) };
+    let pb = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total_steps as u64)
+    };
     pb.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
             .expect("progress template")
@@ -217,7 +317,10 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
     );
     pb.set_position(step as u64);
 
-    let mut last_ckpt = checkpoint::list(&out).first().map(|(_, p)| p.clone()).unwrap_or_default();
+    let mut last_ckpt = checkpoint::list(&out)
+        .first()
+        .map(|(_, p)| p.clone())
+        .unwrap_or_default();
     let mut final_loss = f64::NAN;
     let mut train_seconds = 0.0;
     let mut views = 0usize;
@@ -232,12 +335,23 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         let mut diag = serde_json::Value::Null;
         for (i, batch) in loader.epoch(epoch as u64).enumerate() {
             let t0 = Instant::now();
-            let lr = cosine_with_warmup(step, total_steps, warmup_steps, config.optim.lr, config.optim.final_lr);
+            let lr = cosine_with_warmup(
+                step,
+                total_steps,
+                warmup_steps,
+                config.optim.lr,
+                config.optim.final_lr,
+            );
             let [a, b]: [Vec<f32>; 2] = batch.views.try_into().expect("two views");
             let shape = batch.view_shapes[0];
             let a = Tensor::<4>::from_data(TensorData::new(a, shape), &device);
             let b = Tensor::<4>::from_data(TensorData::new(b, shape), &device);
-            let out_step = model.step(a, b, method.objective, config.train.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let out_step = model.step(
+                a,
+                b,
+                method.objective,
+                config.train.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
             let loss: f64 = out_step.loss.clone().into_scalar::<f32>() as f64;
             if !loss.is_finite() {
                 pb.abandon();
@@ -246,7 +360,11 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
                      The last good checkpoint is {}. Lower optim.lr or check the data.",
                     epoch + 1,
                     i + 1,
-                    if last_ckpt.as_os_str().is_empty() { "none (no epoch finished)".to_string() } else { last_ckpt.display().to_string() }
+                    if last_ckpt.as_os_str().is_empty() {
+                        "none (no epoch finished)".to_string()
+                    } else {
+                        last_ckpt.display().to_string()
+                    }
                 );
             }
             if i + 1 == steps_per_epoch {
@@ -260,7 +378,10 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
             let n_views = 2 * shape[0];
             views += n_views;
             pb.inc(1);
-            pb.set_message(format!("loss {loss:.4} lr {lr:.4} {:.0} views/s", n_views as f64 / dt));
+            pb.set_message(format!(
+                "loss {loss:.4} lr {lr:.4} {:.0} views/s",
+                n_views as f64 / dt
+            ));
             log.write(json!({"type": "step", "epoch": epoch + 1, "step": step, "loss": loss, "lr": lr, "step_seconds": dt}))?;
         }
         let epoch_seconds = epoch_start.elapsed().as_secs_f64();
@@ -271,7 +392,11 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         if config.train.knn_every > 0 && (epoch + 1) % config.train.knn_every == 0 {
             let (top1, _) = knn_eval(&config, &model, &data_path, &cache)?;
             record["knn_top1"] = json!(top1);
-            pb.println(format!("epoch {}: kNN top-1 {:.2}%", epoch + 1, 100.0 * top1));
+            pb.println(format!(
+                "epoch {}: kNN top-1 {:.2}%",
+                epoch + 1,
+                100.0 * top1
+            ));
         }
         if let Some(rank) = record["diagnostics"]["effective_rank"].as_f64() {
             if rank < 2.0 {
@@ -289,7 +414,11 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         steps: step,
         final_loss,
         train_seconds,
-        views_per_second: if train_seconds > 0.0 { views as f64 / train_seconds } else { 0.0 },
+        views_per_second: if train_seconds > 0.0 {
+            views as f64 / train_seconds
+        } else {
+            0.0
+        },
         images,
         checkpoint: last_ckpt,
     })

@@ -40,7 +40,10 @@ fn ensure_fashion_mnist() -> Result<PathBuf> {
     if fashion_mnist_present(&dir) {
         return Ok(dir);
     }
-    eprintln!("Fashion-MNIST not found in {}; installing Debian's dataset-fashion-mnist", dir.display());
+    eprintln!(
+        "Fashion-MNIST not found in {}; installing Debian's dataset-fashion-mnist",
+        dir.display()
+    );
     let apt = |args: &[&str]| -> Result<bool> {
         Ok(std::process::Command::new("apt-get")
             .args(args)
@@ -59,7 +62,10 @@ fn ensure_fashion_mnist() -> Result<PathBuf> {
         }
     }
     if !fashion_mnist_present(&dir) {
-        bail!("dataset-fashion-mnist is installed but {} holds no IDX files", dir.display());
+        bail!(
+            "dataset-fashion-mnist is installed but {} holds no IDX files",
+            dir.display()
+        );
     }
     Ok(dir)
 }
@@ -67,8 +73,10 @@ fn ensure_fashion_mnist() -> Result<PathBuf> {
 pub fn run(args: QuickstartArgs) -> Result<()> {
     let start = Instant::now();
     let data_dir = ensure_fashion_mnist()?;
-    let recipe: toml::Table = toml::from_str(RECIPE).expect("built-in quickstart recipe is valid TOML");
-    let recipe_path = std::env::temp_dir().join(format!("selfsup-quickstart-{}.toml", std::process::id()));
+    let recipe: toml::Table =
+        toml::from_str(RECIPE).expect("built-in quickstart recipe is valid TOML");
+    let recipe_path =
+        std::env::temp_dir().join(format!("selfsup-quickstart-{}.toml", std::process::id()));
     std::fs::write(&recipe_path, toml::to_string(&recipe)?)?;
     let mut overrides = vec![format!("data.path=\"{}\"", data_dir.display())];
     overrides.extend(args.overrides);
@@ -81,7 +89,10 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
     let resume = !crate::checkpoint::list(&args.out).is_empty();
     eprintln!(
         "quickstart: SimCLR on {} Fashion-MNIST images, ResNet-18 width {}, {} epochs (run dir {})",
-        config.data.limit, config.model.width, config.train.epochs, args.out.display()
+        config.data.limit,
+        config.model.width,
+        config.train.epochs,
+        args.out.display()
     );
     let summary = pretrain::run(pretrain::PretrainArgs {
         config: config.clone(),
@@ -93,7 +104,10 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
     })?;
     let cache = crate::data::cache_dir(&config, Some(&args.out));
     let data_path = config.data_path(Path::new("."));
-    eprintln!("kNN evaluation (k={}, T={}) on the 10,000 test images…", config.eval.knn_k, config.eval.knn_temperature);
+    eprintln!(
+        "kNN evaluation (k={}, T={}) on the 10,000 test images…",
+        config.eval.knn_k, config.eval.knn_temperature
+    );
     let (_, model) = pretrain::load_model(&summary.checkpoint, None)?;
     let (pretrained, images) = pretrain::knn_eval(&config, &model, &data_path, &cache)?;
     let random = pretrain::random_init_model(&config, config.train.seed)?;

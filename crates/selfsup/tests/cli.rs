@@ -18,7 +18,11 @@ fn scratch(name: &str) -> PathBuf {
 
 fn cifar_root() -> PathBuf {
     let root = selfsup_data::data_root().join("cifar10");
-    assert!(root.join("train").is_dir(), "CIFAR-10 image folder not found at {} (set SELFSUP_DATA)", root.display());
+    assert!(
+        root.join("train").is_dir(),
+        "CIFAR-10 image folder not found at {} (set SELFSUP_DATA)",
+        root.display()
+    );
     root
 }
 
@@ -46,7 +50,11 @@ fn read_tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
     st.tensors()
         .into_iter()
         .map(|(name, view)| {
-            let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
             (name, values)
         })
         .collect()
@@ -63,7 +71,10 @@ fn stderr(o: &Output) -> String {
 /// The last stdout line, parsed as the command's JSON result.
 fn last_json(o: &Output) -> serde_json::Value {
     let out = String::from_utf8_lossy(&o.stdout);
-    let line = out.lines().last().unwrap_or_else(|| panic!("no stdout; stderr: {}", stderr(o)));
+    let line = out
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no stdout; stderr: {}", stderr(o)));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("last line `{line}` is not JSON: {e}"))
 }
 
@@ -92,12 +103,19 @@ fn pretrain_resume_and_evaluate() {
     let data = small_dataset(&dir, 16);
     let out = dir.join("run");
     let mut args = tiny_args(&data, &out);
-    args.extend(["--set".into(), "train.epochs=2".into(), "--set".into(), "train.knn_every=1".into()]);
+    args.extend([
+        "--set".into(),
+        "train.epochs=2".into(),
+        "--set".into(),
+        "train.knn_every=1".into(),
+    ]);
     let args = args;
 
     // An uninterrupted 2-epoch run, for reference.
     let reference_out = dir.join("reference");
-    let o = run(bin().args(&tiny_args(&data, &reference_out)).args(["--set", "train.epochs=2"]));
+    let o = run(bin()
+        .args(&tiny_args(&data, &reference_out))
+        .args(["--set", "train.epochs=2"]));
     assert!(o.status.success(), "{}", stderr(&o));
 
     // The same run stopped after its first epoch, then resumed to the end.
@@ -116,7 +134,11 @@ fn pretrain_resume_and_evaluate() {
 
     let o = run(bin().args(&args).arg("--resume"));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("resuming after epoch 1"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resuming after epoch 1"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(last_json(&o)["steps"], 6);
 
     // Resuming continues exactly where the run stopped: same data order, optimiser state and
@@ -126,8 +148,15 @@ fn pretrain_resume_and_evaluate() {
     assert_eq!(resumed.len(), reference.len());
     for (name, values) in &reference {
         let got = &resumed[name];
-        let max_diff = values.iter().zip(got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(max_diff <= 1e-5, "{name} differs by {max_diff} after resume");
+        let max_diff = values
+            .iter()
+            .zip(got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff <= 1e-5,
+            "{name} differs by {max_diff} after resume"
+        );
     }
 
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -140,39 +169,76 @@ fn pretrain_resume_and_evaluate() {
     let e = &epochs[0];
     assert!(e["loss"].as_f64().unwrap().is_finite());
     assert!(e["diagnostics"]["effective_rank"].as_f64().unwrap() > 1.0);
-    assert!(e["knn_top1"].as_f64().is_some(), "knn_every=1 logs kNN accuracy: {e}");
+    assert!(
+        e["knn_top1"].as_f64().is_some(),
+        "knn_every=1 logs kNN accuracy: {e}"
+    );
 
     let ckpt = out.join("checkpoints/epoch_0001.safetensors");
-    let o = run(bin().args(["eval", "knn", "--checkpoint"]).arg(&ckpt).arg("--data").arg(&data).args(["--k", "10"]));
+    let o = run(bin()
+        .args(["eval", "knn", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--data")
+        .arg(&data)
+        .args(["--k", "10"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let j = last_json(&o);
     assert_eq!(j["images"], 48);
     let acc = j["knn_top1"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
 
-    let o = run(bin().args(["eval", "linear", "--checkpoint"]).arg(&ckpt).arg("--data").arg(&data).args(["--epochs", "5"]));
+    let o = run(bin()
+        .args(["eval", "linear", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--data")
+        .arg(&data)
+        .args(["--epochs", "5"]));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(last_json(&o)["linear_top1"].as_f64().is_some());
 
     // Embeddings: safetensors with labels and paths, and .npy files.
     let emb = dir.join("emb.safetensors");
-    let o = run(bin().args(["embed", "--checkpoint"]).arg(&ckpt).arg("--data").arg(&data).arg("--out").arg(&emb));
+    let o = run(bin()
+        .args(["embed", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&emb));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(last_json(&o)["images"], 48);
     let bytes = std::fs::read(&emb).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.tensor("embeddings").unwrap().shape(), &[48, 32]); // width 4 → 32-d features
-    let labels: Vec<i64> =
-        st.tensor("labels").unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    let labels: Vec<i64> = st
+        .tensor("labels")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     assert_eq!(labels.iter().filter(|&&l| l == 1).count(), 16); // 16 test images of class 1 (cat)
-    let paths: Vec<String> = serde_json::from_str(&meta.metadata().as_ref().unwrap()["paths"]).unwrap();
+    let paths: Vec<String> =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["paths"]).unwrap();
     assert!(paths[16].ends_with("test/cat/0000.jpg"), "{}", paths[16]);
     let npy = dir.join("emb.npy");
-    let o = run(bin().args(["embed", "--checkpoint"]).arg(&ckpt).arg("--data").arg(&data).arg("--out").arg(&npy));
+    let o = run(bin()
+        .args(["embed", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&npy));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(&npy).unwrap().len(), 128 + 48 * 32 * 4);
-    assert_eq!(std::fs::read_to_string(dir.join("emb.paths.txt")).unwrap().lines().count(), 48);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("emb.paths.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        48
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -182,33 +248,60 @@ fn bad_inputs_are_named() {
     let data = small_dataset(&dir, 6);
 
     // Missing dataset path.
-    let o = run(bin().args(["pretrain", "--data", "/nonexistent/images", "--out"]).arg(dir.join("r0")));
+    let o = run(bin()
+        .args(["pretrain", "--data", "/nonexistent/images", "--out"])
+        .arg(dir.join("r0")));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("/nonexistent/images"), "{}", stderr(&o));
 
     // Unknown config key, with the closest valid one.
     let cfg = dir.join("typo.toml");
     std::fs::write(&cfg, "[optim]\nlearning_rate = 0.1\n").unwrap();
-    let o = run(bin().args(["pretrain", "--config"]).arg(&cfg).arg("--data").arg(&data));
-    assert!(stderr(&o).contains("optim.learning_rate") && stderr(&o).contains("did you mean"), "{}", stderr(&o));
+    let o = run(bin()
+        .args(["pretrain", "--config"])
+        .arg(&cfg)
+        .arg("--data")
+        .arg(&data));
+    assert!(
+        stderr(&o).contains("optim.learning_rate") && stderr(&o).contains("did you mean"),
+        "{}",
+        stderr(&o)
+    );
 
     // Invalid value.
-    let o = run(bin().args(["pretrain", "--set", "train.batch_size=0", "--data"]).arg(&data));
+    let o = run(bin()
+        .args(["pretrain", "--set", "train.batch_size=0", "--data"])
+        .arg(&data));
     assert!(stderr(&o).contains("train.batch_size"), "{}", stderr(&o));
 
     // A corrupt image: named by default, skipped and counted with --skip-corrupt.
     let bad = data.join("train/cat/9999.jpg");
     std::fs::write(&bad, b"not a jpeg at all").unwrap();
     let mut args = tiny_args(&data, &dir.join("r1"));
-    args.extend(["--set".into(), "train.epochs=1".into(), "--set".into(), "train.batch_size=4".into()]);
+    args.extend([
+        "--set".into(),
+        "train.epochs=1".into(),
+        "--set".into(),
+        "train.batch_size=4".into(),
+    ]);
     let o = run(bin().args(&args));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("9999.jpg"), "{}", stderr(&o));
     let mut skip = tiny_args(&data, &dir.join("r2"));
-    skip.extend(["--set".into(), "train.epochs=1".into(), "--set".into(), "train.batch_size=4".into(), "--skip-corrupt".into()]);
+    skip.extend([
+        "--set".into(),
+        "train.epochs=1".into(),
+        "--set".into(),
+        "train.batch_size=4".into(),
+        "--skip-corrupt".into(),
+    ]);
     let o = run(bin().args(&skip));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("skipped 1 unreadable"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("skipped 1 unreadable"),
+        "{}",
+        stderr(&o)
+    );
     std::fs::remove_file(&bad).unwrap();
 
     // An empty class folder.
@@ -219,19 +312,35 @@ fn bad_inputs_are_named() {
 
     // A diverging learning rate stops with the step and the value.
     let mut nan = tiny_args(&data, &dir.join("r4"));
-    nan.extend(["--set".into(), "optim.lr=1e30".into(), "--set".into(), "train.epochs=2".into(), "--set".into(), "train.batch_size=6".into()]);
+    nan.extend([
+        "--set".into(),
+        "optim.lr=1e30".into(),
+        "--set".into(),
+        "train.epochs=2".into(),
+        "--set".into(),
+        "train.batch_size=6".into(),
+    ]);
     let o = run(bin().args(&nan));
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("loss is NaN") || e.contains("loss is inf"), "{e}");
+    assert!(
+        e.contains("loss is NaN") || e.contains("loss is inf"),
+        "{e}"
+    );
     assert!(e.contains("step"), "{e}");
 
     // Missing and corrupt checkpoints.
-    let o = run(bin().args(["eval", "knn", "--checkpoint"]).arg(dir.join("none.safetensors")));
+    let o = run(bin()
+        .args(["eval", "knn", "--checkpoint"])
+        .arg(dir.join("none.safetensors")));
     assert!(stderr(&o).contains("none.safetensors"), "{}", stderr(&o));
     let junk = dir.join("junk.safetensors");
     std::fs::write(&junk, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
     let o = run(bin().args(["eval", "knn", "--checkpoint"]).arg(&junk));
-    assert!(stderr(&o).contains("junk.safetensors") && stderr(&o).contains("corrupt"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("junk.safetensors") && stderr(&o).contains("corrupt"),
+        "{}",
+        stderr(&o)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

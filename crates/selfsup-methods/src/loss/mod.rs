@@ -93,9 +93,19 @@ pub(crate) mod test_util {
     ) {
         let grads = loss.backward();
         let value = loss.into_data().try_to_vec::<f32>().unwrap();
-        assert_close("loss", &value, &[case["loss"].as_f64().unwrap() as f32], 1e-5);
+        assert_close(
+            "loss",
+            &value,
+            &[case["loss"].as_f64().unwrap() as f32],
+            1e-5,
+        );
         for (input, key) in [(inputs.0, grad_keys.0), (inputs.1, grad_keys.1)] {
-            let g = input.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            let g = input
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
             assert_close(key, &g, &floats(&case[key]), 1e-5);
         }
     }

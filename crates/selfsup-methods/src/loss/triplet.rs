@@ -203,7 +203,12 @@ mod tests {
                 let idx = Tensor::from_data(TensorData::new(want_idx, [n]), &device);
                 triplet_loss_with_negatives(anchor.clone(), positive.clone(), idx, margin)
             };
-            assert_loss_and_grads(case, loss, (&anchor, &positive), ("grad_anchor", "grad_positive"));
+            assert_loss_and_grads(
+                case,
+                loss,
+                (&anchor, &positive),
+                ("grad_anchor", "grad_positive"),
+            );
         }
     }
 
