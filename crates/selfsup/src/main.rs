@@ -7,6 +7,7 @@ mod config;
 mod data;
 mod device;
 mod embed;
+mod encoder;
 mod features;
 mod pretrain;
 mod quickstart;
@@ -165,15 +166,16 @@ fn pretrain_cmd(cmd: PretrainCmd) -> Result<()> {
 
 struct EvalData {
     config: Config,
-    model: selfsup_methods::simclr::SimClr,
+    backbone: selfsup_models::ResNet,
     data_path: PathBuf,
     cache: PathBuf,
 }
 
 fn eval_setup(common: &EvalCommon) -> Result<EvalData> {
-    let (config, mut model) = pretrain::load_model(&common.checkpoint, common.device.as_deref())?;
+    let (config, mut backbone) =
+        encoder::load_backbone(&common.checkpoint, common.device.as_deref())?;
     if common.random_init {
-        model = pretrain::random_init_model(&config, config.train.seed)?;
+        backbone = encoder::random_init_backbone(&config)?;
     }
     let data_path = match &common.data {
         Some(d) => d.clone(),
@@ -183,7 +185,7 @@ fn eval_setup(common: &EvalCommon) -> Result<EvalData> {
     let cache = data::cache_dir(&config, run_dir);
     Ok(EvalData {
         config,
-        model,
+        backbone,
         data_path,
         cache,
     })
@@ -193,13 +195,7 @@ fn eval_features(
     e: &EvalData,
     skip_corrupt: bool,
 ) -> Result<[(selfsup_eval::Features, Vec<u32>); 2]> {
-    features::train_test(
-        &e.config,
-        &e.model.backbone,
-        &e.data_path,
-        &e.cache,
-        skip_corrupt,
-    )
+    features::train_test(&e.config, &e.backbone, &e.data_path, &e.cache, skip_corrupt)
 }
 
 fn eval_cmd(cmd: EvalCmd) -> Result<()> {
@@ -280,7 +276,7 @@ fn embed_cmd(common: EvalCommon, split: &str, out: &Path) -> Result<()> {
         .collect();
     let class_names = dataset.class_names().to_vec();
     let (features, labels) = features::extract_all(
-        &e.model.backbone,
+        &e.backbone,
         dataset,
         pipe,
         e.config.eval.batch_size,

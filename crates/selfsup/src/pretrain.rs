@@ -172,17 +172,12 @@ fn diagnostics(z_a: Tensor<2>, z_b: Tensor<2>) -> Result<serde_json::Value> {
 
 pub fn knn_eval(
     config: &Config,
-    model: &SimClr,
+    backbone: &selfsup_models::ResNet,
     data_path: &Path,
     cache: &Path,
 ) -> Result<(f64, usize)> {
-    let [(ftrain, ltrain), (ftest, ltest)] = crate::features::train_test(
-        config,
-        &model.backbone,
-        data_path,
-        cache,
-        config.data.skip_corrupt,
-    )?;
+    let [(ftrain, ltrain), (ftest, ltest)] =
+        crate::features::train_test(config, backbone, data_path, cache, config.data.skip_corrupt)?;
     let cfg = KnnConfig {
         k: config.eval.knn_k,
         temperature: config.eval.knn_temperature as f32,
@@ -390,7 +385,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         let mut record = json!({"type": "epoch", "epoch": epoch + 1, "step": step, "loss": final_loss, "seconds": epoch_seconds,
             "views_per_second": (2 * batch_size * steps_per_epoch) as f64 / epoch_seconds, "diagnostics": diag});
         if config.train.knn_every > 0 && (epoch + 1) % config.train.knn_every == 0 {
-            let (top1, _) = knn_eval(&config, &model, &data_path, &cache)?;
+            let (top1, _) = knn_eval(&config, &model.backbone, &data_path, &cache)?;
             record["knn_top1"] = json!(top1);
             pb.println(format!(
                 "epoch {}: kNN top-1 {:.2}%",
@@ -422,24 +417,4 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         images,
         checkpoint: last_ckpt,
     })
-}
-
-/// A SimCLR model and its config from a checkpoint file.
-/// `device` overrides the checkpoint's `train.device`.
-pub fn load_model(path: &Path, device: Option<&str>) -> Result<(Config, SimClr)> {
-    let c = checkpoint::load(path)?;
-    let mut config = checkpoint_config(&c)?;
-    if let Some(d) = device {
-        config.train.device = d.to_string();
-    }
-    let device = device::select(&config.train.device)?;
-    let model = restore_model(simclr_config(&config)?.init(&device), &c)?;
-    Ok((config, model))
-}
-
-/// The same architecture at random initialisation (for the random-init baseline).
-pub fn random_init_model(config: &Config, seed: u64) -> Result<SimClr> {
-    let device = device::select(&config.train.device)?;
-    device.seed(seed);
-    Ok(simclr_config(config)?.init(&device))
 }

@@ -108,9 +108,9 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
         "kNN evaluation (k={}, T={}) on the 10,000 test images…",
         config.eval.knn_k, config.eval.knn_temperature
     );
-    let (_, model) = pretrain::load_model(&summary.checkpoint, None)?;
-    let (pretrained, images) = pretrain::knn_eval(&config, &model, &data_path, &cache)?;
-    let random = pretrain::random_init_model(&config, config.train.seed)?;
+    let (_, backbone) = crate::encoder::load_backbone(&summary.checkpoint, None)?;
+    let (pretrained, images) = pretrain::knn_eval(&config, &backbone, &data_path, &cache)?;
+    let random = crate::encoder::random_init_backbone(&config)?;
     let (random_top1, _) = pretrain::knn_eval(&config, &random, &data_path, &cache)?;
     let total = start.elapsed().as_secs_f64();
     eprintln!(
