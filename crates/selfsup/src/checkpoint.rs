@@ -1,8 +1,8 @@
 //! Checkpoints: one safetensors file per save holding the model's tensors (`model.*`), the
 //! optimizer's state (`optim.*`) and, in its metadata, the run state (epoch, step, config).
 //!
-//! Written atomically: a temporary file in the same directory, fsync, rename, so a crash
-//! mid-write leaves the previous checkpoint intact.
+//! Written atomically: a temporary file in the same directory, fsync, rename, fsync of the
+//! directory, so a crash or a full disk mid-write leaves the previous checkpoint intact.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -83,11 +83,51 @@ pub fn save(path: &Path, state: &RunState, tensors: &BTreeMap<String, NamedTenso
     );
     let data = safetensors::serialize(views, Some(meta))?;
 
-    let tmp = path.with_extension("safetensors.tmp");
+    write_atomic(path, &data, &|p| Ok(Box::new(std::fs::File::create(p)?)))
+}
+
+/// Where checkpoint bytes are written: a file, or in tests a sink that fails like a full disk.
+pub trait DurableWrite: Write {
+    /// Flush to stable storage (fsync).
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+impl DurableWrite for std::fs::File {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_all()
+    }
+}
+
+/// Test hook: `SELFSUP_TEST_CHECKPOINT_PAUSE_MS=N` pauses N ms halfway through writing the
+/// temporary file, so the crash test can kill the process mid-checkpoint-write reliably.
+const PAUSE_ENV: &str = "SELFSUP_TEST_CHECKPOINT_PAUSE_MS";
+
+/// `path.tmp` written through `create`, synced, renamed over `path`, directory synced.
+/// On any failure the temporary file is removed and `path` is left as it was.
+pub fn write_atomic(
+    path: &Path,
+    data: &[u8],
+    create: &dyn Fn(&Path) -> std::io::Result<Box<dyn DurableWrite>>,
+) -> Result<()> {
+    let dir = path
+        .parent()
+        .context("checkpoint path has no parent directory")?;
+    let tmp = temp_path(path);
+    let pause = std::env::var(PAUSE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_millis);
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
+        let mut f = create(&tmp)?;
+        let (head, tail) = data.split_at(data.len() / 2);
+        f.write_all(head)?;
+        if let Some(pause) = pause {
+            f.flush()?;
+            std::thread::sleep(pause);
+        }
+        f.write_all(tail)?;
+        f.sync()?;
+        drop(f);
         std::fs::rename(&tmp, path)?;
         // Make the rename itself durable.
         std::fs::File::open(dir)?.sync_all()
@@ -95,11 +135,17 @@ pub fn save(path: &Path, state: &RunState, tensors: &BTreeMap<String, NamedTenso
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);
         bail!(
-            "could not write checkpoint {}: {e} (the previous checkpoint is untouched)",
-            path.display()
+            "could not write checkpoint {}: {e} (the previous checkpoint is untouched; free disk space or fix the permissions of {}, then continue with --resume)",
+            path.display(),
+            dir.display()
         );
     }
     Ok(())
+}
+
+/// The temporary name a checkpoint is written under before its rename.
+fn temp_path(path: &Path) -> PathBuf {
+    path.with_extension("safetensors.tmp")
 }
 
 pub fn load(path: &Path) -> Result<Checkpoint> {
@@ -207,8 +253,23 @@ pub fn list(run_dir: &Path) -> Vec<(usize, PathBuf)> {
     found
 }
 
-/// The newest checkpoint of a run that loads; unreadable ones are reported and skipped.
+/// The newest checkpoint of a run that loads; unreadable ones are reported and skipped, and
+/// temporary files of writes a crash interrupted are removed.
 pub fn latest_good(run_dir: &Path) -> Result<Option<Checkpoint>> {
+    let partial = std::fs::read_dir(run_dir.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".safetensors.tmp"));
+    for p in partial {
+        eprintln!(
+            "note: removing {}, left by a checkpoint write that did not finish",
+            p.display()
+        );
+        std::fs::remove_file(&p)
+            .with_context(|| format!("cannot remove partial checkpoint {}", p.display()))?;
+    }
     for (_, path) in list(run_dir) {
         match load(&path) {
             Ok(c) => return Ok(Some(c)),
@@ -284,6 +345,86 @@ mod tests {
         let good = latest_good(&dir).unwrap().unwrap();
         assert_eq!(good.state.epoch, 1);
         assert!(list(&dir).len() == 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file that takes `room` bytes and then fails like a full disk.
+    struct FullDisk {
+        file: std::fs::File,
+        room: usize,
+    }
+
+    impl Write for FullDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.file.write(&buf[..n])
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.file.flush()
+        }
+    }
+
+    impl DurableWrite for FullDisk {
+        fn sync(&mut self) -> std::io::Result<()> {
+            self.file.sync_all()
+        }
+    }
+
+    #[test]
+    fn failed_write_keeps_the_previous_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("selfsup-ckpt-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut t = BTreeMap::new();
+        t.insert(
+            "model.w".to_string(),
+            NamedTensor {
+                shape: vec![1000],
+                values: (0..1000).map(|i| i as f32).collect(),
+            },
+        );
+        // The run's newest checkpoint, then a failed attempt to overwrite the same name.
+        let path = epoch_path(&dir, 1);
+        save(&path, &state(), &t).unwrap();
+        let before = std::fs::read(&path).unwrap();
+
+        let mut t2 = t.clone();
+        t2.get_mut("model.w").unwrap().values[0] = 42.0;
+        let data = safetensors::serialize(
+            [(
+                "model.w",
+                TensorView::new(Dtype::F32, vec![1000], &to_bytes(&t2["model.w"].values)).unwrap(),
+            )],
+            None,
+        )
+        .unwrap();
+        for room in [0, 100, data.len() / 2 + 10] {
+            let err = write_atomic(&path, &data, &|p| {
+                Ok(Box::new(FullDisk {
+                    file: std::fs::File::create(p)?,
+                    room,
+                }))
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("epoch_0001.safetensors") && err.contains("no storage space"),
+                "{err}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), before, "room {room}");
+            assert!(!temp_path(&path).exists(), "temporary file left behind");
+            assert_eq!(load(&path).unwrap().tensors["model.w"].values[0], 0.0);
+        }
+
+        // An unwritable destination (the temporary name is taken by a directory): same guarantees
+        // through the real file writer.
+        std::fs::create_dir_all(temp_path(&path)).unwrap();
+        let err = format!("{:#}", save(&path, &state(), &t2).unwrap_err());
+        assert!(err.contains("could not write checkpoint"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -105,6 +105,9 @@ pub struct TrainConfig {
     pub knn_every: usize,
     /// `cpu` (burn flex), `vulkan` (build with `--features gpu`), `libtorch` (`--features tch`).
     pub device: String,
+    /// Bitwise-reproducible training on the CPU: compute runs on one thread, so no float sum
+    /// depends on how work was split between threads (see docs/reliability.md for the cost).
+    pub deterministic: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -206,6 +209,7 @@ impl Default for TrainConfig {
             checkpoint_every: 1,
             knn_every: 0,
             device: "cpu".into(),
+            deterministic: false,
         }
     }
 }
@@ -359,20 +363,22 @@ fn name_bad_value(value: &toml::Value, err: &toml::de::Error) -> String {
 impl Config {
     /// Load a TOML file (or defaults when `path` is None), apply `--set` overrides, validate.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
-        let (mut value, source) = match path {
+        match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config file {}", p.display()))?;
-                let v: toml::Table = toml::from_str(&text)
-                    .with_context(|| format!("config file {} is not valid TOML", p.display()))?;
-                (toml::Value::Table(v), p.display().to_string())
+                Self::parse(&text, &p.display().to_string(), overrides)
             }
-            None => (
-                toml::Value::Table(toml::Table::new()),
-                "defaults".to_string(),
-            ),
-        };
-        check_unknown_keys(&value, &source)?;
+            None => Self::parse("", "defaults", overrides),
+        }
+    }
+
+    /// Parse config `text` (named `source` in errors), apply `--set` overrides, validate.
+    pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Self> {
+        let table: toml::Table = toml::from_str(text)
+            .with_context(|| format!("config file {source} is not valid TOML"))?;
+        let mut value = toml::Value::Table(table);
+        check_unknown_keys(&value, source)?;
         for o in overrides {
             apply_override(&mut value, o)?;
         }
@@ -402,14 +408,26 @@ impl Config {
             }
             Ok(())
         }
-        if self.data.input_size < 8 {
+        // Upper bounds keep a typo (an extra zero or three) from allocating the machine away.
+        if !(8..=4096).contains(&self.data.input_size) {
             bail!(
-                "config `data.input_size` must be at least 8, got {}",
+                "config `data.input_size` must be within [8, 4096], got {}",
                 self.data.input_size
+            );
+        }
+        if self.data.workers > 256 {
+            bail!(
+                "config `data.workers` must be at most 256 loader threads, got {}",
+                self.data.workers
             );
         }
         for (i, s) in self.data.std.iter().enumerate() {
             positive(&format!("data.std[{i}]"), *s as f64)?;
+        }
+        for (i, m) in self.data.mean.iter().enumerate() {
+            if !m.is_finite() {
+                bail!("config `data.mean[{i}]` must be a finite number, got {m}");
+            }
         }
         let [lo, hi] = self.augment.crop_scale;
         if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
@@ -421,7 +439,9 @@ impl Config {
         probability("augment.blur_prob", self.augment.blur_prob)?;
         probability("augment.solarize_prob", self.augment.solarize_prob)?;
         let [b, c, s, h] = self.augment.color_jitter;
-        if b < 0.0 || c < 0.0 || s < 0.0 || !(0.0..=0.5).contains(&h) {
+        if !(b >= 0.0 && c >= 0.0 && s >= 0.0 && b.is_finite() && c.is_finite() && s.is_finite())
+            || !(0.0..=0.5).contains(&h)
+        {
             bail!(
                 "config `augment.color_jitter` needs brightness, contrast, saturation ≥ 0 and hue in [0, 0.5], got {:?}",
                 self.augment.color_jitter
@@ -437,13 +457,19 @@ impl Config {
             other => bail!("config `method.loss`: unknown loss `{other}`; use nt_xent or triplet"),
         }
         positive("method.temperature", self.method.temperature)?;
-        if self.method.projection_dims.is_empty() || self.method.projection_dims.contains(&0) {
+        if self.method.projection_dims.is_empty()
+            || self
+                .method
+                .projection_dims
+                .iter()
+                .any(|&d| !(1..=65536).contains(&d))
+        {
             bail!(
-                "config `method.projection_dims` needs positive widths (hidden…, output), got {:?}",
+                "config `method.projection_dims` needs widths within [1, 65536] (hidden…, output), got {:?}",
                 self.method.projection_dims
             );
         }
-        if !(self.method.triplet_margin >= 0.0) {
+        if !(self.method.triplet_margin >= 0.0 && self.method.triplet_margin.is_finite()) {
             bail!(
                 "config `method.triplet_margin` must be ≥ 0, got {}",
                 self.method.triplet_margin
@@ -463,7 +489,12 @@ impl Config {
         }
         positive("optim.lr", self.optim.lr)?;
         probability("optim.momentum", self.optim.momentum)?;
-        if !(self.optim.weight_decay >= 0.0) {
+        for (i, beta) in self.optim.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(beta) {
+                bail!("config `optim.betas[{i}]` must be within [0, 1), got {beta}");
+            }
+        }
+        if !(self.optim.weight_decay >= 0.0 && self.optim.weight_decay.is_finite()) {
             bail!(
                 "config `optim.weight_decay` must be ≥ 0, got {}",
                 self.optim.weight_decay
@@ -476,7 +507,7 @@ impl Config {
                 self.optim.warmup_epochs
             );
         }
-        if !(self.optim.final_lr >= 0.0) {
+        if !(self.optim.final_lr >= 0.0 && self.optim.final_lr.is_finite()) {
             bail!(
                 "config `optim.final_lr` must be ≥ 0, got {}",
                 self.optim.final_lr
@@ -519,8 +550,11 @@ impl Config {
             "imagenet" => selfsup_models::ResNetStem::Imagenet,
             other => bail!("config `model.stem`: `{other}` is not one of cifar, imagenet"),
         };
-        if self.model.width == 0 {
-            bail!("config `model.width` must be at least 1");
+        if !(1..=4096).contains(&self.model.width) {
+            bail!(
+                "config `model.width` must be within [1, 4096], got {}",
+                self.model.width
+            );
         }
         Ok(selfsup_models::ResNetConfig::new()
             .with_depth(depth)
@@ -589,6 +623,21 @@ mod tests {
             ("augment.grayscale_prob=1.5", "augment.grayscale_prob"),
             ("optim.name=rmsprop", "optim.name"),
             ("train.device=tpu", "train.device"),
+            ("augment.crop_scale=[0.2, 1.5]", "augment.crop_scale"),
+            (
+                "augment.color_jitter=[nan, 0.4, 0.4, 0.1]",
+                "augment.color_jitter",
+            ),
+            ("data.mean=[nan, 0.5, 0.5]", "data.mean[0]"),
+            ("data.input_size=100000", "data.input_size"),
+            ("data.workers=100000", "data.workers"),
+            (
+                "method.projection_dims=[4000000000]",
+                "method.projection_dims",
+            ),
+            ("optim.betas=[0.9, 1.0]", "optim.betas[1]"),
+            ("optim.lr=inf", "optim.lr"),
+            ("train.deterministic=3", "train.deterministic"),
         ] {
             let err = format!("{:#}", load_str("", &[set]).unwrap_err());
             assert!(err.contains(key), "{set}: {err}");

@@ -24,3 +24,22 @@ pub fn select(name: &str) -> Result<Device> {
         other => bail!("config `train.device`: unknown device `{other}`; available: {DEVICES}"),
     }
 }
+
+/// `train.deterministic`: run the CPU backend's compute on a single rayon thread. burn-flex
+/// and gemm split reductions (large sums, matmul blocks) by the number of threads and by
+/// rayon's work stealing, and float addition is not associative, so with several threads the
+/// same run can round differently; with one every sum has a fixed order. Must be called before
+/// any parallel compute (rayon's global pool is built once per process).
+pub fn use_deterministic_compute() -> Result<()> {
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global()
+    {
+        if rayon::current_num_threads() != 1 {
+            bail!(
+                "train.deterministic: cannot make compute single-threaded ({e}); the thread pool was already started"
+            );
+        }
+    }
+    Ok(())
+}

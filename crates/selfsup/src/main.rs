@@ -2,10 +2,7 @@
 //!
 //! Every subcommand's last line on stdout is one JSON object with its figures.
 
-mod checkpoint;
-mod config;
 mod data;
-mod device;
 mod embed;
 mod encoder;
 mod features;
@@ -19,6 +16,8 @@ use clap::{Args, Parser, Subcommand};
 use selfsup_data::Split;
 use selfsup_eval::{KnnConfig, LinearProbeConfig, knn_classify, linear_probe};
 use serde_json::json;
+
+use selfsup::{checkpoint, config, device};
 
 use crate::config::Config;
 
@@ -159,7 +158,8 @@ fn pretrain_cmd(cmd: PretrainCmd) -> Result<()> {
     print_json(json!({
         "epochs": summary.epochs, "steps": summary.steps, "final_loss": summary.final_loss,
         "train_seconds": summary.train_seconds, "views_per_second": summary.views_per_second,
-        "images": summary.images, "checkpoint": summary.checkpoint, "run_dir": cmd.out,
+        "images": summary.images, "skipped_corrupt": summary.skipped_corrupt,
+        "checkpoint": summary.checkpoint, "run_dir": cmd.out,
     }));
     Ok(())
 }

@@ -41,6 +41,8 @@ pub struct PretrainSummary {
     pub views_per_second: f64,
     pub images: usize,
     pub checkpoint: PathBuf,
+    /// Unreadable images skipped with `--skip-corrupt`.
+    pub skipped_corrupt: usize,
 }
 
 pub fn simclr_config(config: &Config) -> Result<SimClrConfig> {
@@ -236,6 +238,9 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         None
     };
     std::fs::write(out.join("config.toml"), config.to_toml())?;
+    if config.train.deterministic {
+        device::use_deterministic_compute()?;
+    }
     let device = device::select(&config.train.device)?.autodiff();
     device.seed(config.train.seed);
 
@@ -294,9 +299,15 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         }
         None => (0, 0),
     };
+    if resumed.is_some() {
+        selfsup::runlog::drop_partial_last_line(&out.join("metrics.jsonl"))?;
+    }
     let mut log = MetricsLog::open(&out)?;
-    if resumed.is_none() {
-        log.write(json!({"type": "start", "images": images, "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs,
+    if let Some(c) = &resumed {
+        // Records after this one replace any the interrupted run wrote past its checkpoint.
+        log.write(json!({"type": "resume", "epoch": c.state.epoch, "step": c.state.global_step, "checkpoint": c.path}))?;
+    } else {
+        log.write(json!({"type": "start", "images": images, "skipped_corrupt": dataset.num_skipped(), "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs,
             "params_backbone": model.backbone.num_params(), "config": config}))?;
     }
 
@@ -416,5 +427,6 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         },
         images,
         checkpoint: last_ckpt,
+        skipped_corrupt: dataset.num_skipped(),
     })
 }
