@@ -60,8 +60,28 @@ fn to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Write `tensors` and `state` to `path` atomically.
+/// The first tensor (in name order) holding NaN or infinity, and that value.
+pub fn first_non_finite(tensors: &BTreeMap<String, NamedTensor>) -> Option<(&str, f32)> {
+    tensors.iter().find_map(|(name, t)| {
+        t.values
+            .iter()
+            .find(|v| !v.is_finite())
+            .map(|&v| (name.as_str(), v))
+    })
+}
+
+/// Write `tensors` and `state` to `path` atomically. A tensor holding NaN or infinity is
+/// refused (naming it): a diverged model must not replace the last good checkpoint.
 pub fn save(path: &Path, state: &RunState, tensors: &BTreeMap<String, NamedTensor>) -> Result<()> {
+    if let Some((name, bad)) = first_non_finite(tensors) {
+        bail!(
+            "not writing checkpoint {}: tensor `{name}` holds {bad} after epoch {} (global step {}); \
+             the run has diverged (lower optim.lr); earlier checkpoints are untouched",
+            path.display(),
+            state.epoch,
+            state.global_step
+        );
+    }
     let dir = path
         .parent()
         .context("checkpoint path has no parent directory")?;
@@ -253,9 +273,9 @@ pub fn list(run_dir: &Path) -> Vec<(usize, PathBuf)> {
     found
 }
 
-/// The newest checkpoint of a run that loads; unreadable ones are reported and skipped, and
-/// temporary files of writes a crash interrupted are removed.
-pub fn latest_good(run_dir: &Path) -> Result<Option<Checkpoint>> {
+/// Remove the temporary files of checkpoint writes a crash interrupted (they are never read:
+/// only renamed, complete files count as checkpoints).
+pub fn remove_partial_writes(run_dir: &Path) -> Result<()> {
     let partial = std::fs::read_dir(run_dir.join("checkpoints"))
         .into_iter()
         .flatten()
@@ -270,6 +290,11 @@ pub fn latest_good(run_dir: &Path) -> Result<Option<Checkpoint>> {
         std::fs::remove_file(&p)
             .with_context(|| format!("cannot remove partial checkpoint {}", p.display()))?;
     }
+    Ok(())
+}
+
+/// The newest checkpoint of a run that loads; unreadable ones are reported and skipped.
+pub fn latest_good(run_dir: &Path) -> Result<Option<Checkpoint>> {
     for (_, path) in list(run_dir) {
         match load(&path) {
             Ok(c) => return Ok(Some(c)),
@@ -418,6 +443,13 @@ mod tests {
             assert!(!temp_path(&path).exists(), "temporary file left behind");
             assert_eq!(load(&path).unwrap().tensors["model.w"].values[0], 0.0);
         }
+
+        // A diverged model is refused by name and leaves the file alone.
+        let mut diverged = t.clone();
+        diverged.get_mut("model.w").unwrap().values[7] = f32::INFINITY;
+        let err = format!("{:#}", save(&path, &state(), &diverged).unwrap_err());
+        assert!(err.contains("`model.w` holds inf"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
 
         // An unwritable destination (the temporary name is taken by a directory): same guarantees
         // through the real file writer.

@@ -204,6 +204,14 @@ fn restore_model(model: SimClr, c: &checkpoint::Checkpoint) -> Result<SimClr> {
     })
 }
 
+fn last_good_text(last_ckpt: &Path) -> String {
+    if last_ckpt.as_os_str().is_empty() {
+        "none (no epoch finished)".to_string()
+    } else {
+        last_ckpt.display().to_string()
+    }
+}
+
 pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
     let PretrainArgs {
         mut config,
@@ -215,6 +223,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
     } = args;
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create run directory {}", out.display()))?;
+    checkpoint::remove_partial_writes(&out)?;
 
     // Resume: the checkpoint's config is authoritative (the schedule depends on it).
     let resumed = if resume {
@@ -362,15 +371,12 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
             if !loss.is_finite() {
                 pb.abandon();
                 bail!(
-                    "loss is {loss} at epoch {} step {} (global step {step}, lr {lr:.3e}); stopping. \
+                    "loss is {loss} at epoch {} step {} (global step {}, lr {lr:.3e}); stopping. \
                      The last good checkpoint is {}. Lower optim.lr or check the data.",
                     epoch + 1,
                     i + 1,
-                    if last_ckpt.as_os_str().is_empty() {
-                        "none (no epoch finished)".to_string()
-                    } else {
-                        last_ckpt.display().to_string()
-                    }
+                    step + 1,
+                    last_good_text(&last_ckpt)
                 );
             }
             if i + 1 == steps_per_epoch {
@@ -378,6 +384,19 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
             }
             let grads = GradientsParams::from_grads(out_step.loss.backward(), &model);
             model = optim.step(lr, model, grads);
+            // A finite loss can hide a diverged model (e.g. BatchNorm running variances
+            // overflowed to inf); check the whole state so no step goes on from it.
+            if let Some((name, value)) = checkpoint::first_non_finite(&named_tensors(&model)) {
+                pb.abandon();
+                bail!(
+                    "model tensor `{name}` is {value} after epoch {} step {} (global step {}, lr {lr:.3e}); stopping. \
+                     The last good checkpoint is {}. Lower optim.lr or check the data.",
+                    epoch + 1,
+                    i + 1,
+                    step + 1,
+                    last_good_text(&last_ckpt)
+                );
+            }
             step += 1;
             loss_sum += loss;
             let dt = t0.elapsed().as_secs_f64();

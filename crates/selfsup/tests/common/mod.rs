@@ -1,0 +1,98 @@
+//! Helpers shared by the CLI integration tests: the built binary, scratch directories, a
+//! small real image-folder dataset, checkpoint tensors, and the last-line JSON result.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_selfsup"))
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("selfsup-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn cifar_root() -> PathBuf {
+    let root = selfsup_data::data_root().join("cifar10");
+    assert!(
+        root.join("train").is_dir(),
+        "CIFAR-10 image folder not found at {} (set SELFSUP_DATA)",
+        root.display()
+    );
+    root
+}
+
+/// A small labelled image-folder tree: `per_class` real CIFAR-10 JPEGs of 3 classes per split.
+pub fn small_dataset(dir: &Path, per_class: usize) -> PathBuf {
+    let src = cifar_root();
+    let root = dir.join("data");
+    for split in ["train", "test"] {
+        for class in ["airplane", "cat", "ship"] {
+            let to = root.join(split).join(class);
+            std::fs::create_dir_all(&to).unwrap();
+            for i in 0..per_class {
+                let name = format!("{i:04}.jpg");
+                std::fs::copy(src.join(split).join(class).join(&name), to.join(&name)).unwrap();
+            }
+        }
+    }
+    root
+}
+
+/// Every tensor of a checkpoint by name (safetensors, f32).
+pub fn read_tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (name, values)
+        })
+        .collect()
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run selfsup")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The last stdout line, parsed as the command's JSON result.
+pub fn last_json(o: &Output) -> serde_json::Value {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no stdout; stderr: {}", stderr(o)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line `{line}` is not JSON: {e}"))
+}
+
+pub fn tiny_args<'a>(data: &'a Path, out: &'a Path) -> Vec<String> {
+    vec![
+        "pretrain".into(),
+        "--data".into(),
+        data.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--quiet".into(),
+        "--set".into(),
+        "model.width=4".into(),
+        "--set".into(),
+        "method.projection_dims=[16, 16]".into(),
+        "--set".into(),
+        "train.batch_size=16".into(),
+        "--set".into(),
+        "data.workers=1".into(),
+    ]
+}
