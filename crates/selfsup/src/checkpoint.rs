@@ -87,6 +87,12 @@ pub fn save(path: &Path, state: &RunState, tensors: &BTreeMap<String, NamedTenso
         .context("checkpoint path has no parent directory")?;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create checkpoint directory {}", dir.display()))?;
+    let data = encode(state, tensors)?;
+    write_atomic(path, &data, &|p| Ok(Box::new(std::fs::File::create(p)?)))
+}
+
+/// The safetensors bytes of a checkpoint, with the run state and checksum in its metadata.
+fn encode(state: &RunState, tensors: &BTreeMap<String, NamedTensor>) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(k, t)| (k.clone(), t.shape.clone(), to_bytes(&t.values)))
@@ -101,9 +107,7 @@ pub fn save(path: &Path, state: &RunState, tensors: &BTreeMap<String, NamedTenso
         "crc32".to_string(),
         checksum(bytes.iter().map(|(k, _, b)| (k.as_str(), b.as_slice()))),
     );
-    let data = safetensors::serialize(views, Some(meta))?;
-
-    write_atomic(path, &data, &|p| Ok(Box::new(std::fs::File::create(p)?)))
+    Ok(safetensors::serialize(views, Some(meta))?)
 }
 
 /// Where checkpoint bytes are written: a file, or in tests a sink that fails like a full disk.
@@ -225,11 +229,18 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
                 view.dtype()
             );
         }
-        let values = view
+        let values: Vec<f32> = view
             .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect();
+        // Never written by `save`; a run cannot continue from it.
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            bail!(
+                "checkpoint {}: tensor `{name}` holds {bad}; the model it stores has diverged",
+                path.display()
+            );
+        }
         tensors.insert(
             name,
             NamedTensor {
@@ -357,6 +368,14 @@ mod tests {
             err.contains("epoch_0003.safetensors") && err.contains("checksum"),
             "{err}"
         );
+        std::fs::remove_file(&p3).unwrap();
+
+        // A file holding a NaN (never written by `save`) is refused by name.
+        let mut nan = t.clone();
+        nan.get_mut("model.w").unwrap().values[1] = f32::NAN;
+        std::fs::write(&p3, encode(&state(), &nan).unwrap()).unwrap();
+        let err = format!("{:#}", load(&p3).err().unwrap());
+        assert!(err.contains("`model.w` holds NaN"), "{err}");
         std::fs::remove_file(&p3).unwrap();
 
         // Truncate the newest: it is named in the error and the previous one is used.
