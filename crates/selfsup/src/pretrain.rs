@@ -128,7 +128,7 @@ fn save_checkpoint(
 }
 
 /// Appends one JSON object per line to `metrics.jsonl`.
-struct MetricsLog(std::fs::File);
+struct MetricsLog(std::fs::File, PathBuf);
 
 impl MetricsLog {
     fn open(out: &Path) -> Result<Self> {
@@ -138,11 +138,13 @@ impl MetricsLog {
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(Self(f))
+        Ok(Self(f, path))
     }
     fn write(&mut self, v: serde_json::Value) -> Result<()> {
-        writeln!(self.0, "{v}")?;
-        Ok(())
+        // One write per record, so a kill rarely leaves half a line (resume repairs it anyway).
+        self.0
+            .write_all(format!("{v}\n").as_bytes())
+            .with_context(|| format!("cannot append to {}", self.1.display()))
     }
 }
 
@@ -246,7 +248,9 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         }
         None
     };
-    std::fs::write(out.join("config.toml"), config.to_toml())?;
+    let config_file = out.join("config.toml");
+    std::fs::write(&config_file, config.to_toml())
+        .with_context(|| format!("cannot write {}", config_file.display()))?;
     if config.train.deterministic {
         device::use_deterministic_compute()?;
     }
