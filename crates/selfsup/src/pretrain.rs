@@ -320,7 +320,8 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         // Records after this one replace any the interrupted run wrote past its checkpoint.
         log.write(json!({"type": "resume", "epoch": c.state.epoch, "step": c.state.global_step, "checkpoint": c.path}))?;
     } else {
-        log.write(json!({"type": "start", "images": images, "skipped_corrupt": dataset.num_skipped(), "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs,
+        log.write(json!({"type": "start", "images": images, "skipped_corrupt": dataset.num_skipped(),
+            "compute_threads": rayon::current_num_threads(), "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs,
             "params_backbone": model.backbone.num_params(), "config": config}))?;
     }
 

@@ -67,6 +67,16 @@ fn deterministic_weights_do_not_depend_on_loader_or_compute_threads() {
         let o = run(&mut cmd);
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(last_json(&o)["steps"], 6);
+        // The mechanism, not only its effect (at this size even multi-threaded runs agree).
+        let start: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(out.join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(start["compute_threads"], 1, "{start}");
         outs.push(out.join("checkpoints/epoch_0002.safetensors"));
     }
     assert_same_bits(&outs[0], &outs[1]);
@@ -133,6 +143,8 @@ fn sigkill_mid_step_and_mid_checkpoint_then_resume_matches_uninterrupted_run() {
     let mut rng = Rng(20261128);
     let (mut mid_write, mut mid_step) = (0, 0);
     let mut attempts = 0;
+    let mut fallback = None;
+    let last_stderr: String;
     loop {
         attempts += 1;
         assert!(attempts <= 12, "the run did not finish after 12 attempts");
@@ -176,21 +188,44 @@ fn sigkill_mid_step_and_mid_checkpoint_then_resume_matches_uninterrupted_run() {
             }
             alive
         };
+        if !killed {
+            let o = child.wait_with_output().unwrap();
+            last_stderr = stderr(&o);
+            assert!(o.status.success(), "{last_stderr}");
+            break;
+        }
         // Whatever the moment, every checkpoint under its final name is complete and verified.
         for (_, path) in selfsup::checkpoint::list(&out) {
             selfsup::checkpoint::load(&path)
                 .unwrap_or_else(|e| panic!("after kill {attempts}: {e:#}"));
         }
-        if !killed {
-            let o = child.wait_with_output().unwrap();
-            assert!(o.status.success(), "{}", stderr(&o));
-            break;
+        if attempts == 6 {
+            // Before the last attempt, truncate the newest checkpoint: resume names it and
+            // falls back to the previous one (and still ends bit-identical).
+            let list = selfsup::checkpoint::list(&out);
+            assert!(list.len() >= 2, "{list:?}");
+            let (newest_epoch, newest) = list[0].clone();
+            let bytes = std::fs::read(&newest).unwrap();
+            std::fs::write(&newest, &bytes[..bytes.len() / 3]).unwrap();
+            fallback = Some((newest_epoch, newest));
         }
     }
+    let (newest_epoch, newest) = fallback.expect("six kills happened");
+    let e = last_stderr;
+    assert!(
+        e.contains(&newest.display().to_string())
+            && e.contains("truncated or corrupt")
+            && e.contains(&format!("resuming after epoch {}", newest_epoch - 1)),
+        "{e}"
+    );
     assert!(
         mid_write >= 2 && mid_step >= 2,
         "kills: {mid_write} mid-write, {mid_step} mid-step"
     );
+    // The truncated checkpoint was rewritten when the resumed run got past its epoch.
+    for (_, path) in selfsup::checkpoint::list(&out) {
+        selfsup::checkpoint::load(&path).unwrap_or_else(|e| panic!("at the end: {e:#}"));
+    }
     let last = format!("checkpoints/epoch_{epochs:04}.safetensors");
     assert_same_bits(&reference.join(&last), &out.join(&last));
     assert!(
@@ -198,7 +233,7 @@ fn sigkill_mid_step_and_mid_checkpoint_then_resume_matches_uninterrupted_run() {
         "resume removes partial writes"
     );
     // metrics.jsonl stays valid JSON lines (an append cut by the kill is repaired on resume),
-    // with one resume record per resumed attempt and the final epoch logged.
+    // with resume records and the final epoch logged.
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let records: Vec<serde_json::Value> = metrics
         .lines()
