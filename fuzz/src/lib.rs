@@ -8,7 +8,7 @@
 //! so the fuzzer walks deeper through each parser's validation steps.
 //!
 //! Failures it detects: a panic (the input is saved under `fuzz/artifacts/`), a hang (one
-//! input running longer than [`HANG_SECONDS`]), and an unbounded allocation (one allocation
+//! input running longer than [`Budget`]'s hang limit, 20 s by default), and an unbounded allocation (one allocation
 //! above [`MAX_ALLOCATION`] or more than [`MAX_LIVE`] bytes live); the last two abort the
 //! process after writing the input being run to `fuzz/artifacts/<target>-current.bin`.
 
@@ -27,7 +27,7 @@ pub const MAX_ALLOCATION: usize = 1 << 30;
 /// Total live heap above this is treated the same way.
 pub const MAX_LIVE: usize = 3 << 30;
 /// One input running longer than this is a hang.
-pub const HANG_SECONDS: u64 = 20;
+pub const HANG_AFTER: Duration = Duration::from_secs(20);
 /// Inputs are kept at or below this many bytes.
 pub const MAX_INPUT: usize = 64 * 1024;
 
@@ -319,6 +319,7 @@ pub struct Stats {
     pub signatures: usize,
 }
 
+#[derive(Clone, Copy)]
 pub enum Budget {
     Executions(u64),
     Time(Duration),
@@ -340,6 +341,7 @@ pub fn fuzz(
     seed: u64,
     budget: Budget,
     artifacts: Option<&Path>,
+    hang_after: Duration,
 ) -> Result<(Stats, BTreeMap<String, Vec<u8>>), Failure> {
     let scratch = scratch_dir(target.name);
     if let Some(dir) = artifacts {
@@ -369,7 +371,7 @@ pub fn fuzz(
                 std::thread::sleep(Duration::from_millis(200));
                 let t = exec_started_ms.load(Ordering::Relaxed);
                 let now = started.elapsed().as_millis() as u64;
-                if t != u64::MAX && now.saturating_sub(t) > HANG_SECONDS * 1000 {
+                if t != u64::MAX && now.saturating_sub(t) > hang_after.as_millis() as u64 {
                     report_abort(b"hang: one input ran longer than the limit");
                     std::process::abort();
                 }

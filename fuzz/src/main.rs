@@ -4,15 +4,60 @@
 //! selfsup-fuzz init-corpus                      write each target's seeds to fuzz/corpus/<target>/
 //! selfsup-fuzz run TARGET|all [--seconds N | --execs N] [--seed S] [--save-novel K] [--signatures]
 //! selfsup-fuzz repro TARGET FILE                run one input and print the outcome
+//! selfsup-fuzz selftest panic|alloc|hang        a target that fails that way (tests the guards)
+//!
+//! `run` and `selftest` take `--artifacts DIR` (default fuzz/artifacts) and `--hang-seconds N`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use selfsup_fuzz::{Budget, Target, corpus_dir, fuzz, read_corpus, run_one, scratch_dir, targets};
+use selfsup_fuzz::{
+    Budget, HANG_AFTER, Outcome, Target, corpus_dir, fuzz, read_corpus, run_one, scratch_dir,
+    targets,
+};
+
+/// Targets that fail on purpose, so the tests can check that each failure is caught.
+fn selftest_target(kind: &str) -> Target {
+    fn panics(_: &Path, input: &[u8]) -> Outcome {
+        if input.len() > 3 {
+            panic!("selftest panic on {} bytes", input.len());
+        }
+        Outcome::Refused("short".into())
+    }
+    fn allocates(_: &Path, input: &[u8]) -> Outcome {
+        if input.len() > 3 {
+            // What a reader trusting a header's size would do.
+            let v = vec![1u8; 2 << 30];
+            return Outcome::Refused(format!("{}", v[input.len()]));
+        }
+        Outcome::Refused("short".into())
+    }
+    fn hangs(_: &Path, input: &[u8]) -> Outcome {
+        if input.len() > 3 {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        Outcome::Refused("short".into())
+    }
+    let run = match kind {
+        "panic" => panics,
+        "alloc" => allocates,
+        "hang" => hangs,
+        _ => usage(),
+    };
+    fn seeds() -> Vec<Vec<u8>> {
+        vec![b"ab".to_vec(), b"abcdef".to_vec()]
+    }
+    Target {
+        name: "selftest",
+        run,
+        seeds,
+        dictionary: &[],
+    }
+}
 
 fn usage() -> ! {
     eprintln!(
-        "usage: selfsup-fuzz list | init-corpus | run TARGET|all [--seconds N | --execs N] [--seed S] [--save-novel K] | repro TARGET FILE"
+        "usage: selfsup-fuzz list | init-corpus | run TARGET|all [--seconds N | --execs N] [--seed S] [--save-novel K] [--signatures] [--artifacts DIR] [--hang-seconds N] | repro TARGET FILE | selftest panic|alloc|hang"
     );
     std::process::exit(2)
 }
@@ -29,6 +74,14 @@ fn find(name: &str) -> Vec<Target> {
         std::process::exit(2);
     }
     found
+}
+
+/// `--artifacts DIR`, else fuzz/artifacts.
+fn artifacts_dir(args: &[String]) -> PathBuf {
+    match args.iter().position(|a| a == "--artifacts") {
+        Some(i) => PathBuf::from(args.get(i + 1).unwrap_or_else(|| usage())),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts"),
+    }
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
@@ -69,7 +122,7 @@ fn main() {
                 eprintln!("{}: {} seeds in {}", t.name, seeds.len(), dir.display());
             }
         }
-        Some("run") => {
+        Some("run" | "selftest") => {
             let name = args.get(1).unwrap_or_else(|| usage());
             let seed = flag("--seed").unwrap_or(1);
             let budget = match (flag("--seconds"), flag("--execs")) {
@@ -79,15 +132,21 @@ fn main() {
                 _ => usage(),
             };
             let save_novel = flag("--save-novel").unwrap_or(0) as usize;
-            let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts");
-            for t in find(name) {
+            let hang_after = flag("--hang-seconds").map_or(HANG_AFTER, Duration::from_secs);
+            let artifacts = artifacts_dir(&args);
+            let (targets, selftest) = if args[0] == "selftest" {
+                (vec![selftest_target(name)], true)
+            } else {
+                (find(name), false)
+            };
+            for t in targets {
                 let dir = corpus_dir(t.name);
-                let corpus = read_corpus(&dir);
-                let budget = match &budget {
-                    Budget::Time(d) => Budget::Time(*d),
-                    Budget::Executions(n) => Budget::Executions(*n),
+                let corpus = if selftest {
+                    (t.seeds)()
+                } else {
+                    read_corpus(&dir)
                 };
-                match fuzz(&t, corpus, seed, budget, Some(&artifacts)) {
+                match fuzz(&t, corpus, seed, budget, Some(&artifacts), hang_after) {
                     Ok((stats, novel)) => {
                         if args.iter().any(|a| a == "--signatures") {
                             for sig in novel.keys() {
