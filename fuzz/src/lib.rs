@@ -257,9 +257,10 @@ pub fn mutate(rng: &mut Rng, base: &[u8], other: &[u8], dictionary: &[&[u8]]) ->
     v
 }
 
-/// An error message's first line with digits, paths and quoted values blanked, so
-/// `file 17 of 300` and `file 18 of 300`, or two unknown keys, count as one outcome.
-pub fn signature(outcome: &Outcome) -> String {
+/// An error message's first line reduced to its kind: digits, quoted values, paths and any
+/// word that also occurs in the (small) input are dropped, so `file 17 of 300` and
+/// `file 18 of 300`, or two unknown keys, count as one outcome.
+pub fn signature(outcome: &Outcome, input: &[u8]) -> String {
     let Outcome::Refused(msg) = outcome else {
         return "accepted".into();
     };
@@ -269,20 +270,19 @@ pub fn signature(outcome: &Outcome) -> String {
     for c in first.chars() {
         if c == '`' {
             quoted = !quoted;
-            out.push(c);
+            out.push(' ');
         } else if !quoted && !c.is_ascii_digit() {
             out.push(c);
         }
     }
-    // Words of plain letters only (input text that escaped the quoting is mostly not), and
-    // few of them: the kind of refusal, not its details.
+    let echoes_input =
+        |w: &str| input.len() <= 8192 && input.windows(w.len()).any(|win| win == w.as_bytes());
+    // Words of plain letters only, not echoed from the input, and few of them: the kind of
+    // refusal, not its details (input text that escaped the filters mostly comes later).
     out.split_whitespace()
-        .filter(|w| {
-            w.trim_end_matches([':', ',', ';', '.'])
-                .chars()
-                .all(|c| c.is_ascii_alphabetic())
-        })
-        .take(12)
+        .map(|w| w.trim_end_matches([':', ',', ';', '.']))
+        .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphabetic()) && !echoes_input(w))
+        .take(8)
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -411,7 +411,7 @@ pub fn fuzz(
                     Outcome::Accepted => stats.accepted += 1,
                     Outcome::Refused(_) => stats.refused += 1,
                 }
-                let sig = signature(&outcome);
+                let sig = signature(&outcome, &input);
                 let known = novel.get(&sig).map(Vec::len);
                 if known.is_none_or(|n| input.len() < n) {
                     if known.is_none() && corpus.len() < 4096 {
