@@ -172,7 +172,11 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_extension("safetensors.tmp")
 }
 
+/// safetensors refuses headers above 100 MB; checked before reading the file.
+const MAX_HEADER: u64 = 100_000_000;
+
 pub fn load(path: &Path) -> Result<Checkpoint> {
+    check_header_size(path)?;
     let data = std::fs::read(path)
         .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&data).with_context(|| {
@@ -254,6 +258,31 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         state,
         tensors,
     })
+}
+
+/// A safetensors file starts with its header's length (u64, little-endian) and the header's
+/// `{`. Checking both before reading the whole file refuses a wrong file given as a
+/// checkpoint (an archive, a dataset) without allocating its size.
+fn check_header_size(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let len = f.metadata()?.len();
+    let mut head = Vec::with_capacity(9);
+    (&mut f)
+        .take(9)
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let n = head
+        .get(..8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+    if head.len() < 9 || n < 2 || n > MAX_HEADER || n > len - 8 || head[8] != b'{' {
+        bail!(
+            "checkpoint {} is truncated or corrupt (not a safetensors file: its first bytes do not describe a header within the file)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// `RUN_DIR/checkpoints/epoch_NNNN.safetensors`.
@@ -369,6 +398,18 @@ mod tests {
             "{err}"
         );
         std::fs::remove_file(&p3).unwrap();
+
+        // A huge file that is not a checkpoint is refused from its first bytes, without
+        // reading it (a sparse 1 TiB file: reading it whole would exhaust memory).
+        let huge = dir.join("huge.safetensors");
+        let f = std::fs::File::create(&huge).unwrap();
+        f.set_len(1 << 40).unwrap();
+        std::fs::write(&p3, b"PK\x03\x04 an archive").unwrap();
+        for p in [&huge, &p3] {
+            let err = format!("{:#}", load(p).err().unwrap());
+            assert!(err.contains("not a safetensors file"), "{err}");
+        }
+        std::fs::remove_file(&huge).unwrap();
 
         // A file holding a NaN (never written by `save`) is refused by name.
         let mut nan = t.clone();
