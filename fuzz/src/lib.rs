@@ -292,12 +292,17 @@ pub fn signature(outcome: &Outcome, input: &[u8]) -> String {
 
 /// A scratch directory for one target's files, on tmpfs when there is one.
 pub fn scratch_dir(target: &str) -> PathBuf {
+    scratch_dir_of(std::process::id(), target)
+}
+
+/// The scratch directory process `pid` uses for `target` (for cleaning up after an abort).
+pub fn scratch_dir_of(pid: u32, target: &str) -> PathBuf {
     let base = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
     };
-    base.join(format!("selfsup-fuzz-{}-{target}", std::process::id()))
+    base.join(format!("selfsup-fuzz-{pid}-{target}"))
 }
 
 /// Run one input in a fresh scratch directory.

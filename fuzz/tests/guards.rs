@@ -2,15 +2,21 @@
 //! a panic, an over-limit allocation and a hang must each stop the run, say what happened and
 //! leave the failing input on disk.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 fn selftest(kind: &str, artifacts: &std::path::Path) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_selfsup-fuzz"))
+    let child = Command::new(env!("CARGO_BIN_EXE_selfsup-fuzz"))
         .args(["selftest", kind, "--execs", "100", "--hang-seconds", "1"])
         .arg("--artifacts")
         .arg(artifacts)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    // An aborted run cannot remove its scratch directory.
+    let _ = std::fs::remove_dir_all(selfsup_fuzz::scratch_dir_of(pid, "selftest"));
     (
         o.status.success(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
