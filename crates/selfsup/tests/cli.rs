@@ -395,8 +395,10 @@ fn method_sets(method: &str) -> Vec<&'static str> {
 ///
 /// MoCo is held to finite losses only: on 48 images with a width-4 network its embeddings start
 /// nearly parallel (no BatchNorm in its head), every logit is alike and the loss stays at
-/// log(K + 1) for the few steps a test can afford (its loss has value and gradient fixtures,
-/// and its state is checked by `moco_resume_restores_teacher_and_queue`).
+/// log(K + 1) for the few steps a test can afford. LightlySSL's MoCo does the same in this
+/// regime (same architecture, images and settings in PyTorch: 2.9 in epoch 1, then log(K + 1)
+/// through epoch 6). Its loss has value and gradient fixtures, and its state is checked by
+/// `moco_resume_restores_teacher_and_queue`.
 #[test]
 fn every_method_trains_a_few_steps() {
     let dir = scratch("zoo");
