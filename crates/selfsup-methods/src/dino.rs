@@ -16,8 +16,8 @@ pub struct DinoConfig {
     pub backbone: ResNetConfig,
     /// Head widths after the backbone: hidden…, bottleneck, prototypes. The MLP up to the
     /// bottleneck is Linear-BN-ReLU blocks (lightly's DINOProjectionHead with batch_norm=True
-    /// uses GELU), the bottleneck is L2-normalised and a bias-free Linear maps it to the
-    /// prototypes (without the paper's weight normalisation).
+    /// uses GELU), the bottleneck is L2-normalised and compared with unit-length prototypes
+    /// (the weight-normalised last layer, gain fixed at 1).
     pub head_dims: Vec<usize>,
     pub student_temperature: f64,
     /// Teacher temperature: warm-up start, final value.
@@ -44,8 +44,14 @@ pub struct DinoHead {
 }
 
 impl DinoHead {
+    /// Prototype logits: cosine similarities between the L2-normalised bottleneck and each
+    /// prototype, the prototypes being the columns of the last layer's weight normalised to unit
+    /// length (DINO's weight-normalised last layer with its gain fixed at 1, lightly's
+    /// `norm_last_layer=True`), so logits stay within [-1, 1] before the temperatures.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.prototypes.forward(l2_normalize(self.mlp.forward(x)))
+        let w = self.prototypes.weight.val(); // [bottleneck, prototypes]
+        let w = w.clone() / w.square().sum_dim(0).sqrt().clamp_min(1e-12);
+        l2_normalize(self.mlp.forward(x)).matmul(w)
     }
 }
 
