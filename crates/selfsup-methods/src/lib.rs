@@ -1,3 +1,11 @@
+pub mod barlow_twins;
+pub mod byol;
+pub mod dino;
 pub mod loss;
+pub mod method;
+pub mod moco;
+pub mod momentum;
 pub mod optim;
 pub mod simclr;
+pub mod simsiam;
+pub mod vicreg;

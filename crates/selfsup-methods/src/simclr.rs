@@ -7,6 +7,7 @@ use burn::prelude::*;
 use selfsup_models::{MlpHead, MlpHeadConfig, ResNet, ResNetConfig};
 
 use crate::loss::{TripletMining, nt_xent_loss, triplet_loss};
+use crate::method::{Progress, SslMethod, StepOutput, expect_views};
 
 /// What pulls the two views together.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,6 +28,8 @@ pub struct SimClrConfig {
 pub struct SimClr {
     pub backbone: ResNet,
     pub projector: MlpHead,
+    #[module(skip)]
+    pub objective: ContrastiveObjective,
 }
 
 impl SimClrConfig {
@@ -37,16 +40,9 @@ impl SimClrConfig {
         SimClr {
             backbone,
             projector: MlpHeadConfig::new(dims).init(device),
+            objective: self.objective,
         }
     }
-}
-
-/// What one training step computed, besides the loss to differentiate.
-pub struct StepOutput {
-    pub loss: Tensor<1>,
-    /// Projections of the two views (detached), for diagnostics.
-    pub z_a: Tensor<2>,
-    pub z_b: Tensor<2>,
 }
 
 impl SimClr {
@@ -58,7 +54,7 @@ impl SimClr {
         view_b: Tensor<4>,
         objective: ContrastiveObjective,
         seed: u64,
-    ) -> StepOutput {
+    ) -> StepOutput<()> {
         let n = view_a.dims()[0];
         let z = self
             .projector
@@ -77,6 +73,27 @@ impl SimClr {
             loss,
             z_a: z_a.detach(),
             z_b: z_b.detach(),
+            update: (),
         }
+    }
+}
+
+impl SslMethod for SimClr {
+    type Update = ();
+
+    fn backbone(&self) -> &ResNet {
+        &self.backbone
+    }
+
+    fn train_step(&self, views: Vec<Tensor<4>>, progress: &Progress) -> StepOutput<()> {
+        expect_views("SimCLR", &views, 2);
+        let [a, b]: [Tensor<4>; 2] = views.try_into().expect("two views");
+        // Triplet mining draws from a per-step seed.
+        let seed = progress.seed ^ (progress.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.step(a, b, self.objective, seed)
+    }
+
+    fn update(self, _: (), _: &Progress) -> Self {
+        self
     }
 }

@@ -8,6 +8,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+/// The values `method.name` accepts.
+pub const METHODS: [&str; 7] = [
+    "simclr",
+    "moco",
+    "byol",
+    "simsiam",
+    "barlowtwins",
+    "vicreg",
+    "dino",
+];
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -51,6 +62,12 @@ pub struct AugmentConfig {
     pub grayscale_prob: f64,
     pub blur_prob: f64,
     pub solarize_prob: f64,
+    /// Multi-crop (DINO): this many small crops per image besides the two global views…
+    pub local_crops: usize,
+    /// …of this side (pixels)…
+    pub local_crop_size: usize,
+    /// …covering this fraction of the image (the global views use `crop_scale`).
+    pub local_crop_scale: [f64; 2],
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -67,15 +84,36 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MethodConfig {
+    /// simclr, moco, byol, simsiam, barlowtwins, vicreg or dino.
     pub name: String,
-    /// `nt_xent` or `triplet`.
+    /// SimCLR's objective: `nt_xent` or `triplet`.
     pub loss: String,
+    /// NT-Xent (SimCLR) / InfoNCE (MoCo) temperature; DINO's student temperature.
     pub temperature: f64,
-    /// Projection head widths after the backbone: hidden…, output.
+    /// Projection head widths after the backbone: hidden…, output. DINO: hidden…, bottleneck,
+    /// prototypes.
     pub projection_dims: Vec<usize>,
     pub triplet_margin: f64,
     /// `hardest` or `random` negative.
     pub triplet_mining: String,
+    /// BYOL / SimSiam prediction head widths after the projection: hidden…, output (= the
+    /// projection's output width).
+    pub prediction_dims: Vec<usize>,
+    /// Momentum (EMA) teacher of MoCo, BYOL and DINO: start and end of a cosine schedule over
+    /// the run (equal values keep it fixed, as MoCo does).
+    pub ema_momentum: [f64; 2],
+    /// MoCo: keys in the queue of negatives.
+    pub queue_size: usize,
+    /// Barlow Twins: weight of the off-diagonal term.
+    pub barlow_lambda: f64,
+    /// VICReg: weights of the invariance, variance and covariance terms.
+    pub vicreg_weights: [f64; 3],
+    /// DINO: teacher temperature at the start of the warm-up and after it.
+    pub teacher_temperature: [f64; 2],
+    /// DINO: epochs of the linear teacher-temperature warm-up.
+    pub teacher_temperature_warmup_epochs: f64,
+    /// DINO: momentum of the center (running mean of the teacher's outputs).
+    pub center_momentum: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -158,6 +196,9 @@ impl Default for AugmentConfig {
             grayscale_prob: 0.2,
             blur_prob: 0.0,
             solarize_prob: 0.0,
+            local_crops: 0,
+            local_crop_size: 16,
+            local_crop_scale: [0.05, 0.4],
         }
     }
 }
@@ -181,6 +222,14 @@ impl Default for MethodConfig {
             projection_dims: vec![512, 128],
             triplet_margin: 0.2,
             triplet_mining: "hardest".into(),
+            prediction_dims: vec![512, 128],
+            ema_momentum: [0.99, 1.0],
+            queue_size: 4096,
+            barlow_lambda: 5e-3,
+            vicreg_weights: [25.0, 25.0, 1.0],
+            teacher_temperature: [0.04, 0.07],
+            teacher_temperature_warmup_epochs: 1.0,
+            center_momentum: 0.9,
         }
     }
 }
@@ -448,10 +497,7 @@ impl Config {
             );
         }
         self.resnet_config()?;
-        match self.method.name.as_str() {
-            "simclr" => {}
-            other => bail!("config `method.name`: unknown method `{other}`; available: simclr"),
-        }
+        self.validate_method()?;
         match self.method.loss.as_str() {
             "nt_xent" | "triplet" => {}
             other => bail!("config `method.loss`: unknown loss `{other}`; use nt_xent or triplet"),
@@ -532,6 +578,111 @@ impl Config {
         positive("eval.knn_temperature", self.eval.knn_temperature)?;
         if self.eval.batch_size == 0 {
             bail!("config `eval.batch_size` must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The method's own hyper-parameters, each error naming its key.
+    fn validate_method(&self) -> Result<()> {
+        let m = &self.method;
+        if !METHODS.contains(&m.name.as_str()) {
+            bail!(
+                "config `method.name`: unknown method `{}`; available: {}",
+                m.name,
+                METHODS.join(", ")
+            );
+        }
+        let a = &self.augment;
+        if a.local_crops > 0 && m.name != "dino" {
+            bail!(
+                "config `augment.local_crops` = {}: only dino uses local crops (multi-crop); set it to 0 for {}",
+                a.local_crops,
+                m.name
+            );
+        }
+        if a.local_crop_size < 8 || a.local_crop_size > self.data.input_size {
+            bail!(
+                "config `augment.local_crop_size` must be within [8, data.input_size = {}], got {}",
+                self.data.input_size,
+                a.local_crop_size
+            );
+        }
+        let [lo, hi] = a.local_crop_scale;
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            bail!(
+                "config `augment.local_crop_scale` must satisfy 0 < min ≤ max ≤ 1, got [{lo}, {hi}]"
+            );
+        }
+        let [start, end] = m.ema_momentum;
+        if !((0.0..=1.0).contains(&start) && (0.0..=1.0).contains(&end)) {
+            bail!(
+                "config `method.ema_momentum` needs start and end within [0, 1], got {:?}",
+                m.ema_momentum
+            );
+        }
+        if matches!(m.name.as_str(), "byol" | "simsiam") {
+            if m.prediction_dims.is_empty() || m.prediction_dims.contains(&0) {
+                bail!(
+                    "config `method.prediction_dims` needs positive widths (hidden…, output), got {:?}",
+                    m.prediction_dims
+                );
+            }
+            if m.prediction_dims.last() != m.projection_dims.last() {
+                bail!(
+                    "config `method.prediction_dims` must end with the projection's output width {:?} (the prediction regresses a projection), got {:?}",
+                    m.projection_dims.last(),
+                    m.prediction_dims
+                );
+            }
+        }
+        if m.name == "moco" && m.queue_size < self.train.batch_size * 2 {
+            bail!(
+                "config `method.queue_size` must hold at least the keys of one step (2 × train.batch_size = {}), got {}",
+                2 * self.train.batch_size,
+                m.queue_size
+            );
+        }
+        if !(m.barlow_lambda.is_finite() && m.barlow_lambda >= 0.0) {
+            bail!(
+                "config `method.barlow_lambda` must be ≥ 0, got {}",
+                m.barlow_lambda
+            );
+        }
+        if m.vicreg_weights
+            .iter()
+            .any(|w| !(w.is_finite() && *w >= 0.0))
+        {
+            bail!(
+                "config `method.vicreg_weights` must all be ≥ 0, got {:?}",
+                m.vicreg_weights
+            );
+        }
+        if m.teacher_temperature
+            .iter()
+            .any(|t| !(t.is_finite() && *t > 0.0))
+        {
+            bail!(
+                "config `method.teacher_temperature` must be positive, got {:?}",
+                m.teacher_temperature
+            );
+        }
+        if !(m.teacher_temperature_warmup_epochs >= 0.0) {
+            bail!(
+                "config `method.teacher_temperature_warmup_epochs` must be ≥ 0, got {}",
+                m.teacher_temperature_warmup_epochs
+            );
+        }
+        if !(0.0..=1.0).contains(&m.center_momentum) {
+            bail!(
+                "config `method.center_momentum` must be within [0, 1], got {}",
+                m.center_momentum
+            );
+        }
+        if m.name == "dino" && m.projection_dims.len() < 2 {
+            bail!(
+                "config `method.projection_dims` for dino is hidden…, bottleneck, prototypes (at least 2 widths), got {:?}",
+                m.projection_dims
+            );
         }
         Ok(())
     }
@@ -642,6 +793,47 @@ mod tests {
             let err = format!("{:#}", load_str("", &[set]).unwrap_err());
             assert!(err.contains(key), "{set}: {err}");
         }
+    }
+
+    #[test]
+    fn method_settings_are_checked_against_the_method() {
+        for (sets, key) in [
+            (vec!["method.name=swav"], "method.name"),
+            (vec!["augment.local_crops=2"], "augment.local_crops"),
+            (
+                vec![
+                    "method.name=dino",
+                    "augment.local_crops=2",
+                    "augment.local_crop_size=64",
+                ],
+                "augment.local_crop_size",
+            ),
+            (
+                vec!["method.name=byol", "method.prediction_dims=[64, 32]"],
+                "method.prediction_dims",
+            ),
+            (
+                vec!["method.name=moco", "method.queue_size=100"],
+                "method.queue_size",
+            ),
+            (
+                vec!["method.ema_momentum=[0.9, 1.5]"],
+                "method.ema_momentum",
+            ),
+            (
+                vec!["method.vicreg_weights=[25, -1, 1]"],
+                "method.vicreg_weights",
+            ),
+            (
+                vec!["method.teacher_temperature=[0, 0.07]"],
+                "method.teacher_temperature",
+            ),
+        ] {
+            let err = format!("{:#}", load_str("", &sets).unwrap_err());
+            assert!(err.contains(key), "{sets:?}: {err}");
+        }
+        let c = load_str("", &["method.name=dino", "augment.local_crops=4"]).unwrap();
+        assert_eq!(c.augment.local_crops, 4);
     }
 
     #[test]

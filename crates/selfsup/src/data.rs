@@ -56,13 +56,31 @@ pub fn normalization(config: &Config) -> Normalization {
 
 /// SimCLR's view pipeline with the config's strengths.
 pub fn train_pipeline(config: &Config) -> Result<Pipeline> {
+    view_pipeline(config, config.data.input_size, config.augment.crop_scale)
+}
+
+/// One pipeline per view: two global views, then `augment.local_crops` small crops
+/// (`local_crop_size` px, `local_crop_scale`) with the same colour augmentations (multi-crop).
+pub fn view_pipelines(config: &Config) -> Result<Vec<Pipeline>> {
+    let global = train_pipeline(config)?;
+    let mut pipes = vec![global.clone(), global];
     let a = &config.augment;
-    let s = config.data.input_size;
+    if a.local_crops > 0 {
+        let local = view_pipeline(config, a.local_crop_size, a.local_crop_scale)?;
+        pipes.extend(std::iter::repeat_n(local, a.local_crops));
+    }
+    Ok(pipes)
+}
+
+/// Random crop of side `s` covering `scale` of the image, then the configured flips, colour
+/// jitter, grayscale, blur and solarisation.
+fn view_pipeline(config: &Config, s: usize, scale: [f64; 2]) -> Result<Pipeline> {
+    let a = &config.augment;
     let [b, c, sat, hue] = a.color_jitter;
     let mut steps = vec![
         Transform::RandomResizedCrop {
             size: (s, s),
-            scale: (a.crop_scale[0], a.crop_scale[1]),
+            scale: (scale[0], scale[1]),
             ratio: (3.0 / 4.0, 4.0 / 3.0),
         },
         Transform::HorizontalFlip { p: a.hflip_prob },

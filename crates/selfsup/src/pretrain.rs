@@ -10,9 +10,16 @@ use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use selfsup_data::{LoaderConfig, Split, ViewLoader};
 use selfsup_eval::{Features, KnnConfig, knn_classify};
-use selfsup_methods::loss::TripletMining;
+use selfsup_methods::barlow_twins::BarlowTwinsConfig;
+use selfsup_methods::byol::ByolConfig;
+use selfsup_methods::dino::DinoConfig;
+use selfsup_methods::loss::{TripletMining, VicRegWeights};
+use selfsup_methods::method::{Progress, SslMethod, StepOutput};
+use selfsup_methods::moco::MocoConfig;
 use selfsup_methods::optim::{Optimizer, OptimizerConfig, OptimizerKind, cosine_with_warmup};
-use selfsup_methods::simclr::{ContrastiveObjective, SimClr, SimClrConfig};
+use selfsup_methods::simclr::{ContrastiveObjective, SimClrConfig};
+use selfsup_methods::simsiam::SimSiamConfig;
+use selfsup_methods::vicreg::VicRegConfig;
 use selfsup_models::{NamedTensor, load_named_tensors, named_tensors};
 use serde_json::json;
 
@@ -102,10 +109,10 @@ fn prefixed(
         .map(move |(k, v)| (format!("{prefix}.{k}"), v))
 }
 
-fn save_checkpoint(
+fn save_checkpoint<M: SslMethod>(
     out: &Path,
     config: &Config,
-    model: &SimClr,
+    model: &M,
     optim: &Optimizer,
     epoch: usize,
     step: usize,
@@ -196,8 +203,8 @@ fn checkpoint_config(c: &checkpoint::Checkpoint) -> Result<Config> {
     toml::from_str(&c.state.config).context("checkpoint config")
 }
 
-/// `model` with the checkpoint's `model.*` tensors.
-fn restore_model(model: SimClr, c: &checkpoint::Checkpoint) -> Result<SimClr> {
+/// `model` with the checkpoint's `model.*` tensors (teacher, queue and center included).
+fn restore_model<M: SslMethod>(model: M, c: &checkpoint::Checkpoint) -> Result<M> {
     load_named_tensors(model, &c.section("model"), "").map_err(|e| {
         anyhow::anyhow!(
             "checkpoint {} does not fit its model: {e}",
@@ -272,10 +279,10 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
             data_path.display()
         );
     }
-    let pipe = data::train_pipeline(&config)?;
+    let pipelines = data::view_pipelines(&config)?;
     let loader = ViewLoader::new(
         dataset.clone(),
-        vec![pipe.clone(), pipe],
+        pipelines,
         LoaderConfig {
             batch_size,
             shuffle: true,
@@ -286,171 +293,304 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
             subset: (config.data.limit > 0).then(|| (0..images).collect()),
         },
     )?;
-    let steps_per_epoch = loader.num_batches();
-    let total_steps = steps_per_epoch * config.train.epochs;
-    let warmup_steps = (config.optim.warmup_epochs * steps_per_epoch as f64).round() as usize;
-
-    let method = simclr_config(&config)?;
-    let mut model = method.init(&device);
-    let mut optim = optimizer(&config)?;
-    let (start_epoch, mut step) = match &resumed {
-        Some(c) => {
-            model = restore_model(model, c)?;
-            let state = c
-                .section("optim")
-                .into_iter()
-                .map(|(k, t)| (k, (t.shape, t.values)))
-                .collect();
-            optim
-                .load_state_dict(&state)
-                .map_err(|e| anyhow::anyhow!("checkpoint optimizer state: {e:?}"))?;
-            eprintln!(
-                "resuming after epoch {} (step {})",
-                c.state.epoch, c.state.global_step
-            );
-            (c.state.epoch, c.state.global_step)
-        }
-        None => (0, 0),
-    };
-    if resumed.is_some() {
-        selfsup::runlog::drop_partial_last_line(&out.join("metrics.jsonl"))?;
-    }
-    let mut log = MetricsLog::open(&out)?;
-    if let Some(c) = &resumed {
-        // Records after this one replace any the interrupted run wrote past its checkpoint.
-        log.write(json!({"type": "resume", "epoch": c.state.epoch, "step": c.state.global_step, "checkpoint": c.path}))?;
-    } else {
-        log.write(json!({"type": "start", "images": images, "skipped_corrupt": dataset.num_skipped(),
-            "compute_threads": rayon::current_num_threads(), "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs,
-            "params_backbone": model.backbone.num_params(), "config": config}))?;
-    }
-
-    let pb = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total_steps as u64)
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-            .expect("progress template")
-            .progress_chars("=> "),
-    );
-    pb.set_position(step as u64);
-
-    let mut last_ckpt = checkpoint::list(&out)
-        .first()
-        .map(|(_, p)| p.clone())
-        .unwrap_or_default();
-    let mut final_loss = f64::NAN;
-    let mut train_seconds = 0.0;
-    let mut views = 0usize;
-    let end_epoch = match stop_after {
-        Some(n) => (start_epoch + n).min(config.train.epochs),
-        None => config.train.epochs,
-    };
-    for epoch in start_epoch..end_epoch {
-        pb.set_prefix(format!("epoch {}/{}", epoch + 1, config.train.epochs));
-        let epoch_start = Instant::now();
-        let mut loss_sum = 0.0;
-        let mut diag = serde_json::Value::Null;
-        for (i, batch) in loader.epoch(epoch as u64).enumerate() {
-            let t0 = Instant::now();
-            let lr = cosine_with_warmup(
-                step,
-                total_steps,
-                warmup_steps,
-                config.optim.lr,
-                config.optim.final_lr,
-            );
-            let [a, b]: [Vec<f32>; 2] = batch.views.try_into().expect("two views");
-            let shape = batch.view_shapes[0];
-            let a = Tensor::<4>::from_data(TensorData::new(a, shape), &device);
-            let b = Tensor::<4>::from_data(TensorData::new(b, shape), &device);
-            let out_step = model.step(
-                a,
-                b,
-                method.objective,
-                config.train.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
-            let loss: f64 = out_step.loss.clone().into_scalar::<f32>() as f64;
-            if !loss.is_finite() {
-                pb.abandon();
-                bail!(
-                    "loss is {loss} at epoch {} step {} (global step {}, lr {lr:.3e}); stopping. \
-                     The last good checkpoint is {}. Lower optim.lr or check the data.",
-                    epoch + 1,
-                    i + 1,
-                    step + 1,
-                    last_good_text(&last_ckpt)
-                );
-            }
-            if i + 1 == steps_per_epoch {
-                diag = diagnostics(out_step.z_a.clone(), out_step.z_b.clone())?;
-            }
-            let grads = GradientsParams::from_grads(out_step.loss.backward(), &model);
-            model = optim.step(lr, model, grads);
-            // A finite loss can hide a diverged model (e.g. BatchNorm running variances
-            // overflowed to inf); check the whole state so no step goes on from it.
-            if let Some((name, value)) = checkpoint::first_non_finite(&named_tensors(&model)) {
-                pb.abandon();
-                bail!(
-                    "model tensor `{name}` is {value} after epoch {} step {} (global step {}, lr {lr:.3e}); stopping. \
-                     The last good checkpoint is {}. Lower optim.lr or check the data.",
-                    epoch + 1,
-                    i + 1,
-                    step + 1,
-                    last_good_text(&last_ckpt)
-                );
-            }
-            step += 1;
-            loss_sum += loss;
-            let dt = t0.elapsed().as_secs_f64();
-            let n_views = 2 * shape[0];
-            views += n_views;
-            pb.inc(1);
-            pb.set_message(format!(
-                "loss {loss:.4} lr {lr:.4} {:.0} views/s",
-                n_views as f64 / dt
-            ));
-            log.write(json!({"type": "step", "epoch": epoch + 1, "step": step, "loss": loss, "lr": lr, "step_seconds": dt}))?;
-        }
-        let epoch_seconds = epoch_start.elapsed().as_secs_f64();
-        train_seconds += epoch_seconds;
-        final_loss = loss_sum / steps_per_epoch as f64;
-        let mut record = json!({"type": "epoch", "epoch": epoch + 1, "step": step, "loss": final_loss, "seconds": epoch_seconds,
-            "views_per_second": (2 * batch_size * steps_per_epoch) as f64 / epoch_seconds, "diagnostics": diag});
-        if config.train.knn_every > 0 && (epoch + 1) % config.train.knn_every == 0 {
-            let (top1, _) = knn_eval(&config, &model.backbone, &data_path, &cache)?;
-            record["knn_top1"] = json!(top1);
-            pb.println(format!(
-                "epoch {}: kNN top-1 {:.2}%",
-                epoch + 1,
-                100.0 * top1
-            ));
-        }
-        if let Some(rank) = record["diagnostics"]["effective_rank"].as_f64() {
-            if rank < 2.0 {
-                pb.println(format!("warning: epoch {}: effective rank of the embeddings is {rank:.2}: the representation is collapsing", epoch + 1));
-            }
-        }
-        log.write(record)?;
-        if (epoch + 1) % config.train.checkpoint_every == 0 || epoch + 1 == end_epoch {
-            last_ckpt = save_checkpoint(&out, &config, &model, &optim, epoch + 1, step)?;
-        }
-    }
-    pb.finish_and_clear();
-    Ok(PretrainSummary {
-        epochs: end_epoch,
-        steps: step,
-        final_loss,
-        train_seconds,
-        views_per_second: if train_seconds > 0.0 {
-            views as f64 / train_seconds
-        } else {
-            0.0
-        },
+    let session = Session {
+        config,
+        out,
+        resumed,
+        quiet,
+        stop_after,
+        data_path,
+        cache,
         images,
-        checkpoint: last_ckpt,
         skipped_corrupt: dataset.num_skipped(),
-    })
+        loader,
+    };
+    let c = &session.config.clone();
+    let backbone = c.resnet_config()?;
+    let m = &c.method;
+    // Each method's module is built here from its config keys; the loop below is generic.
+    match m.name.as_str() {
+        "simclr" => session.train(simclr_config(c)?.init(&device), &device),
+        "moco" => session.train(
+            MocoConfig {
+                backbone,
+                projection_dims: m.projection_dims.clone(),
+                temperature: m.temperature,
+                queue_size: m.queue_size,
+                momentum: m.ema_momentum,
+            }
+            .init(&device),
+            &device,
+        ),
+        "byol" => session.train(
+            ByolConfig {
+                backbone,
+                projection_dims: m.projection_dims.clone(),
+                prediction_dims: m.prediction_dims.clone(),
+                momentum: m.ema_momentum,
+            }
+            .init(&device),
+            &device,
+        ),
+        "simsiam" => session.train(
+            SimSiamConfig {
+                backbone,
+                projection_dims: m.projection_dims.clone(),
+                prediction_dims: m.prediction_dims.clone(),
+            }
+            .init(&device),
+            &device,
+        ),
+        "barlowtwins" => session.train(
+            BarlowTwinsConfig {
+                backbone,
+                projection_dims: m.projection_dims.clone(),
+                lambda: m.barlow_lambda,
+            }
+            .init(&device),
+            &device,
+        ),
+        "vicreg" => {
+            let [invariance, variance, covariance] = m.vicreg_weights;
+            session.train(
+                VicRegConfig {
+                    backbone,
+                    projection_dims: m.projection_dims.clone(),
+                    weights: VicRegWeights {
+                        invariance,
+                        variance,
+                        covariance,
+                        eps: 1e-4,
+                    },
+                }
+                .init(&device),
+                &device,
+            )
+        }
+        "dino" => session.train(
+            DinoConfig {
+                backbone,
+                head_dims: m.projection_dims.clone(),
+                student_temperature: m.temperature,
+                teacher_temperature: m.teacher_temperature,
+                teacher_temperature_warmup_epochs: m.teacher_temperature_warmup_epochs,
+                center_momentum: m.center_momentum,
+                momentum: m.ema_momentum,
+            }
+            .init(&device),
+            &device,
+        ),
+        other => bail!("config `method.name`: unknown method `{other}`"),
+    }
+}
+
+/// Everything a run needs besides the method's module.
+struct Session {
+    config: Config,
+    out: PathBuf,
+    resumed: Option<checkpoint::Checkpoint>,
+    quiet: bool,
+    stop_after: Option<usize>,
+    data_path: PathBuf,
+    cache: PathBuf,
+    images: usize,
+    /// Unreadable images skipped with `--skip-corrupt`.
+    skipped_corrupt: usize,
+    loader: ViewLoader,
+}
+
+impl Session {
+    /// The training loop, the same for every method: views → loss → optimizer step → the
+    /// method's non-gradient update; metrics, diagnostics, kNN and checkpoints per epoch.
+    fn train<M: SslMethod>(self, mut model: M, device: &Device) -> Result<PretrainSummary> {
+        let Session {
+            config,
+            out,
+            resumed,
+            quiet,
+            stop_after,
+            data_path,
+            cache,
+            images,
+            skipped_corrupt,
+            loader,
+        } = self;
+        let batch_size = config.train.batch_size;
+        let steps_per_epoch = loader.num_batches();
+        let total_steps = steps_per_epoch * config.train.epochs;
+        let warmup_steps = (config.optim.warmup_epochs * steps_per_epoch as f64).round() as usize;
+
+        let n_view_kinds = 2 + config.augment.local_crops;
+        let mut optim = optimizer(&config)?;
+        let (start_epoch, mut step) = match &resumed {
+            Some(c) => {
+                model = restore_model(model, c)?;
+                let state = c
+                    .section("optim")
+                    .into_iter()
+                    .map(|(k, t)| (k, (t.shape, t.values)))
+                    .collect();
+                optim
+                    .load_state_dict(&state)
+                    .map_err(|e| anyhow::anyhow!("checkpoint optimizer state: {e:?}"))?;
+                eprintln!(
+                    "resuming after epoch {} (step {})",
+                    c.state.epoch, c.state.global_step
+                );
+                (c.state.epoch, c.state.global_step)
+            }
+            None => (0, 0),
+        };
+        if resumed.is_some() {
+            selfsup::runlog::drop_partial_last_line(&out.join("metrics.jsonl"))?;
+        }
+        let mut log = MetricsLog::open(&out)?;
+        if let Some(c) = &resumed {
+            // Records after this one replace any the interrupted run wrote past its checkpoint.
+            log.write(json!({"type": "resume", "epoch": c.state.epoch, "step": c.state.global_step, "checkpoint": c.path}))?;
+        } else {
+            log.write(json!({"type": "start", "images": images, "skipped_corrupt": skipped_corrupt,
+            "compute_threads": rayon::current_num_threads(), "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs,
+            "params_backbone": model.backbone().num_params(), "params_model": model.num_params(), "config": config}))?;
+        }
+
+        let pb = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(total_steps as u64)
+        };
+        pb.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .expect("progress template")
+                .progress_chars("=> "),
+        );
+        pb.set_position(step as u64);
+
+        let mut last_ckpt = checkpoint::list(&out)
+            .first()
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
+        let mut final_loss = f64::NAN;
+        let mut train_seconds = 0.0;
+        let mut views = 0usize;
+        let end_epoch = match stop_after {
+            Some(n) => (start_epoch + n).min(config.train.epochs),
+            None => config.train.epochs,
+        };
+        for epoch in start_epoch..end_epoch {
+            pb.set_prefix(format!("epoch {}/{}", epoch + 1, config.train.epochs));
+            let epoch_start = Instant::now();
+            let mut loss_sum = 0.0;
+            let mut diag = serde_json::Value::Null;
+            for (i, batch) in loader.epoch(epoch as u64).enumerate() {
+                let t0 = Instant::now();
+                let lr = cosine_with_warmup(
+                    step,
+                    total_steps,
+                    warmup_steps,
+                    config.optim.lr,
+                    config.optim.final_lr,
+                );
+                let n_views: usize = batch.view_shapes.iter().map(|s| s[0]).sum();
+                let inputs = batch
+                    .views
+                    .into_iter()
+                    .zip(&batch.view_shapes)
+                    .map(|(v, shape)| Tensor::<4>::from_data(TensorData::new(v, *shape), device))
+                    .collect();
+                let progress = Progress {
+                    step,
+                    total_steps,
+                    steps_per_epoch,
+                    seed: config.train.seed,
+                };
+                let StepOutput {
+                    loss: loss_tensor,
+                    z_a,
+                    z_b,
+                    update,
+                } = model.train_step(inputs, &progress);
+                let loss: f64 = loss_tensor.clone().into_scalar::<f32>() as f64;
+                if !loss.is_finite() {
+                    pb.abandon();
+                    bail!(
+                        "loss is {loss} at epoch {} step {} (global step {}, lr {lr:.3e}); stopping. \
+                     The last good checkpoint is {}. Lower optim.lr or check the data.",
+                        epoch + 1,
+                        i + 1,
+                        step + 1,
+                        last_good_text(&last_ckpt)
+                    );
+                }
+                if i + 1 == steps_per_epoch {
+                    diag = diagnostics(z_a, z_b)?;
+                }
+                let grads = GradientsParams::from_grads(loss_tensor.backward(), &model);
+                model = optim.step(lr, model, grads);
+                // A finite loss can hide a diverged model (e.g. BatchNorm running variances
+                // overflowed to inf); check the whole state so no step goes on from it.
+                if let Some((name, value)) = checkpoint::first_non_finite(&named_tensors(&model)) {
+                    pb.abandon();
+                    bail!(
+                        "model tensor `{name}` is {value} after epoch {} step {} (global step {}, lr {lr:.3e}); stopping. \
+                     The last good checkpoint is {}. Lower optim.lr or check the data.",
+                        epoch + 1,
+                        i + 1,
+                        step + 1,
+                        last_good_text(&last_ckpt)
+                    );
+                }
+                // After the parameters moved: EMA teacher, queue, center.
+                model = model.update(update, &progress);
+                step += 1;
+                loss_sum += loss;
+                let dt = t0.elapsed().as_secs_f64();
+                views += n_views;
+                pb.inc(1);
+                pb.set_message(format!(
+                    "loss {loss:.4} lr {lr:.4} {:.0} views/s",
+                    n_views as f64 / dt
+                ));
+                log.write(json!({"type": "step", "epoch": epoch + 1, "step": step, "loss": loss, "lr": lr, "step_seconds": dt}))?;
+            }
+            let epoch_seconds = epoch_start.elapsed().as_secs_f64();
+            train_seconds += epoch_seconds;
+            final_loss = loss_sum / steps_per_epoch as f64;
+            let mut record = json!({"type": "epoch", "epoch": epoch + 1, "step": step, "loss": final_loss, "seconds": epoch_seconds,
+            "views_per_second": (n_view_kinds * batch_size * steps_per_epoch) as f64 / epoch_seconds, "diagnostics": diag});
+            if config.train.knn_every > 0 && (epoch + 1) % config.train.knn_every == 0 {
+                let (top1, _) = knn_eval(&config, model.backbone(), &data_path, &cache)?;
+                record["knn_top1"] = json!(top1);
+                pb.println(format!(
+                    "epoch {}: kNN top-1 {:.2}%",
+                    epoch + 1,
+                    100.0 * top1
+                ));
+            }
+            if let Some(rank) = record["diagnostics"]["effective_rank"].as_f64() {
+                if rank < 2.0 {
+                    pb.println(format!("warning: epoch {}: effective rank of the embeddings is {rank:.2}: the representation is collapsing", epoch + 1));
+                }
+            }
+            log.write(record)?;
+            if (epoch + 1) % config.train.checkpoint_every == 0 || epoch + 1 == end_epoch {
+                last_ckpt = save_checkpoint(&out, &config, &model, &optim, epoch + 1, step)?;
+            }
+        }
+        pb.finish_and_clear();
+        Ok(PretrainSummary {
+            epochs: end_epoch,
+            steps: step,
+            final_loss,
+            train_seconds,
+            views_per_second: if train_seconds > 0.0 {
+                views as f64 / train_seconds
+            } else {
+                0.0
+            },
+            images,
+            checkpoint: last_ckpt,
+            skipped_corrupt,
+        })
+    }
 }

@@ -4,13 +4,23 @@
 //! where a loss has hyper-parameters, a small validating config whose `new` returns
 //! [`LossConfigError`] for bad values.
 
+mod barlow_twins;
+mod dino;
+mod info_nce_queue;
+mod negative_cosine;
 mod nt_xent;
 mod triplet;
+mod vicreg;
 
+pub use barlow_twins::{barlow_twins_loss, check_lambda};
+pub use dino::{check_dino, dino_center_update, dino_loss, teacher_temperature};
+pub use info_nce_queue::{InfoNceQueueConfig, enqueue, info_nce_queue_loss, random_queue};
+pub use negative_cosine::negative_cosine_similarity;
 pub use nt_xent::{NtXentConfig, nt_xent_loss};
 pub use triplet::{
     TripletConfig, TripletMining, mine_negatives, triplet_loss, triplet_loss_with_negatives,
 };
+pub use vicreg::{VicRegWeights, vicreg_loss};
 
 use burn::prelude::*;
 
@@ -21,6 +31,10 @@ pub enum LossConfigError {
     Temperature(f64),
     /// `margin` must be finite and >= 0.
     Margin(f64),
+    /// A queue of negatives needs at least one entry.
+    QueueSize(usize),
+    /// A loss term's weight (named) must be finite and >= 0 (a momentum: within [0, 1]).
+    Weight(&'static str, f64),
 }
 
 impl core::fmt::Display for LossConfigError {
@@ -28,6 +42,8 @@ impl core::fmt::Display for LossConfigError {
         match self {
             Self::Temperature(t) => write!(f, "temperature must be finite and > 0, got {t}"),
             Self::Margin(m) => write!(f, "margin must be finite and >= 0, got {m}"),
+            Self::QueueSize(k) => write!(f, "the queue needs at least 1 entry, got {k}"),
+            Self::Weight(name, w) => write!(f, "{name} must be finite and >= 0, got {w}"),
         }
     }
 }
@@ -35,7 +51,7 @@ impl core::fmt::Display for LossConfigError {
 impl std::error::Error for LossConfigError {}
 
 /// Row-wise L2 normalisation, `x / max(||x||, 1e-12)` like `torch.nn.functional.normalize`.
-pub(crate) fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
     x / norm
 }

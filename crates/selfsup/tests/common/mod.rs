@@ -60,6 +60,24 @@ pub fn read_tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>>
         .collect()
 }
 
+/// Every tensor of checkpoint `got` equals (to 1e-5) the same-named tensor of `want`.
+pub fn assert_same_tensors(got: &Path, want: &Path) {
+    let got = read_tensors(got);
+    let want = read_tensors(want);
+    assert_eq!(got.len(), want.len());
+    for (name, values) in &want {
+        let max_diff = values
+            .iter()
+            .zip(&got[name])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff <= 1e-5,
+            "{name} differs by {max_diff} after resume"
+        );
+    }
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run selfsup")
 }

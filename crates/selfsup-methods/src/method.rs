@@ -1,0 +1,103 @@
+//! What every self-supervised method provides to the training loop.
+//!
+//! A method is a burn `Module` (so its tensors are checkpointed by path and its parameters
+//! reach the optimizer) that computes a loss from a batch of augmented views and, after the
+//! optimizer step, updates its non-gradient state (momentum teacher, queue, center).
+//!
+//! Contract: the online encoder is the field `backbone` (checkpoints store it as
+//! `model.backbone.*`, which evaluation loads); every tensor needed to continue training is a
+//! field of the module, so a checkpoint resumes exactly.
+
+use burn::module::Module;
+use burn::prelude::*;
+use selfsup_models::ResNet;
+
+/// Where training stands when a step is taken (schedules inside methods depend on it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Global step being taken, from 0.
+    pub step: usize,
+    pub total_steps: usize,
+    pub steps_per_epoch: usize,
+    /// The run's seed (methods with randomness derive per-step seeds from it).
+    pub seed: u64,
+}
+
+impl Progress {
+    /// Epochs done so far, fractional: 1.5 is half-way through the second epoch.
+    pub fn epoch(&self) -> f64 {
+        self.step as f64 / self.steps_per_epoch.max(1) as f64
+    }
+}
+
+/// What a training step computed.
+pub struct StepOutput<U> {
+    /// The loss to differentiate (1 element).
+    pub loss: Tensor<1>,
+    /// The online embeddings of the first two (global) views, detached: collapse diagnostics.
+    pub z_a: Tensor<2>,
+    pub z_b: Tensor<2>,
+    /// Detached tensors the method needs after the optimizer step (keys for a queue, teacher
+    /// outputs for a center); `()` for methods without non-gradient state.
+    pub update: U,
+}
+
+/// A self-supervised method the training loop can run; see the module docs for the contract.
+pub trait SslMethod: Module + Sized {
+    type Update;
+
+    /// The online encoder, evaluated by kNN during training.
+    fn backbone(&self) -> &ResNet;
+
+    /// The loss of one batch. `views` are `[N, C, H, W]` batches of the same N images: the two
+    /// global views first, then any local crops (multi-crop methods only).
+    fn train_step(&self, views: Vec<Tensor<4>>, progress: &Progress) -> StepOutput<Self::Update>;
+
+    /// Non-gradient state after the optimizer has updated the parameters at `progress.step`.
+    fn update(self, update: Self::Update, progress: &Progress) -> Self;
+}
+
+/// Panics unless `views` holds exactly `n` batches (methods without multi-crop take 2).
+pub(crate) fn expect_views(method: &str, views: &[Tensor<4>], n: usize) {
+    assert_eq!(
+        views.len(),
+        n,
+        "{method} takes {n} views per image, got {} (local crops are for DINO only)",
+        views.len()
+    );
+}
+
+/// Runs `f` on both global views as one batch of 2N (BatchNorm statistics over both views, one
+/// pass instead of two) and splits the result back into the two views' outputs.
+pub(crate) fn both_views(
+    a: Tensor<4>,
+    b: Tensor<4>,
+    f: impl FnOnce(Tensor<4>) -> Tensor<2>,
+) -> (Tensor<2>, Tensor<2>) {
+    let n = a.dims()[0];
+    let z = f(Tensor::cat(vec![a, b], 0));
+    (z.clone().narrow(0, 0, n), z.narrow(0, n, n))
+}
+
+/// `projector(backbone(view))` of the two global views (one 2N batch), for two-view methods.
+pub(crate) fn project_two_views(
+    method: &str,
+    backbone: &ResNet,
+    projector: &selfsup_models::MlpHead,
+    views: Vec<Tensor<4>>,
+) -> (Tensor<2>, Tensor<2>) {
+    expect_views(method, &views, 2);
+    let [a, b]: [Tensor<4>; 2] = views.try_into().expect("two views");
+    both_views(a, b, |x| projector.forward(backbone.forward(x)))
+}
+
+/// Applies `head` to two `[N, D]` batches as one batch of 2N and splits the result.
+pub(crate) fn head_both(
+    head: &selfsup_models::MlpHead,
+    a: Tensor<2>,
+    b: Tensor<2>,
+) -> (Tensor<2>, Tensor<2>) {
+    let n = a.dims()[0];
+    let out = head.forward(Tensor::cat(vec![a, b], 0));
+    (out.clone().narrow(0, 0, n), out.narrow(0, n, n))
+}

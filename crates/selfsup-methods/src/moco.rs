@@ -1,0 +1,107 @@
+//! MoCo v2 (Chen et al. 2020): a query encoder trained with InfoNCE against keys from a momentum
+//! encoder, with negatives from a queue of earlier keys. Symmetrised as in LightlySSL's CIFAR-10
+//! benchmark (both views serve as query and as key); the keys of both views are enqueued.
+
+use burn::module::{Param, ParamId};
+use burn::prelude::*;
+use selfsup_models::{MlpHead, MlpHeadConfig, ResNet, ResNetConfig};
+
+use crate::loss::{enqueue, info_nce_queue_loss, random_queue};
+use crate::method::{Progress, SslMethod, StepOutput, both_views, expect_views};
+use crate::momentum::{cosine_momentum, ema_update, teacher_copy};
+
+#[derive(Debug, Clone)]
+pub struct MocoConfig {
+    pub backbone: ResNetConfig,
+    /// Projection head widths after the backbone (hidden…, output); no BatchNorm (MoCo v2).
+    pub projection_dims: Vec<usize>,
+    pub temperature: f64,
+    pub queue_size: usize,
+    /// EMA momentum of the key encoder, start and end of a cosine schedule (MoCo: fixed 0.99).
+    pub momentum: [f64; 2],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct MocoParams {
+    pub temperature: f64,
+    pub momentum: [f64; 2],
+}
+
+#[derive(Module, Debug)]
+pub struct Moco {
+    pub backbone: ResNet,
+    pub projector: MlpHead,
+    pub teacher_backbone: ResNet,
+    pub teacher_projector: MlpHead,
+    /// `[K, D]` L2-normalised keys, newest first.
+    pub queue: Param<Tensor<2>>,
+    #[module(skip)]
+    pub params: MocoParams,
+}
+
+impl MocoConfig {
+    pub fn init(&self, device: &Device) -> Moco {
+        let backbone = self.backbone.init(device);
+        let mut dims = vec![backbone.out_dim];
+        dims.extend(&self.projection_dims);
+        let head = MlpHeadConfig::new(dims).with_batch_norm(false);
+        let projector = head.init(device);
+        let teacher_backbone = teacher_copy(&backbone, self.backbone.init(device));
+        let teacher_projector = teacher_copy(&projector, head.init(device));
+        let dim = *self.projection_dims.last().expect("projection dims");
+        Moco {
+            backbone,
+            projector,
+            teacher_backbone,
+            teacher_projector,
+            queue: Param::initialized(ParamId::new(), random_queue(self.queue_size, dim, device)),
+            params: MocoParams {
+                temperature: self.temperature,
+                momentum: self.momentum,
+            },
+        }
+    }
+}
+
+impl SslMethod for Moco {
+    /// The keys of both views, to enqueue.
+    type Update = Tensor<2>;
+
+    fn backbone(&self) -> &ResNet {
+        &self.backbone
+    }
+
+    fn train_step(&self, views: Vec<Tensor<4>>, _: &Progress) -> StepOutput<Tensor<2>> {
+        expect_views("MoCo", &views, 2);
+        let [a, b]: [Tensor<4>; 2] = views.try_into().expect("two views");
+        let (q_a, q_b) = both_views(a.clone(), b.clone(), |x| {
+            self.projector.forward(self.backbone.forward(x))
+        });
+        let (k_a, k_b) = both_views(a, b, |x| {
+            self.teacher_projector
+                .forward(self.teacher_backbone.forward(x))
+                .detach()
+        });
+        let queue = self.queue.val();
+        let t = self.params.temperature;
+        let loss = (info_nce_queue_loss(q_a.clone(), k_b.clone(), queue.clone(), t)
+            + info_nce_queue_loss(q_b.clone(), k_a.clone(), queue, t))
+        .mul_scalar(0.5);
+        StepOutput {
+            loss,
+            z_a: q_a.detach(),
+            z_b: q_b.detach(),
+            update: Tensor::cat(vec![k_b, k_a], 0),
+        }
+    }
+
+    fn update(mut self, keys: Tensor<2>, progress: &Progress) -> Self {
+        let [start, end] = self.params.momentum;
+        let m = cosine_momentum(progress.step + 1, progress.total_steps, start, end);
+        self.teacher_backbone = ema_update(self.teacher_backbone, &self.backbone, m);
+        self.teacher_projector = ema_update(self.teacher_projector, &self.projector, m);
+        let (id, queue, mapper) = self.queue.consume();
+        self.queue = Param::from_mapped_value(id, enqueue(queue, keys), mapper);
+        self
+    }
+}
