@@ -466,15 +466,22 @@ fn draw_map(
     let (plot_area, legend_area) = root.split_horizontally(930);
     let xs = || (0..map.n).map(|i| map.row(i)[0] as f64);
     let ys = || (0..map.n).map(|i| map.row(i)[1] as f64);
+    // Equal spans on both axes (the plot area is about square): t-SNE distances are isotropic.
+    let (x_range, y_range) = (
+        padded(xs()).unwrap_or(0.0..1.0),
+        padded(ys()).unwrap_or(0.0..1.0),
+    );
+    let half = 0.5 * (x_range.end - x_range.start).max(y_range.end - y_range.start);
+    let around = |r: std::ops::Range<f64>| {
+        let mid = 0.5 * (r.start + r.end);
+        mid - half..mid + half
+    };
     let mut chart = ChartBuilder::on(&plot_area)
         .caption(title, (FONT, 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(56)
-        .build_cartesian_2d(
-            padded(xs()).unwrap_or(0.0..1.0),
-            padded(ys()).unwrap_or(0.0..1.0),
-        )?;
+        .build_cartesian_2d(around(x_range), around(y_range))?;
     let fmt = |x: &f64| format_tick(*x);
     chart
         .configure_mesh()
@@ -628,9 +635,27 @@ fn cell(key: &str, v: &Value) -> String {
     }
 }
 
-/// An HTML table of JSON objects; columns in order of first appearance.
+/// Column order of `selfsup prove` tables; other keys follow alphabetically.
+const PROVE_COLUMNS: &[&str] = &[
+    "fraction",
+    "labels",
+    "linear_top1",
+    "finetune_top1",
+    "scratch_top1",
+    "knn_top1",
+    "knn_random_init_top1",
+    "steps",
+    "budget",
+];
+
+/// An HTML table of JSON objects: the known prove columns first, then the rest.
 fn rows_table(rows: &[Value]) -> String {
-    let mut cols: Vec<String> = Vec::new();
+    let present = |k: &str| rows.iter().any(|r| r.get(k).is_some());
+    let mut cols: Vec<String> = PROVE_COLUMNS
+        .iter()
+        .filter(|k| present(k))
+        .map(|k| k.to_string())
+        .collect();
     for r in rows {
         if let Some(o) = r.as_object() {
             for k in o.keys() {
