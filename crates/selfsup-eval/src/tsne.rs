@@ -1,6 +1,7 @@
 //! 2-D maps of embeddings for plots: PCA to at most 50 dimensions, then Barnes-Hut t-SNE
-//! (van der Maaten 2014) from the `bhtsne` crate, started from the PCA coordinates so the map is
-//! deterministic; plus trustworthiness (Venna & Kaski 2001) to say how faithful a map is.
+//! (van der Maaten 2014) from the `bhtsne` crate, started from the PCA coordinates rather than at
+//! random (bhtsne's parallel sums can still differ in the last bits between runs); plus
+//! trustworthiness (Venna & Kaski 2001) to say how faithful a map is.
 
 use std::ops::Div;
 
@@ -117,7 +118,7 @@ pub fn tsne_2d(x: &Features, config: &TsneConfig) -> Result<Features> {
     }
     let (reduced, _) = pca(x, config.pca_dims.max(2).min(x.dim))?;
     // PCA initialisation scaled to a standard deviation of 1e-4 along the first axis
-    // (openTSNE's default), which keeps the global layout and removes randomness.
+    // (openTSNE's default), which keeps the global layout and needs no random seed.
     let first_std = (0..reduced.n)
         .map(|i| (reduced.row(i)[0] as f64).powi(2))
         .sum::<f64>()
@@ -295,9 +296,6 @@ mod tests {
         assert!(acc >= 0.99, "kNN accuracy in the map {acc}");
         let t = trustworthiness(&x, &map, 10).unwrap();
         assert!(t > 0.9, "trustworthiness {t}");
-        // Deterministic (PCA start): the same input gives the same map.
-        let again = tsne_2d(&x, &TsneConfig::default()).unwrap();
-        assert_eq!(map.data, again.data);
     }
 
     #[test]
