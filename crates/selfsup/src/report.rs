@@ -840,6 +840,9 @@ pub fn run(args: ReportArgs) -> Result<()> {
     let out_dir = args.run_dir.join("report");
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    // The slow, failure-prone part (checkpoint, dataset) first: a bad --checkpoint or --data
+    // fails before any plot is written.
+    let map = embedding_map(&args, &out_dir)?;
     let mut plots: Vec<&str> = Vec::new();
     let mut html = String::new();
     let title = format!("selfsup run {}", args.run_dir.display());
@@ -915,7 +918,6 @@ pub fn run(args: ReportArgs) -> Result<()> {
     }
 
     html.push_str("<h2>Test embeddings (backbone), t-SNE</h2>");
-    let map = embedding_map(&args, &out_dir)?;
     match &map {
         Some(s) => {
             plots.push("tsne.png");
