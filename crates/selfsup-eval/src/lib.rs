@@ -8,6 +8,7 @@
 //! * [`metrics`]: top-k accuracy, confusion matrix, collapse diagnostics
 //!   (embedding std, RankMe, alignment, uniformity).
 //! * [`subset`]: stratified, seeded label-subset selection.
+//! * [`tsne`]: PCA, 2-D t-SNE maps and their trustworthiness.
 
 pub mod features;
 pub mod knn;
@@ -15,15 +16,17 @@ pub mod linear;
 pub mod metrics;
 pub(crate) mod rng;
 pub mod subset;
+pub mod tsne;
 
 pub use features::Features;
 pub use knn::{KnnConfig, KnnResult, MatmulBackend, knn_classify, knn_scores};
 pub use linear::{LinearProbeConfig, LinearProbeResult, Normalization, Optimizer, linear_probe};
 pub use metrics::{
-    accuracy, alignment, confusion_matrix, embedding_std, rankme, symmetric_eigenvalues,
-    top_k_accuracy, uniformity,
+    accuracy, alignment, confusion_matrix, embedding_std, rankme, symmetric_eigen,
+    symmetric_eigenvalues, top_k_accuracy, uniformity,
 };
 pub use subset::{SubsetSpec, select_labels, stratified_subset};
+pub use tsne::{TsneConfig, map_knn_accuracy, pca, trustworthiness, tsne_2d};
 
 /// Errors returned by evaluation routines.
 #[derive(Debug, thiserror::Error, PartialEq)]

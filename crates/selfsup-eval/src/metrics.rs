@@ -199,6 +199,12 @@ pub fn rankme(z: &Features) -> Result<f64> {
 /// cyclic Jacobi method in f64. Only the upper triangle need be meaningful
 /// (the matrix is symmetrised from it).
 pub fn symmetric_eigenvalues(a: &[f64], n: usize) -> Result<Vec<f64>> {
+    Ok(symmetric_eigen(a, n)?.0)
+}
+
+/// Eigenvalues (descending) and their unit eigenvectors (row `k` of the row-major `n × n`
+/// second value belongs to eigenvalue `k`) of a symmetric matrix, as [`symmetric_eigenvalues`].
+pub fn symmetric_eigen(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     if a.len() != n * n {
         return Err(EvalError::DimMismatch(format!(
             "matrix has {} entries, expected {n}²",
@@ -211,9 +217,13 @@ pub fn symmetric_eigenvalues(a: &[f64], n: usize) -> Result<Vec<f64>> {
             a[i * n + j] = a[j * n + i];
         }
     }
+    // Accumulated rotations: column k of `v` is the eigenvector of a[k][k].
+    let mut v: Vec<f64> = (0..n * n)
+        .map(|i| if i / n == i % n { 1.0 } else { 0.0 })
+        .collect();
     let frob: f64 = a.iter().map(|v| v * v).sum::<f64>().sqrt();
     if frob == 0.0 {
-        return Ok(vec![0.0; n]);
+        return Ok((vec![0.0; n], v));
     }
     for _sweep in 0..100 {
         let off: f64 = (0..n)
@@ -236,12 +246,16 @@ pub fn symmetric_eigenvalues(a: &[f64], n: usize) -> Result<Vec<f64>> {
                 let t = if theta == 0.0 { 1.0 } else { t };
                 let c = 1.0 / (t * t + 1.0).sqrt();
                 let s = t * c;
-                // Rotate rows/cols p and q (A ← Jᵀ A J).
+                // Rotate rows/cols p and q (A ← Jᵀ A J, V ← V J).
                 for k in 0..n {
                     let akp = a[k * n + p];
                     let akq = a[k * n + q];
                     a[k * n + p] = c * akp - s * akq;
                     a[k * n + q] = s * akp + c * akq;
+                    let vkp = v[k * n + p];
+                    let vkq = v[k * n + q];
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
                 }
                 for k in 0..n {
                     let apk = a[p * n + k];
@@ -252,9 +266,18 @@ pub fn symmetric_eigenvalues(a: &[f64], n: usize) -> Result<Vec<f64>> {
             }
         }
     }
-    let mut ev: Vec<f64> = (0..n).map(|i| a[i * n + i]).collect();
-    ev.sort_by(|x, y| y.partial_cmp(x).unwrap_or(std::cmp::Ordering::Equal));
-    Ok(ev)
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&x, &y| {
+        a[y * n + y]
+            .partial_cmp(&a[x * n + x])
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let values = order.iter().map(|&k| a[k * n + k]).collect();
+    let vectors = order
+        .iter()
+        .flat_map(|&k| (0..n).map(|r| v[r * n + k]).collect::<Vec<_>>())
+        .collect();
+    Ok((values, vectors))
 }
 
 /// Alignment (Wang & Isola 2020): `E ‖f(x) − f(y)‖^α` over positive pairs

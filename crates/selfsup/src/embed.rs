@@ -108,7 +108,7 @@ pub fn write_npy(path: &Path, e: &Embeddings) -> Result<Vec<PathBuf>> {
     Ok(vec![path.to_path_buf(), labels_path, paths_path])
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

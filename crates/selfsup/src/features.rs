@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use burn::prelude::*;
-use selfsup_data::{ImageDataset, Pipeline, Split, ViewLoader};
+use selfsup_data::{ImageDataset, LoaderConfig, Pipeline, Split, ViewLoader};
 use selfsup_eval::Features;
 use selfsup_models::ResNet;
 
@@ -21,10 +21,34 @@ pub fn extract_all(
     workers: usize,
     device: &Device,
 ) -> Result<(Features, Vec<Option<u32>>)> {
+    extract(
+        backbone, dataset, None, pipeline, batch_size, workers, device,
+    )
+}
+
+/// Features of the images `subset` (in its order; `None`: all), with their labels.
+pub fn extract(
+    backbone: &ResNet,
+    dataset: Arc<ImageDataset>,
+    subset: Option<Vec<usize>>,
+    pipeline: Pipeline,
+    batch_size: usize,
+    workers: usize,
+    device: &Device,
+) -> Result<(Features, Vec<Option<u32>>)> {
     // Inference mode: running BN statistics, no autodiff graph.
     let model = backbone.valid();
-    let n = dataset.len();
-    let loader = ViewLoader::eval(dataset, pipeline, batch_size, workers)?;
+    let n = subset.as_ref().map_or(dataset.len(), Vec::len);
+    let config = LoaderConfig {
+        batch_size,
+        shuffle: false,
+        drop_last: false,
+        seed: 0,
+        num_workers: workers,
+        prefetch: 4,
+        subset,
+    };
+    let loader = ViewLoader::new(dataset, vec![pipeline], config)?;
     let mut data = Vec::with_capacity(n * backbone.out_dim);
     let mut labels = Vec::with_capacity(n);
     for batch in loader.epoch(0) {

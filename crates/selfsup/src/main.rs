@@ -5,9 +5,11 @@
 mod data;
 mod embed;
 mod encoder;
+mod export;
 mod features;
 mod pretrain;
 mod quickstart;
+mod report;
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +51,24 @@ enum Command {
         /// FILE.safetensors (embeddings, labels, paths in metadata) or FILE.npy (+ FILE.labels.npy, FILE.paths.txt).
         #[arg(long)]
         out: PathBuf,
+        /// Only N images, evenly spaced over the split (so every class of a folder dataset shows up).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
     },
+    /// Write a checkpoint's backbone for another framework.
+    Export {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// `torchvision`: parameter names and layouts of torchvision's ResNet (load_state_dict, strict=True).
+        #[arg(long, default_value = "torchvision")]
+        format: String,
+        /// FILE.safetensors
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// HTML report of a run: loss, learning rate, kNN and collapse diagnostics per epoch, a t-SNE
+    /// map of test embeddings, few-label tables (prove*.json).
+    Report(report::ReportArgs),
     /// Install Fashion-MNIST if missing, pretrain a small encoder for a few minutes, and compare
     /// its kNN accuracy with the same encoder at random initialisation.
     Quickstart(quickstart::QuickstartArgs),
@@ -261,7 +280,16 @@ fn eval_cmd(cmd: EvalCmd) -> Result<()> {
     Ok(())
 }
 
-fn embed_cmd(common: EvalCommon, split: &str, out: &Path) -> Result<()> {
+/// `n` indices spread evenly over `0..len` (all of them when `n ≥ len`).
+fn evenly_spaced(len: usize, n: usize) -> Vec<usize> {
+    let n = n.min(len);
+    (0..n).map(|i| i * len / n).collect()
+}
+
+fn embed_cmd(common: EvalCommon, split: &str, out: &Path, limit: Option<usize>) -> Result<()> {
+    if limit == Some(0) {
+        anyhow::bail!("--limit must be at least 1");
+    }
     let split = match split {
         "train" => Split::Train,
         "test" => Split::Test,
@@ -271,13 +299,19 @@ fn embed_cmd(common: EvalCommon, split: &str, out: &Path) -> Result<()> {
     let dataset = data::open(&e.data_path, split, &e.cache, common.skip_corrupt)?;
     let dev = device::select(&e.config.train.device)?;
     let pipe = data::eval_pipeline(&e.config)?;
-    let paths = (0..dataset.len())
-        .map(|i| dataset.path(i).display().to_string())
+    let indices = match limit {
+        Some(n) => evenly_spaced(dataset.len(), n),
+        None => (0..dataset.len()).collect(),
+    };
+    let paths = indices
+        .iter()
+        .map(|&i| dataset.path(i).display().to_string())
         .collect();
     let class_names = dataset.class_names().to_vec();
-    let (features, labels) = features::extract_all(
+    let (features, labels) = features::extract(
         &e.backbone,
         dataset,
+        Some(indices),
         pipe,
         e.config.eval.batch_size,
         e.config.data.workers,
@@ -307,13 +341,51 @@ fn embed_cmd(common: EvalCommon, split: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
+fn export_cmd(checkpoint: &Path, format: &str, out: &Path) -> Result<()> {
+    if format != "torchvision" {
+        anyhow::bail!("--format `{format}` is not supported: use torchvision");
+    }
+    let (config, backbone) = encoder::load_backbone(checkpoint, Some("cpu"))?;
+    let state = checkpoint::load(checkpoint)?.state;
+    let tensors = export::torchvision_tensors(&backbone, state.global_step as i64);
+    export::write(
+        out,
+        &tensors,
+        export::metadata(&config, checkpoint, state.epoch),
+    )?;
+    eprintln!(
+        "wrote {} tensors of {} (width {}, {} stem) in torchvision layout to {}",
+        tensors.len(),
+        config.model.backbone,
+        config.model.width,
+        config.model.stem,
+        out.display()
+    );
+    print_json(
+        json!({"format": format, "out": out, "tensors": tensors.len(),
+        "architecture": config.model.backbone, "width": config.model.width, "stem": config.model.stem}),
+    );
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Pretrain(c) => pretrain_cmd(c),
         Command::Eval(c) => eval_cmd(c),
         Command::Quickstart(a) => quickstart::run(a),
-        Command::Embed { common, split, out } => embed_cmd(common, &split, &out),
+        Command::Embed {
+            common,
+            split,
+            out,
+            limit,
+        } => embed_cmd(common, &split, &out, limit),
+        Command::Export {
+            checkpoint,
+            format,
+            out,
+        } => export_cmd(&checkpoint, &format, &out),
+        Command::Report(a) => report::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
