@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use burn::prelude::*;
-use selfsup_data::{ImageDataset, Pipeline, Split, ViewLoader};
+use selfsup_data::{ImageDataset, LoaderConfig, Pipeline, Split, ViewLoader};
 use selfsup_eval::Features;
 use selfsup_models::ResNet;
 
@@ -21,12 +21,46 @@ pub fn extract_all(
     workers: usize,
     device: &Device,
 ) -> Result<(Features, Vec<Option<u32>>)> {
+    let loader = ViewLoader::eval(dataset, pipeline, batch_size, workers)?;
+    extract(backbone, &loader, device)
+}
+
+/// Features of the images at `indices` (in that order): the labelled part of a split.
+pub fn extract_subset(
+    backbone: &ResNet,
+    dataset: Arc<ImageDataset>,
+    pipeline: Pipeline,
+    indices: &[usize],
+    batch_size: usize,
+    workers: usize,
+    device: &Device,
+) -> Result<(Features, Vec<Option<u32>>)> {
+    let loader = ViewLoader::new(
+        dataset,
+        vec![pipeline],
+        LoaderConfig {
+            batch_size,
+            shuffle: false,
+            drop_last: false,
+            seed: 0,
+            num_workers: workers,
+            prefetch: 4,
+            subset: Some(indices.to_vec()),
+        },
+    )?;
+    extract(backbone, &loader, device)
+}
+
+/// One pass of an in-order single-view loader through the backbone.
+fn extract(
+    backbone: &ResNet,
+    loader: &ViewLoader,
+    device: &Device,
+) -> Result<(Features, Vec<Option<u32>>)> {
     // Inference mode: running BN statistics, no autodiff graph.
     let model = backbone.valid();
-    let n = dataset.len();
-    let loader = ViewLoader::eval(dataset, pipeline, batch_size, workers)?;
-    let mut data = Vec::with_capacity(n * backbone.out_dim);
-    let mut labels = Vec::with_capacity(n);
+    let mut data = Vec::new();
+    let mut labels = Vec::new();
     for batch in loader.epoch(0) {
         let shape = batch.view_shapes[0];
         let x = Tensor::<4>::from_data(
@@ -37,12 +71,12 @@ pub fn extract_all(
         data.extend(f.into_data().try_to_vec::<f32>().expect("f32 features"));
         labels.extend(batch.labels);
     }
-    let dim = backbone.out_dim;
-    Ok((Features::new(data, n, dim)?, labels))
+    let n = labels.len();
+    Ok((Features::new(data, n, backbone.out_dim)?, labels))
 }
 
 /// Evaluation needs every image labelled.
-fn require_labels(labels: Vec<Option<u32>>) -> Result<Vec<u32>> {
+pub fn require_labels(labels: Vec<Option<u32>>) -> Result<Vec<u32>> {
     labels
         .into_iter()
         .enumerate()

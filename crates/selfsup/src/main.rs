@@ -9,7 +9,9 @@ mod device;
 mod embed;
 mod encoder;
 mod features;
+mod finetune;
 mod pretrain;
+mod prove;
 mod quickstart;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +53,12 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Train a classifier on a stratified subset of the training labels, on the checkpoint's
+    /// encoder (or from scratch), and test it on the whole test split.
+    Finetune(finetune::FinetuneArgs),
+    /// Pretrained vs from scratch with few labels: kNN, linear probe, fine-tune and scratch at
+    /// each label fraction; writes RUN/prove.md and RUN/prove.json.
+    Prove(prove::ProveArgs),
     /// Install Fashion-MNIST if missing, pretrain a small encoder for a few minutes, and compare
     /// its kNN accuracy with the same encoder at random initialisation.
     Quickstart(quickstart::QuickstartArgs),
@@ -313,6 +321,8 @@ fn main() {
         Command::Pretrain(c) => pretrain_cmd(c),
         Command::Eval(c) => eval_cmd(c),
         Command::Quickstart(a) => quickstart::run(a),
+        Command::Finetune(a) => finetune::run(a).map(print_json),
+        Command::Prove(a) => prove::run(a).map(print_json),
         Command::Embed { common, split, out } => embed_cmd(common, &split, &out),
     };
     if let Err(e) = result {
