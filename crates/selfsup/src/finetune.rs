@@ -185,7 +185,6 @@ pub struct FullResult {
     /// Only with more than 5 classes.
     pub top5: Option<f64>,
     pub steps: usize,
-    pub batch_size: usize,
     /// Mean training loss over the last 10% of the steps.
     pub final_loss: f64,
     pub train_seconds: f64,
@@ -317,7 +316,6 @@ pub fn train_full(
         top1,
         top5,
         steps: step,
-        batch_size,
         final_loss,
         train_seconds,
         test_seconds: t1.elapsed().as_secs_f64(),

@@ -238,6 +238,24 @@ pub fn run(args: ProveArgs) -> Result<Value> {
             subset.len(),
             recipe.steps_for(subset.len())
         );
+        // Each figure is saved as soon as it exists (null until then): on a busy machine a
+        // row takes long, and an interrupted run keeps what it measured.
+        let save = |result: &mut Value, row: Value| -> Result<()> {
+            let rows = result["rows"].as_array_mut().expect("rows");
+            match rows.iter_mut().find(|r| r["fraction"] == json!(fraction)) {
+                Some(r) => {
+                    for (k, v) in row.as_object().expect("object") {
+                        r[k] = v.clone();
+                    }
+                }
+                None => rows.push(row),
+            }
+            result["seconds"] = json!(t_all.elapsed().as_secs_f64());
+            std::fs::write(&json_path, serde_json::to_string_pretty(result)? + "\n")
+                .with_context(|| format!("cannot write {}", json_path.display()))?;
+            std::fs::write(&md_path, markdown(result))
+                .with_context(|| format!("cannot write {}", md_path.display()))
+        };
         let knn_random_init_top1 = knn(&random_f, &rows, &labels)?;
         let knn_top1 = knn(&pretrained_f, &rows, &labels)?;
         let linear = finetune::train_linear(
@@ -253,6 +271,20 @@ pub fn run(args: ProveArgs) -> Result<Value> {
             100.0 * knn_top1,
             100.0 * linear.test_top1
         );
+        let steps = recipe.steps_for(subset.len());
+        save(
+            &mut result,
+            json!({
+                "fraction": fraction, "labels": subset.len(), "steps": steps,
+                "budget": recipe.budget, "batch_size": recipe.batch_for(subset.len()),
+                "knn_random_init_top1": knn_random_init_top1, "knn_top1": knn_top1,
+                "linear_top1": linear.test_top1, "linear_top5": linear.test_top5,
+                "finetune_top1": null, "finetune_top5": null,
+                "scratch_top1": null, "scratch_top5": null,
+                "finetune_seconds": null, "scratch_seconds": null,
+                "finetune_final_loss": null, "scratch_final_loss": null,
+            }),
+        )?;
         eprintln!("  fine-tuning the pretrained encoder");
         let ft = finetune::train_full(
             config,
@@ -265,6 +297,12 @@ pub fn run(args: ProveArgs) -> Result<Value> {
             args.quiet,
         )?;
         eprintln!("  fine-tune {:.2}%; training from scratch", 100.0 * ft.top1);
+        save(
+            &mut result,
+            json!({"finetune_top1": ft.top1, "finetune_top5": ft.top5,
+                "finetune_seconds": ft.train_seconds + ft.test_seconds,
+                "finetune_final_loss": ft.final_loss}),
+        )?;
         let sc = finetune::train_full(
             config,
             &random_init,
@@ -276,23 +314,12 @@ pub fn run(args: ProveArgs) -> Result<Value> {
             args.quiet,
         )?;
         eprintln!("  scratch {:.2}%", 100.0 * sc.top1);
-        result["rows"].as_array_mut().unwrap().push(json!({
-            "fraction": fraction, "labels": subset.len(), "steps": ft.steps,
-            "budget": recipe.budget, "batch_size": ft.batch_size,
-            "knn_random_init_top1": knn_random_init_top1, "knn_top1": knn_top1,
-            "linear_top1": linear.test_top1, "linear_top5": linear.test_top5,
-            "finetune_top1": ft.top1, "finetune_top5": ft.top5,
-            "scratch_top1": sc.top1, "scratch_top5": sc.top5,
-            "finetune_seconds": ft.train_seconds + ft.test_seconds,
-            "scratch_seconds": sc.train_seconds + sc.test_seconds,
-            "finetune_final_loss": ft.final_loss, "scratch_final_loss": sc.final_loss,
-        }));
-        result["seconds"] = json!(t_all.elapsed().as_secs_f64());
-        // Written after every fraction so a long run leaves its finished rows behind.
-        std::fs::write(&json_path, serde_json::to_string_pretty(&result)? + "\n")
-            .with_context(|| format!("cannot write {}", json_path.display()))?;
-        std::fs::write(&md_path, markdown(&result))
-            .with_context(|| format!("cannot write {}", md_path.display()))?;
+        save(
+            &mut result,
+            json!({"scratch_top1": sc.top1, "scratch_top5": sc.top5,
+                "scratch_seconds": sc.train_seconds + sc.test_seconds,
+                "scratch_final_loss": sc.final_loss}),
+        )?;
     }
     eprint!("{}", markdown(&result));
     Ok(result)
