@@ -146,6 +146,38 @@ pub fn crop(img: ImageView, top: usize, left: usize, height: usize, width: usize
     RgbImage::new(height, width, data)
 }
 
+/// `F.crop(F.pad(img, padding, fill=0), top, left, height, width)`: a crop of the image
+/// zero-padded by `padding` on every side; `top`/`left` are in padded coordinates.
+pub fn padded_crop(
+    img: ImageView,
+    padding: usize,
+    top: usize,
+    left: usize,
+    height: usize,
+    width: usize,
+) -> RgbImage {
+    assert!(
+        top + height <= img.h + 2 * padding && left + width <= img.w + 2 * padding,
+        "crop ({top},{left},{height},{width}) outside the {}x{} image padded by {padding}",
+        img.h,
+        img.w
+    );
+    let mut data = vec![0u8; height * width * 3];
+    for (y, row) in data.chunks_exact_mut(width * 3).enumerate() {
+        // Source row in unpadded coordinates; rows in the padding stay zero.
+        let Some(sy) = (top + y).checked_sub(padding).filter(|&sy| sy < img.h) else {
+            continue;
+        };
+        // Columns [x0, x1) of the output fall inside the image.
+        let x0 = padding.saturating_sub(left).min(width);
+        let x1 = (img.w + padding).saturating_sub(left).min(width).max(x0);
+        let sx0 = left + x0 - padding;
+        row[x0 * 3..x1 * 3]
+            .copy_from_slice(&img.data[(sy * img.w + sx0) * 3..(sy * img.w + sx0 + x1 - x0) * 3]);
+    }
+    RgbImage::new(height, width, data)
+}
+
 pub fn hflip(img: &mut RgbImage) {
     for row in img.data.chunks_exact_mut(img.w * 3) {
         let (mut i, mut j) = (0, img.w.saturating_sub(1));

@@ -33,6 +33,12 @@ pub enum Transform {
         scale: (f64, f64),
         ratio: (f64, f64),
     },
+    /// `T.RandomCrop(size, padding)`: zero-pad every side by `padding`, then crop `size` at a
+    /// uniformly drawn offset (top, then left).
+    RandomCrop {
+        size: (usize, usize),
+        padding: usize,
+    },
     /// `T.Resize(size)` (shorter side) + `T.CenterCrop(size)`; deterministic.
     ResizeCenterCrop { size: usize },
     /// `T.RandomHorizontalFlip(p)`.
@@ -155,6 +161,16 @@ impl Transform {
                 let b = sample_resized_crop(img.h, img.w, scale, ratio, rng);
                 ops::resized_crop(img.view(), b.top, b.left, b.height, b.width, size.0, size.1)
             }
+            Transform::RandomCrop { size, padding } => {
+                let (ph, pw) = (img.h + 2 * padding, img.w + 2 * padding);
+                assert!(
+                    size.0 <= ph && size.1 <= pw,
+                    "RandomCrop {size:?} larger than the {ph}x{pw} padded image"
+                );
+                let top = rng.below((ph - size.0 + 1) as u64) as usize;
+                let left = rng.below((pw - size.1 + 1) as u64) as usize;
+                ops::padded_crop(img.view(), padding, top, left, size.0, size.1)
+            }
             Transform::ResizeCenterCrop { size } => ops::resize_center_crop(img.view(), size),
             Transform::HorizontalFlip { p } => {
                 let mut img = img;
@@ -215,7 +231,9 @@ impl Transform {
     /// Output size if this step fixes it.
     fn output_size(&self) -> Option<(usize, usize)> {
         match *self {
-            Transform::RandomResizedCrop { size, .. } => Some(size),
+            Transform::RandomResizedCrop { size, .. } | Transform::RandomCrop { size, .. } => {
+                Some(size)
+            }
             Transform::ResizeCenterCrop { size } => Some((size, size)),
             _ => None,
         }
@@ -236,6 +254,9 @@ impl Transform {
                 ));
             }
             Transform::ResizeCenterCrop { size: 0 } => return bad("ResizeCenterCrop size 0".into()),
+            Transform::RandomCrop { size, .. } if size.0 == 0 || size.1 == 0 => {
+                return bad(format!("RandomCrop needs a non-empty size: {self:?}"));
+            }
             Transform::ColorJitter { hue, p, .. } if !(0.0..=0.5).contains(&hue) || !prob_ok(p) => {
                 return bad(format!(
                     "ColorJitter needs hue in [0, 0.5] and p in [0, 1]: {self:?}"
@@ -330,6 +351,23 @@ impl Pipeline {
     /// Evaluation view: resize the shorter side to `input_size`, centre crop, normalise.
     pub fn eval(input_size: usize, norm: Normalization) -> Result<Self> {
         Pipeline::new(vec![Transform::ResizeCenterCrop { size: input_size }], norm)
+    }
+
+    /// Supervised training view (the usual CIFAR recipe): resize to the evaluation view
+    /// (identity for images already `input_size` square), `RandomCrop(input_size, padding)`
+    /// with zero padding, horizontal flip with p 0.5, normalise.
+    pub fn crop_flip(input_size: usize, padding: usize, norm: Normalization) -> Result<Self> {
+        Pipeline::new(
+            vec![
+                Transform::ResizeCenterCrop { size: input_size },
+                Transform::RandomCrop {
+                    size: (input_size, input_size),
+                    padding,
+                },
+                Transform::HorizontalFlip { p: 0.5 },
+            ],
+            norm,
+        )
     }
 
     /// Output `(height, width)`.

@@ -74,6 +74,16 @@ fn run_u8_op(op: &str, p: &Value, input: ImageView) -> RgbImage {
             );
         }
         "resize_center_crop" => return ops::resize_center_crop(input, u("size")),
+        "padded_crop" => {
+            return ops::padded_crop(
+                input,
+                u("padding"),
+                u("top"),
+                u("left"),
+                u("height"),
+                u("width"),
+            );
+        }
         "gaussian_blur" => return ops::gaussian_blur(input, u("kernel_size"), f("sigma")),
         "adjust_brightness" => ops::adjust_brightness(&mut img, f("factor")),
         "adjust_contrast" => ops::adjust_contrast(&mut img, f("factor")),
@@ -134,7 +144,7 @@ fn u8_ops_match_torchvision() {
     }
     assert_eq!(
         worst.len(),
-        10,
+        11,
         "every op family must be covered by fixtures"
     );
 }

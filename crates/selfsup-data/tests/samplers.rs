@@ -111,3 +111,36 @@ fn simclr_pipeline_is_reproducible_and_applies_probabilities() {
         / 2000.0;
     assert!((0.16..0.24).contains(&gray), "gray fraction {gray}");
 }
+
+/// `RandomCrop(32, padding=4)` draws top and left uniformly from 0..=8 (torchvision's
+/// `randint(0, h + 2p - size + 1)`) and returns the zero-padded crop at that offset.
+#[test]
+fn random_crop_offsets_cover_the_padding_uniformly() {
+    let (h, w, pad) = (32usize, 32usize, 4usize);
+    // Distinct non-zero pixels, so each offset gives a different crop.
+    let data = (0..h * w * 3).map(|i| (i % 251 + 1) as u8).collect();
+    let img = RgbImage::new(h, w, data);
+    let step = selfsup_data::Transform::RandomCrop {
+        size: (h, w),
+        padding: pad,
+    };
+    let crops: Vec<Vec<u8>> = (0..=2 * pad)
+        .flat_map(|t| (0..=2 * pad).map(move |l| (t, l)))
+        .map(|(t, l)| selfsup_data::ops::padded_crop(img.view(), pad, t, l, h, w).data)
+        .collect();
+    let mut counts = vec![0usize; crops.len()];
+    let n = 8100;
+    for i in 0..n {
+        let mut rng = SampleRng::for_sample(3, 0, i as u64, 0);
+        let out = step.apply(img.clone(), &mut rng);
+        assert_eq!((out.h, out.w), (h, w));
+        let k = crops
+            .iter()
+            .position(|c| *c == out.data)
+            .expect("the output is a padded crop");
+        counts[k] += 1;
+    }
+    // 81 offsets, 100 expected each: every one is drawn, none far off uniform.
+    let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(*lo >= 55 && *hi <= 150, "offset counts from {lo} to {hi}");
+}

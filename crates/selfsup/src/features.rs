@@ -66,7 +66,7 @@ pub fn extract(
 }
 
 /// Evaluation needs every image labelled.
-fn require_labels(labels: Vec<Option<u32>>) -> Result<Vec<u32>> {
+pub fn require_labels(labels: Vec<Option<u32>>) -> Result<Vec<u32>> {
     labels
         .into_iter()
         .enumerate()

@@ -7,7 +7,9 @@ mod embed;
 mod encoder;
 mod export;
 mod features;
+mod finetune;
 mod pretrain;
+mod prove;
 mod quickstart;
 mod report;
 
@@ -69,6 +71,12 @@ enum Command {
     /// HTML report of a run: loss, learning rate, kNN and collapse diagnostics per epoch, a t-SNE
     /// map of test embeddings, few-label tables (prove*.json).
     Report(report::ReportArgs),
+    /// Train a classifier on a stratified subset of the training labels, on the checkpoint's
+    /// encoder (or from scratch), and test it on the whole test split.
+    Finetune(finetune::FinetuneArgs),
+    /// Pretrained vs from scratch with few labels: kNN, linear probe, fine-tune and scratch at
+    /// each label fraction; writes RUN/prove.md and RUN/prove.json.
+    Prove(prove::ProveArgs),
     /// Install Fashion-MNIST if missing, pretrain a small encoder for a few minutes, and compare
     /// its kNN accuracy with the same encoder at random initialisation.
     Quickstart(quickstart::QuickstartArgs),
@@ -386,6 +394,8 @@ fn main() {
             out,
         } => export_cmd(&checkpoint, &format, &out),
         Command::Report(a) => report::run(a),
+        Command::Finetune(a) => finetune::run(a).map(print_json),
+        Command::Prove(a) => prove::run(a).map(print_json),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

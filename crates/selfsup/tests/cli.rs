@@ -384,3 +384,195 @@ fn moco_resume_restores_teacher_and_queue() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An easy labelled image-folder tree: 32×32 PNGs whose class is their dominant colour
+/// (red, green, blue) under strong per-pixel noise; `per_class` images per class and split.
+fn colour_dataset(dir: &Path, per_class: usize) -> PathBuf {
+    let root = dir.join("colours");
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 96) as u8
+    };
+    for split in ["train", "test"] {
+        for (c, class) in ["red", "green", "blue"].iter().enumerate() {
+            let to = root.join(split).join(class);
+            std::fs::create_dir_all(&to).unwrap();
+            for i in 0..per_class {
+                let img = image::RgbImage::from_fn(32, 32, |_, _| {
+                    image::Rgb(std::array::from_fn(|ch| {
+                        if ch == c { 150u8 } else { 40 }.saturating_add(noise())
+                    }))
+                });
+                img.save(to.join(format!("{i:03}.png"))).unwrap();
+            }
+        }
+    }
+    root
+}
+
+/// A one-epoch tiny pretraining run on `data`; its checkpoint.
+fn tiny_checkpoint(data: &Path, out: &Path) -> PathBuf {
+    let o = run(bin()
+        .args(&tiny_args(data, out))
+        .args(["--set", "train.epochs=1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    out.join("checkpoints/epoch_0001.safetensors")
+}
+
+#[test]
+fn finetune_and_prove_end_to_end() {
+    let dir = scratch("finetune");
+    let data = colour_dataset(&dir, 16);
+    let ckpt = tiny_checkpoint(&data, &dir.join("run"));
+    let finetune = |extra: &[&str]| {
+        let o = run(bin()
+            .args(["finetune", "--quiet", "--checkpoint"])
+            .arg(&ckpt)
+            .arg("--data")
+            .arg(&data)
+            .args(["--batch-size", "16"])
+            .args(extra));
+        assert!(o.status.success(), "{}", stderr(&o));
+        last_json(&o)
+    };
+
+    // Full fine-tuning on 8 labels per class: the colour classes are easy, far above the 1/3
+    // of chance, on all 48 test images.
+    let j = finetune(&["--labels-per-class", "8", "--steps", "30", "--mode", "full"]);
+    assert_eq!(j["mode"], "full");
+    assert_eq!(j["labels"], 24);
+    assert_eq!(j["labels_per_class"], 8);
+    assert_eq!(j["steps"], 30);
+    assert_eq!(j["test_images"], 48);
+    assert_eq!(j["backbone_lr_mult"], 0.5);
+    assert!(j["top5"].is_null(), "3 classes have no top-5: {j}");
+    let top1 = j["top1"].as_f64().unwrap();
+    assert!(top1 >= 0.8, "fine-tuned top-1 {top1} on an easy task");
+
+    // From scratch: same recipe, full lr for the backbone.
+    let j = finetune(&["--label-fraction", "0.5", "--steps", "30", "--from-scratch"]);
+    assert_eq!(j["from_scratch"], true);
+    assert_eq!(j["backbone_lr_mult"], 1.0);
+    assert_eq!(j["labels"], 24);
+    assert!(j["top1"].as_f64().unwrap() > 0.5, "{j}");
+
+    // Linear classifier on frozen features; default steps follow the documented rule.
+    let j = finetune(&["--label-fraction", "0.5", "--mode", "linear"]);
+    assert_eq!(j["mode"], "linear");
+    assert_eq!(j["linear_epochs"], 100);
+    assert!(j["top1"].as_f64().unwrap() >= 0.8, "{j}");
+
+    // prove: every baseline at two fractions; budget 2 goes into the file names.
+    let out = dir.join("prove");
+    let o = run(bin()
+        .args(["prove", "--quiet", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--fractions",
+            "0.25,1",
+            "--batch-size",
+            "8",
+            "--budget",
+            "2",
+        ])
+        .args(["--steps", "10", "--linear-epochs", "20", "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = last_json(&o);
+    assert_eq!(j["budget"], 2.0);
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["labels"], 12);
+    assert_eq!(rows[1]["labels"], 48);
+    assert_eq!(rows[0]["steps"], 10); // --steps is exact; --budget scales only the default
+    for r in rows {
+        for k in [
+            "knn_random_init_top1",
+            "knn_top1",
+            "linear_top1",
+            "finetune_top1",
+            "scratch_top1",
+        ] {
+            let v = r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
+            assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+        }
+    }
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("prove_budget2.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["rows"], j["rows"]);
+    let md = std::fs::read_to_string(out.join("prove_budget2.md")).unwrap();
+    assert!(
+        md.contains("| fine-tune |") && md.lines().count() >= 8,
+        "{md}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn finetune_bad_inputs_are_named_before_work() {
+    let dir = scratch("finetune-bad");
+    let missing = dir.join("none.safetensors");
+    let fails_with = |args: &[&str], needle: &str| {
+        let o = run(bin().args(args));
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    };
+    let ck = missing.to_str().unwrap();
+    for f in ["0", "1.5", "-0.1"] {
+        fails_with(
+            &["finetune", "--checkpoint", ck, "--label-fraction", f],
+            "--label-fraction must be in (0, 1]",
+        );
+    }
+    fails_with(
+        &["finetune", "--checkpoint", ck, "--labels-per-class", "0"],
+        "--labels-per-class must be ≥ 1",
+    );
+    fails_with(
+        &["finetune", "--checkpoint", ck],
+        "exactly one of --label-fraction",
+    );
+    fails_with(
+        &[
+            "finetune",
+            "--checkpoint",
+            ck,
+            "--label-fraction",
+            "0.1",
+            "--mode",
+            "half",
+        ],
+        "invalid value 'half' for '--mode",
+    );
+    fails_with(
+        &[
+            "finetune",
+            "--checkpoint",
+            ck,
+            "--label-fraction",
+            "0.1",
+            "--budget",
+            "0",
+        ],
+        "--budget must be",
+    );
+    fails_with(
+        &["finetune", "--checkpoint", ck, "--label-fraction", "0.1"],
+        "none.safetensors not found",
+    );
+    fails_with(
+        &["prove", "--checkpoint", ck, "--fractions", "-0.01,2"],
+        "--fractions: -0.01 is not in (0, 1]",
+    );
+    fails_with(
+        &["prove", "--checkpoint", ck, "--fractions", "0.01"],
+        "none.safetensors not found",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
