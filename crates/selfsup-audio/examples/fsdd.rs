@@ -34,8 +34,8 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut a = Args {
-        pretrain_steps: 1500,
-        finetune_steps: 300,
+        pretrain_steps: 800,
+        finetune_steps: 150,
         seeds: 3,
         batch: 32,
         heldout_speaker: None,
@@ -77,12 +77,8 @@ fn adamw(weight_decay: f64) -> Optimizer {
 }
 
 fn encoder_config(n_mels: usize) -> AudioEncoderConfig {
+    // The tiny default (d_model 64, 2 layers): about 0.5 s per batch of 32 on 2 busy cores.
     AudioEncoderConfig::new(n_mels)
-        .with_d_model(96)
-        .with_d_ff(192)
-        .with_n_layers(3)
-        .with_n_heads(4)
-        .with_dropout(0.1)
 }
 
 /// A random `CROP`-frame window of clips longer than that.
