@@ -278,7 +278,11 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, batch: usize, x: &[f32], dy: &[f32])
             }
             dw
         })
-        .reduce_with(|mut a, b| {
+        .collect::<Vec<_>>()
+        .into_iter()
+        // Summed in job order, not in rayon's reduction tree, so results are bit-reproducible
+        // (resumed runs must match uninterrupted ones).
+        .reduce(|mut a, b| {
             a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
             a
         })
