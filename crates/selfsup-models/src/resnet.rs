@@ -5,6 +5,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use selfsup_kernels::batch_norm;
 use serde::{Deserialize, Serialize};
 
 /// The first layers of the network, before the residual stages.
@@ -46,6 +47,26 @@ fn conv(in_ch: usize, out_ch: usize, kernel: usize, stride: usize, device: &Devi
         .init(device)
 }
 
+/// Runs `conv` through selfsup-kernels' conv2d when it is a layer those cover (no bias, groups 1,
+/// dilation 1, square stride, the same explicit padding on all sides: every conv built by
+/// [`conv`]), through burn's `Conv2d::forward` otherwise.
+fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match (
+        &conv.bias,
+        conv.groups,
+        conv.dilation,
+        conv.stride,
+        &conv.padding,
+    ) {
+        (None, 1, [1, 1], [s, t], &PaddingConfig2d::Explicit(a, b, c, d))
+            if s == t && a == b && a == c && a == d =>
+        {
+            selfsup_kernels::conv2d(x, conv.weight.val(), s, a)
+        }
+        _ => conv.forward(x),
+    }
+}
+
 fn bn(ch: usize, device: &Device) -> BatchNorm {
     BatchNormConfig::new(ch).init(device)
 }
@@ -65,7 +86,7 @@ impl Downsample {
         }
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+        batch_norm(&self.bn, conv_forward(&self.conv, x), false)
     }
 }
 
@@ -116,10 +137,11 @@ impl Block {
             Some(d) => d.forward(x.clone()),
             None => x.clone(),
         };
-        let mut out = relu(self.bn1.forward(self.conv1.forward(x)));
-        out = self.bn2.forward(self.conv2.forward(out));
+        let bottleneck = self.conv3.is_some();
+        let mut out = batch_norm(&self.bn1, conv_forward(&self.conv1, x), true);
+        out = batch_norm(&self.bn2, conv_forward(&self.conv2, out), bottleneck);
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = bn3.forward(conv3.forward(relu(out)));
+            out = batch_norm(bn3, conv_forward(conv3, out), false);
         }
         relu(out + identity)
     }
@@ -218,7 +240,7 @@ impl ResNetConfig {
 impl ResNet {
     /// `[batch, C, H, W]` → `[batch, out_dim]` (global average pool of the last stage).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = batch_norm(&self.bn1, conv_forward(&self.conv1, x), true);
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }
@@ -301,6 +323,40 @@ mod tests {
             .with_stem(ResNetStem::Imagenet)
             .init(&device);
         assert_eq!(r.forward(x).dims(), [2, 256]);
+    }
+
+    /// The network is the same function with selfsup-kernels (conv, BatchNorm+ReLU) as with
+    /// burn's ops: outputs and gradients (training-mode BN) agree within float tolerance.
+    #[test]
+    fn kernels_and_burn_ops_give_the_same_network() {
+        let device = Device::flex().autodiff();
+        let net = ResNetConfig::new().with_width(4).init(&device);
+        let x = Tensor::<4>::random(
+            [4, 3, 16, 16],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let run = |fast: bool| {
+            selfsup_kernels::set_enabled(fast);
+            let y = net.forward(x.clone());
+            let grads = (y.clone() * y.clone()).sum().backward();
+            let stem = net.conv1.weight.val().grad(&grads).unwrap();
+            let shortcut = net.layer4[0].downsample.as_ref().unwrap().conv.weight.val();
+            (y.inner(), stem, shortcut.grad(&grads).unwrap())
+        };
+        let (y, g_stem, g_short) = run(true);
+        let (y_ref, g_stem_ref, g_short_ref) = run(false);
+        selfsup_kernels::set_enabled(true);
+        fn rel<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+            let d: f32 = (a - b.clone()).abs().max().into_scalar();
+            d / b.abs().max().into_scalar::<f32>()
+        }
+        assert!(rel(y, y_ref) < 1e-4, "outputs differ");
+        assert!(rel(g_stem, g_stem_ref) < 1e-3, "stem conv gradients differ");
+        assert!(
+            rel(g_short, g_short_ref) < 1e-3,
+            "shortcut conv gradients differ"
+        );
     }
 
     #[test]

@@ -1,0 +1,225 @@
+"""Runs selfsup and the PyTorch/LightlySSL reference side by side and writes bench/RESULTS.md.
+
+Every repetition runs each workload on every side, alternating which side goes first, so both
+see the same machine conditions; the table reports per-side medians over repetitions and the
+ratio selfsup / reference. Called by bench/run.sh (which builds selfsup and picks the venv).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def sh(cmd, env=None):
+    """Runs one workload process; returns its last stdout line parsed as JSON."""
+    full_env = dict(os.environ, **(env or {}))
+    t = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=full_env)
+    if p.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    last = [l for l in p.stdout.splitlines() if l.strip()][-1]
+    out = json.loads(last)
+    # `selfsup pretrain` reports views_per_second; the bench workloads views_per_s.
+    rate = out.get("views_per_s", out.get("views_per_second"))
+    print(f"  {time.time() - t:6.1f}s  {' '.join(cmd[-8:])[:110]} -> {rate:.1f}",
+          file=sys.stderr, flush=True)
+    return out
+
+
+def make_256px_folder(cifar, dest, n):
+    """256×256 JPEGs (CIFAR-10 images upscaled) for the 224×224-crop augmentation benchmark."""
+    from PIL import Image
+
+    marker = os.path.join(dest, ".complete")
+    if os.path.exists(marker):
+        return
+    shutil.rmtree(dest, ignore_errors=True)
+    train = os.path.join(cifar, "train")
+    classes = sorted(os.listdir(train))
+    per_class = max(1, n // len(classes))
+    for cls in classes:
+        os.makedirs(os.path.join(dest, "train", cls), exist_ok=True)
+        for f in sorted(os.listdir(os.path.join(train, cls)))[:per_class]:
+            im = Image.open(os.path.join(train, cls, f)).convert("RGB")
+            im = im.resize((256, 256), Image.BILINEAR)
+            im.save(os.path.join(dest, "train", cls, f), quality=95)
+    open(marker, "w").close()
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--selfsup-bench", required=True, help="the selfsup-bench binary")
+    ap.add_argument("--selfsup", required=True, help="the selfsup CLI binary")
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--data", required=True, help="shared data root (cifar10/ inside)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="fewer steps/views (a smoke run)")
+    ap.add_argument("--only", default="", help="comma-separated workload keys to run")
+    ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+    ap.add_argument("--command", default="bench/run.sh", help="recorded in RESULTS.md")
+    args = ap.parse_args()
+
+    work = os.path.join(HERE, "work")
+    os.makedirs(work, exist_ok=True)
+    cifar = os.path.join(args.data, "cifar10")
+    img256 = os.path.join(work, "img256")
+    make_256px_folder(cifar, img256, 200)
+    cache = os.path.join(work, "cache")
+    q = args.quick
+    steps64, steps16 = ("1", "2") if q else ("3", "5")
+    views32, views224 = ("1000", "200") if q else ("6000", "1000")
+    limit = "512" if q else "2560"
+
+    ref = [args.python, os.path.join(HERE, "reference.py")]
+    rs = [args.selfsup_bench]
+    burn_conv = {"SELFSUP_KERNELS": "burn"}
+    one_core = {"RAYON_NUM_THREADS": "1", "BENCH_THREADS": "1"}
+
+    def pretrain_selfsup():
+        run = tempfile.mkdtemp(dir=work, prefix="pretrain-")
+        try:
+            out = sh([args.selfsup, "pretrain", "--config",
+                      os.path.join(ROOT, "configs", "simclr_cifar10.toml"), "--data", cifar,
+                      "--set", f"data.limit={limit}", "--set", "train.epochs=1",
+                      "--out", run, "--quiet"])
+        finally:
+            shutil.rmtree(run, ignore_errors=True)
+        return {"views_per_s": out["views_per_second"]}
+
+    def step(side, w, n):
+        a = ["step", "--width", str(w), "--batch", "128", "--steps", n]
+        return lambda: sh((rs if side != "ref" else ref) + a, burn_conv if side == "burn" else None)
+
+    def fwd(side, w):
+        a = ["forward", "--width", str(w), "--batch", "256", "--steps", "3"]
+        return lambda: sh((rs if side != "ref" else ref) + a, burn_conv if side == "burn" else None)
+
+    def aug(side, folder, size, blur, views):
+        a = ["augment", "--data", folder, "--size", str(size), "--blur", str(blur),
+             "--images", "200", "--views", views, "--rounds", "2"]
+        if side == "selfsup":
+            return lambda: sh(rs + a + ["--cache", cache], one_core)
+        return lambda: sh(ref + a + ["--impl", side], one_core)
+
+    # key: (title, {side: runner}); the first side is selfsup, the second the reference the
+    # ratio is taken against, further sides are extra columns.
+    workloads = [
+        ("step64", "SimCLR train step, ResNet-18 CIFAR width 64, 2×128 views",
+         {"selfsup": step("selfsup", 64, steps64), "PyTorch": step("ref", 64, steps64)}
+         # The slowest workload: --quick leaves out its burn-ops column.
+         | ({} if q else {"selfsup, burn ops": step("burn", 64, steps64)})),
+        ("step16", "SimCLR train step, width 16 (16-32-64-128), 2×128 views",
+         {"selfsup": step("selfsup", 16, steps16), "PyTorch": step("ref", 16, steps16),
+          "selfsup, burn ops": step("burn", 16, steps16)}),
+        ("fwd64", "Backbone forward (inference), width 64, batch 256",
+         {"selfsup": fwd("selfsup", 64), "PyTorch": fwd("ref", 64),
+          "selfsup, burn ops": fwd("burn", 64)}),
+        ("fwd16", "Backbone forward (inference), width 16, batch 256",
+         {"selfsup": fwd("selfsup", 16), "PyTorch": fwd("ref", 16),
+          "selfsup, burn ops": fwd("burn", 16)}),
+        ("aug32", "Two-view SimCLR augmentation, 32×32 CIFAR-10, no blur, 1 core",
+         {"selfsup": aug("selfsup", cifar, 32, 0.0, views32),
+          "LightlySSL SimCLRTransform": aug("lightly", cifar, 32, 0.0, views32),
+          "torchvision v2 (uint8 tensors)": aug("tv2", cifar, 32, 0.0, views32)}),
+        ("aug224", "Two-view SimCLR augmentation, 224×224 crops of 256×256, blur p=0.5, 1 core",
+         {"selfsup": aug("selfsup", img256, 224, 0.5, views224),
+          "LightlySSL SimCLRTransform": aug("lightly", img256, 224, 0.5, views224),
+          "torchvision v2 (uint8 tensors)": aug("tv2", img256, 224, 0.5, views224)}),
+        ("aug224nb", "Two-view SimCLR augmentation, 224×224 crops of 256×256, no blur, 1 core",
+         {"selfsup": aug("selfsup", img256, 224, 0.0, views224),
+          "LightlySSL SimCLRTransform": aug("lightly", img256, 224, 0.0, views224),
+          "torchvision v2 (uint8 tensors)": aug("tv2", img256, 224, 0.0, views224)}),
+        ("pretrain16", f"End-to-end pretraining, CIFAR-10 ({limit} images, 1 epoch), width 16",
+         {"selfsup pretrain": pretrain_selfsup,
+          "LightlySSL loop": lambda: sh(ref + ["pretrain", "--data", cifar, "--limit", limit,
+                                              "--width", "16", "--workers", "2"])}),
+    ]
+    if args.only:
+        keep = set(args.only.split(","))
+        workloads = [w for w in workloads if w[0] in keep]
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = os.getloadavg()
+    results = {key: {side: [] for side in sides} for key, _, sides in workloads}
+    for rep in range(args.reps):
+        print(f"repetition {rep + 1}/{args.reps}", file=sys.stderr, flush=True)
+        for key, _, sides in workloads:
+            order = list(sides.items())
+            if rep % 2 == 1:
+                order.reverse()
+            for side, run in order:
+                results[key][side].append(run()["views_per_s"])
+    load_after = os.getloadavg()
+    finished = datetime.datetime.now(datetime.timezone.utc)
+
+    torch_version = subprocess.run(
+        [args.python, "-c", "import torch, torchvision, lightly;"
+         "print(torch.__version__, torchvision.__version__, lightly.__version__)"],
+        capture_output=True, text=True).stdout.split()
+    lines = [
+        "# selfsup vs PyTorch: benchmark results",
+        "",
+        f"Command: `{args.command}` (bench/bench.py, {args.reps} repetitions"
+        f"{', --quick' if q else ''}), {started:%Y-%m-%d %H:%M}–{finished:%H:%M} UTC.",
+        "",
+        f"Machine: {machine()}. Load average (1/5/15 min) at start "
+        f"{load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, at end "
+        f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f}: the machine is shared, so "
+        "absolute figures are noisy; sides alternate within each repetition, compare the ratios.",
+        "",
+        f"Reference: PyTorch {' '.join(torch_version[:1])} eager (2 threads; 1 for augmentation), "
+        f"torchvision {' '.join(torch_version[1:2])}, LightlySSL {' '.join(torch_version[2:3])}. "
+        "selfsup: release build, burn 0.22.1 flex (simd + rayon), selfsup-kernels conv2d and BatchNorm+ReLU unless "
+        "the column says burn ops (SELFSUP_KERNELS=burn: burn's conv2d and BatchNorm).",
+        "",
+        "Figures are views/s (images/s for forward): median over repetitions; [min–max] in "
+        "brackets. Ratio = selfsup / the first reference column.",
+        "",
+    ]
+    for key, title, sides in workloads:
+        names = list(sides)
+        med = {s: statistics.median(results[key][s]) for s in names}
+        lines.append(f"## {title}")
+        lines.append("")
+        lines.append("| side | views/s | [min–max] |")
+        lines.append("|---|---:|---|")
+        for s in names:
+            xs = results[key][s]
+            lines.append(f"| {s} | {med[s]:.1f} | [{min(xs):.1f}–{max(xs):.1f}] |")
+        lines.append("")
+        lines.append(f"**Ratio selfsup / {names[1]}: {med[names[0]] / med[names[1]]:.2f}×**")
+        for s in names[2:]:
+            lines.append(f"; selfsup / {s}: {med[names[0]] / med[s]:.2f}×")
+        lines.append("")
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+    with open(os.path.join(work, "raw_results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

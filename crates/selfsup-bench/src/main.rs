@@ -1,0 +1,255 @@
+//! selfsup side of `bench/`: runs one workload and prints one JSON line
+//! `{"workload", "views_per_s", "samples", "kernels"}`; `bench/reference.py` runs the same
+//! workloads in PyTorch / LightlySSL and `bench/bench.py` alternates the two.
+//! `SELFSUP_KERNELS=burn` runs burn's conv2d instead of selfsup-kernels' (see NOTES.md).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use clap::{Parser, Subcommand};
+use selfsup_data::{CacheOptions, Normalization, Pipeline, SampleRng, Split, open_dataset};
+use selfsup_methods::optim::{OptimizerConfig, OptimizerKind};
+use selfsup_methods::simclr::{ContrastiveObjective, SimClrConfig};
+use selfsup_models::ResNetConfig;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// SimCLR train step (forward, NT-Xent, backward, SGD) on random 32×32 views, 2×batch per step.
+    Step {
+        #[arg(long, default_value_t = 16)]
+        width: usize,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// cpu, or vulkan (build with `--features gpu`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Backbone forward (inference, BN with running statistics) on random 32×32 images.
+    Forward {
+        #[arg(long, default_value_t = 16)]
+        width: usize,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// cpu, or vulkan (build with `--features gpu`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Two SimCLR views per image on the calling thread (decoded images, as the loader sees them).
+    Augment {
+        /// Image folder with a train/ split.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// Probability of the Gaussian blur (0 = the CIFAR recipe, 0.5 = the ImageNet one).
+        #[arg(long, default_value_t = 0.0)]
+        blur: f64,
+        #[arg(long, default_value_t = 500)]
+        images: usize,
+        #[arg(long, default_value_t = 4000)]
+        views: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Where the decoded-image cache goes (never inside the data directory).
+        #[arg(long)]
+        cache: PathBuf,
+    },
+}
+
+fn select_device(name: &str) -> Result<Device, String> {
+    match name {
+        "cpu" => Ok(Device::flex()),
+        #[cfg(feature = "gpu")]
+        "vulkan" => Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)),
+        other => Err(format!(
+            "--device {other}: use cpu, or vulkan with a build with `--features gpu`"
+        )),
+    }
+}
+
+fn simclr_step(
+    device: Device,
+    width: usize,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+) -> Vec<f64> {
+    let device = device.autodiff();
+    let cfg = SimClrConfig {
+        backbone: ResNetConfig::new().with_width(width),
+        projection_dims: vec![width * 8, 128],
+        objective: ContrastiveObjective::NtXent { temperature: 0.5 },
+    };
+    let mut model = cfg.init(&device);
+    // The recipe of configs/simclr_cifar10.toml; reference.py uses the same.
+    let mut optim = OptimizerConfig {
+        kind: OptimizerKind::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+        },
+        weight_decay: 5e-4,
+        exclude_bias_and_norm: false,
+    }
+    .init()
+    .expect("valid optimizer");
+    let views =
+        |_| Tensor::<4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    let (a, b) = (views(0), views(1));
+    let mut rates = Vec::new();
+    for s in 0..warmup + steps {
+        let t = Instant::now();
+        let out = model.step(a.clone(), b.clone(), cfg.objective, s as u64);
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        model = optim.step(0.06, model, grads);
+        // Reading a parameter back forces the (lazy) update to complete.
+        let _: f32 = model.backbone.conv1.weight.val().sum().into_scalar();
+        if s >= warmup {
+            rates.push(2.0 * batch as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    rates
+}
+
+fn backbone_forward(
+    device: Device,
+    width: usize,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+) -> Vec<f64> {
+    let net = ResNetConfig::new().with_width(width).init(&device);
+    let x = Tensor::<4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    let mut rates = Vec::new();
+    for s in 0..warmup + steps {
+        let t = Instant::now();
+        let _: f32 = net.forward(x.clone()).sum().into_scalar();
+        if s >= warmup {
+            rates.push(batch as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    rates
+}
+
+#[allow(clippy::too_many_arguments)]
+fn augment(
+    data: &PathBuf,
+    size: usize,
+    blur: f64,
+    images: usize,
+    views: usize,
+    rounds: usize,
+    cache: PathBuf,
+) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let opts = CacheOptions {
+        cache_dir: Some(cache),
+        skip_corrupt: false,
+    };
+    let ds = open_dataset(data, Split::Train, &opts)?;
+    // The same images as reference.py's load_images: every len/images-th in sorted order.
+    let step = (ds.len() / images).max(1);
+    let picked: Vec<usize> = (0..ds.len()).step_by(step).take(images).collect();
+    let pipeline = Pipeline::simclr(size, blur, Normalization::CIFAR10)?;
+    let mut out = vec![0.0f32; pipeline.output_len()];
+    let mut rates = Vec::new();
+    for round in 0..rounds {
+        let t = Instant::now();
+        let mut n = 0;
+        'views: loop {
+            for &i in &picked {
+                for view in 0..2 {
+                    let mut rng = SampleRng::for_sample(0, round as u64, (n + i) as u64, view);
+                    pipeline.apply_into(ds.image(i), &mut rng, &mut out);
+                }
+                n += 2;
+                if n >= views {
+                    break 'views;
+                }
+            }
+        }
+        rates.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(rates)
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    let (name, samples) = match cli.workload {
+        Workload::Step {
+            width,
+            batch,
+            steps,
+            warmup,
+            device,
+        } => (
+            "step",
+            simclr_step(select_device(&device)?, width, batch, steps, warmup),
+        ),
+        Workload::Forward {
+            width,
+            batch,
+            steps,
+            warmup,
+            device,
+        } => (
+            "forward",
+            backbone_forward(select_device(&device)?, width, batch, steps, warmup),
+        ),
+        Workload::Augment {
+            data,
+            size,
+            blur,
+            images,
+            views,
+            rounds,
+            cache,
+        } => (
+            "augment",
+            augment(&data, size, blur, images, views, rounds, cache)?,
+        ),
+    };
+    if samples.is_empty() {
+        return Err("no timed repetitions: pass --steps/--rounds ≥ 1".into());
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "workload": name,
+            "views_per_s": median(&samples),
+            "samples": samples,
+            "kernels": if selfsup_kernels::enabled() { "selfsup" } else { "burn" },
+            "threads": rayon_threads(),
+        })
+    );
+    Ok(())
+}
+
+/// Threads the flex backend's rayon pool runs on (`RAYON_NUM_THREADS`, else the core count).
+fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

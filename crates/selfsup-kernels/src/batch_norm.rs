@@ -1,0 +1,161 @@
+//! Training-mode BatchNorm over NCHW `f32` slices, optionally fused with the ReLU after it.
+//!
+//! burn's default `batch_norm_train` (which flex keeps) computes each per-channel mean by
+//! swapping batch and channel axes, which copies the activation, and its backward does so for
+//! two more tensors, with a fresh allocation per elementwise step. Here the statistics and their
+//! gradient sums are read in place (one channel per rayon job, `batch` contiguous runs each) and
+//! the output or input gradient is written in one pass (one sample per job).
+
+use rayon::prelude::*;
+
+/// `[batch, channels, pixels]` of an NCHW activation (pixels = H·W).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BnShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub pixels: usize,
+}
+
+impl BnShape {
+    fn count(&self) -> f64 {
+        (self.batch * self.pixels) as f64
+    }
+    fn sample_len(&self) -> usize {
+        self.channels * self.pixels
+    }
+    /// The `batch` contiguous runs of channel `c`.
+    fn runs<'a>(&self, t: &'a [f32], c: usize) -> impl Iterator<Item = &'a [f32]> {
+        let (p, s) = (self.pixels, self.sample_len());
+        (0..self.batch).map(move |b| &t[b * s + c * p..b * s + (c + 1) * p])
+    }
+}
+
+/// Per-channel batch mean and biased variance (what running statistics and the backward use),
+/// two-pass in f64.
+pub fn channel_stats(sh: &BnShape, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let n = sh.count();
+    let stats: Vec<(f32, f32)> = (0..sh.channels)
+        .into_par_iter()
+        .map(|c| {
+            let sum: f64 = sh
+                .runs(x, c)
+                .map(|r| r.iter().map(|&v| v as f64).sum::<f64>())
+                .sum();
+            let mean = sum / n;
+            let sq: f64 = sh
+                .runs(x, c)
+                .map(|r| r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .sum();
+            (mean as f32, (sq / n) as f32)
+        })
+        .collect();
+    stats.into_iter().unzip()
+}
+
+/// Per-channel `scale = γ/√(var+ε)` and `shift = β − mean·scale`, so that `bn(x) = x·scale + shift`.
+pub fn scale_shift(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    (0..gamma.len())
+        .map(|c| {
+            let inv_std = 1.0 / (var[c] as f64 + epsilon).sqrt();
+            let scale = gamma[c] as f64 * inv_std;
+            (
+                scale as f32,
+                (beta[c] as f64 - mean[c] as f64 * scale) as f32,
+            )
+        })
+        .unzip()
+}
+
+/// `y = x·scale + shift` per channel, then `max(y, 0)` when `relu`.
+pub fn affine(sh: &BnShape, x: &[f32], scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    let p = sh.pixels;
+    y.par_chunks_mut(sh.sample_len())
+        .zip(x.par_chunks(sh.sample_len()))
+        .for_each(|(y_b, x_b)| {
+            for c in 0..sh.channels {
+                let (a, s) = (scale[c], shift[c]);
+                let ys = &mut y_b[c * p..(c + 1) * p];
+                let xs = &x_b[c * p..(c + 1) * p];
+                if relu {
+                    ys.iter_mut()
+                        .zip(xs)
+                        .for_each(|(y, &x)| *y = (x * a + s).max(0.0));
+                } else {
+                    ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = x * a + s);
+                }
+            }
+        });
+    y
+}
+
+/// Gradients of `y = [relu](bn_train(x; γ, β))` given `dy`: `(dx, dγ, dβ)`. With `relu`, the
+/// mask `y > 0` is recomputed from `x` (so only `x` needs keeping for the backward).
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    sh: &BnShape,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f64,
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = sh.count();
+    let inv_std: Vec<f32> = var
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
+        .collect();
+    let (scale, shift) = scale_shift(gamma, beta, mean, var, epsilon);
+    // Σ g and Σ g·x̂ per channel, g = dy masked by the ReLU.
+    let sums: Vec<(f32, f32)> = (0..sh.channels)
+        .into_par_iter()
+        .map(|c| {
+            let (m, is, a, s) = (mean[c], inv_std[c], scale[c], shift[c]);
+            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+            for (xr, dr) in sh.runs(x, c).zip(sh.runs(dy, c)) {
+                let (mut g1, mut g2) = (0.0f32, 0.0f32);
+                for (&xv, &d) in xr.iter().zip(dr) {
+                    let g = if relu && xv * a + s <= 0.0 { 0.0 } else { d };
+                    g1 += g;
+                    g2 += g * (xv - m) * is;
+                }
+                sg += g1 as f64;
+                sgx += g2 as f64;
+            }
+            (sg as f32, sgx as f32)
+        })
+        .collect();
+    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums.iter().copied().unzip();
+    let mut dx = vec![0.0f32; x.len()];
+    let p = sh.pixels;
+    dx.par_chunks_mut(sh.sample_len())
+        .zip(x.par_chunks(sh.sample_len()))
+        .zip(dy.par_chunks(sh.sample_len()))
+        .for_each(|((dx_b, x_b), dy_b)| {
+            for c in 0..sh.channels {
+                let (m, is, a, s) = (mean[c], inv_std[c], scale[c], shift[c]);
+                let mean_g = (dbeta[c] as f64 / n) as f32;
+                let mean_gx = (dgamma[c] as f64 / n) as f32;
+                let k = gamma[c] * is;
+                let range = c * p..(c + 1) * p;
+                for ((d, &xv), &g) in dx_b[range.clone()]
+                    .iter_mut()
+                    .zip(&x_b[range.clone()])
+                    .zip(&dy_b[range])
+                {
+                    let g = if relu && xv * a + s <= 0.0 { 0.0 } else { g };
+                    *d = k * (g - mean_g - (xv - m) * is * mean_gx);
+                }
+            }
+        });
+    (dx, dgamma, dbeta)
+}

@@ -1,0 +1,674 @@
+//! selfsup's own CPU kernels for the ResNet hot paths, plugged into burn through its
+//! backend-extension mechanism (`#[backend_extension(Flex, Autodiff)]`) with a hand-written
+//! backward, so they take part in autodiff like burn's own ops.
+//!
+//! [`conv2d`] and [`batch_norm`] (fused with the ReLU after it) are the entry points; they fall
+//! back to burn's ops on other devices or dtypes, or when [`set_enabled(false)`](set_enabled) /
+//! `SELFSUP_KERNELS=burn` asks for burn's ops.
+
+pub mod batch_norm;
+pub mod conv;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::ops::{ConvOptions, ModuleOps};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::prelude::*;
+use burn_std::{Bytes, DType, Shape};
+
+use batch_norm::BnShape;
+use burn::nn::BatchNorm;
+use conv::ConvGeometry;
+
+/// 2-D convolution (groups 1, dilation 1, no bias, symmetric padding) with its two gradients.
+#[backend_extension(Flex, Autodiff)]
+pub trait ConvKernels: burn::backend::Backend {
+    /// `[B, C, H, W] ⊛ [Cout, C, KH, KW] → [B, Cout, OH, OW]`.
+    fn conv2d_nchw(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self>;
+    /// ∂L/∂x from ∂L/∂y (`x` gives the input shape).
+    fn conv2d_nchw_input_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self>;
+    /// ∂L/∂weight from ∂L/∂y (`weight` gives the kernel shape).
+    fn conv2d_nchw_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// Training-mode BatchNorm over `[B, C, H, W]` (batch statistics), optionally followed by ReLU.
+#[backend_extension(Flex, Autodiff)]
+pub trait BatchNormKernels: burn::backend::Backend {
+    /// `(y, batch mean, biased batch variance)`; `y = [relu](γ·(x − mean)/√(var + ε) + β)`.
+    fn batch_norm_train_nchw(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// `(∂L/∂x, ∂L/∂γ, ∂L/∂β)` from `∂L/∂y` and the statistics the forward returned.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train_nchw_grads(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+fn burn_options(stride: usize, padding: usize) -> ConvOptions<2> {
+    ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1)
+}
+
+/// The geometry and batch size of `x ⊛ weight`, when both are `f32` (the only dtype the
+/// kernels cover).
+fn flex_geometry(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    stride: usize,
+    padding: usize,
+) -> Option<(ConvGeometry, usize)> {
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+        return None;
+    }
+    let xs = x.layout().shape();
+    let ws = weight.layout().shape();
+    let [batch, channels_in, height, width] = [xs[0], xs[1], xs[2], xs[3]];
+    assert_eq!(
+        ws[1], channels_in,
+        "conv2d: weight has {} input channels, input has {channels_in}",
+        ws[1]
+    );
+    Some((
+        ConvGeometry {
+            channels_in,
+            height,
+            width,
+            channels_out: ws[0],
+            kernel_h: ws[2],
+            kernel_w: ws[3],
+            stride,
+            padding,
+        },
+        batch,
+    ))
+}
+
+fn flex_f32(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(Shape::new(shape)),
+        DType::F32,
+    )
+}
+
+impl ConvKernels for Flex {
+    fn conv2d_nchw(x: FlexTensor, weight: FlexTensor, stride: usize, padding: usize) -> FlexTensor {
+        let Some((g, batch)) = flex_geometry(&x, &weight, stride, padding) else {
+            return Flex::conv2d(x, weight, None, burn_options(stride, padding));
+        };
+        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+        let y = conv::conv2d_forward(&g, batch, x.storage(), weight.storage());
+        flex_f32(y, [batch, g.channels_out, g.out_h(), g.out_w()])
+    }
+
+    fn conv2d_nchw_input_grad(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        stride: usize,
+        padding: usize,
+    ) -> FlexTensor {
+        let Some((g, batch)) = flex_geometry(&x, &weight, stride, padding) else {
+            return Flex::conv2d_x_backward(x, weight, output_grad, burn_options(stride, padding));
+        };
+        let (weight, dy) = (weight.to_contiguous(), output_grad.to_contiguous());
+        let dx = conv::conv2d_input_grad(&g, batch, weight.storage(), dy.storage());
+        flex_f32(dx, [batch, g.channels_in, g.height, g.width])
+    }
+
+    fn conv2d_nchw_weight_grad(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        stride: usize,
+        padding: usize,
+    ) -> FlexTensor {
+        let Some((g, batch)) = flex_geometry(&x, &weight, stride, padding) else {
+            return Flex::conv2d_weight_backward(
+                x,
+                weight,
+                output_grad,
+                burn_options(stride, padding),
+            );
+        };
+        let (x, dy) = (x.to_contiguous(), output_grad.to_contiguous());
+        let dw = conv::conv2d_weight_grad(&g, batch, x.storage(), dy.storage());
+        flex_f32(dw, [g.channels_out, g.channels_in, g.kernel_h, g.kernel_w])
+    }
+}
+
+fn bn_shape(x: &FlexTensor) -> BnShape {
+    let xs = x.layout().shape();
+    assert_eq!(
+        xs.len(),
+        4,
+        "batch_norm_train_nchw: expected [B, C, H, W], got {xs:?}"
+    );
+    BnShape {
+        batch: xs[0],
+        channels: xs[1],
+        pixels: xs[2] * xs[3],
+    }
+}
+
+fn flex_vec(data: Vec<f32>) -> FlexTensor {
+    let n = data.len();
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(Shape::new([n])),
+        DType::F32,
+    )
+}
+
+fn same_shape(data: Vec<f32>, like: &FlexTensor) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(like.layout().shape().clone()),
+        DType::F32,
+    )
+}
+
+impl BatchNormKernels for Flex {
+    fn batch_norm_train_nchw(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        assert!(
+            [x.dtype(), gamma.dtype(), beta.dtype()] == [DType::F32; 3],
+            "batch_norm_train_nchw: f32 only (selfsup_kernels::batch_norm routes other dtypes to burn)"
+        );
+        let sh = bn_shape(&x);
+        let (x, gamma, beta) = (
+            x.to_contiguous(),
+            gamma.to_contiguous(),
+            beta.to_contiguous(),
+        );
+        let (mean, var) = batch_norm::channel_stats(&sh, x.storage());
+        let (scale, shift) =
+            batch_norm::scale_shift(gamma.storage(), beta.storage(), &mean, &var, epsilon);
+        let y = batch_norm::affine(&sh, x.storage(), &scale, &shift, relu);
+        (same_shape(y, &x), flex_vec(mean), flex_vec(var))
+    }
+
+    fn batch_norm_train_nchw_grads(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        mean: FlexTensor,
+        variance: FlexTensor,
+        epsilon: f64,
+        relu: bool,
+        output_grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let sh = bn_shape(&x);
+        let [x, gamma, beta, mean, variance, dy] =
+            [x, gamma, beta, mean, variance, output_grad].map(|t| t.to_contiguous());
+        let (dx, dgamma, dbeta) = batch_norm::backward(
+            &sh,
+            x.storage(),
+            dy.storage(),
+            gamma.storage(),
+            beta.storage(),
+            mean.storage(),
+            variance.storage(),
+            epsilon,
+            relu,
+        );
+        (same_shape(dx, &x), flex_vec(dgamma), flex_vec(dbeta))
+    }
+}
+
+/// Records the fused BatchNorm(+ReLU) on the autodiff graph; the batch statistics travel in the
+/// state (they are outputs of the op, not recomputed).
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl<B: Backend + BatchNormKernels> Backward<B, 3> for BatchNormBackward {
+    type State = (
+        [NodeId; 3],
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        f64,
+        bool,
+    );
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let ([x_id, gamma_id, beta_id], mean, variance, epsilon, relu) = ops.state;
+        let x = ckpt.retrieve_node_output::<B::FloatTensorPrimitive>(x_id);
+        let gamma = ckpt.retrieve_node_output::<B::FloatTensorPrimitive>(gamma_id);
+        let beta = ckpt.retrieve_node_output::<B::FloatTensorPrimitive>(beta_id);
+        let (dx, dgamma, dbeta) =
+            B::batch_norm_train_nchw_grads(x, gamma, beta, mean, variance, epsilon, relu, grad);
+        for (parent, g) in ops.parents.into_iter().zip([dx, dgamma, dbeta]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+impl<B: Backend + BatchNormKernels, C: CheckpointStrategy> BatchNormKernels for Autodiff<B, C> {
+    fn batch_norm_train_nchw(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let untracked = FloatTensor::<Self>::new;
+        match BatchNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let ids = [
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&gamma),
+                    prep.checkpoint(&beta),
+                ];
+                let (y, mean, var) = B::batch_norm_train_nchw(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                    relu,
+                );
+                let state = (ids, mean.clone(), var.clone(), epsilon, relu);
+                (prep.finish(state, y), untracked(mean), untracked(var))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, mean, var) = B::batch_norm_train_nchw(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                    relu,
+                );
+                (prep.finish(y), untracked(mean), untracked(var))
+            }
+        }
+    }
+
+    /// No double backward: computed untracked.
+    fn batch_norm_train_nchw_grads(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dx, dgamma, dbeta) = B::batch_norm_train_nchw_grads(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            mean.into_primitive(),
+            variance.into_primitive(),
+            epsilon,
+            relu,
+            output_grad.into_primitive(),
+        );
+        let wrap = FloatTensor::<Self>::new;
+        (wrap(dx), wrap(dgamma), wrap(dbeta))
+    }
+}
+
+/// Records the conv on the autodiff graph; its backward runs the inner backend's gradient kernels.
+#[derive(Debug)]
+struct Conv2dBackward;
+
+impl<B: Backend + ConvKernels> Backward<B, 2> for Conv2dBackward {
+    type State = (NodeId, NodeId, usize, usize);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state, stride, padding) = ops.state;
+        let x = ckpt.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+        let weight = ckpt.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
+        if let Some(node) = node_x {
+            let dx =
+                B::conv2d_nchw_input_grad(x.clone(), weight.clone(), grad.clone(), stride, padding);
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_weight {
+            let dw = B::conv2d_nchw_weight_grad(x, weight, grad, stride, padding);
+            grads.register::<B>(node.id, dw);
+        }
+    }
+}
+
+impl<B: Backend + ConvKernels, C: CheckpointStrategy> ConvKernels for Autodiff<B, C> {
+    fn conv2d_nchw(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self> {
+        match Conv2dBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                let y =
+                    B::conv2d_nchw(x.into_primitive(), weight.into_primitive(), stride, padding);
+                prep.finish((x_state, weight_state, stride, padding), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv2d_nchw(
+                x.into_primitive(),
+                weight.into_primitive(),
+                stride,
+                padding,
+            )),
+        }
+    }
+
+    /// Gradients of gradients are not needed (no double backward): computed untracked.
+    fn conv2d_nchw_input_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(B::conv2d_nchw_input_grad(
+            x.into_primitive(),
+            weight.into_primitive(),
+            output_grad.into_primitive(),
+            stride,
+            padding,
+        ))
+    }
+
+    fn conv2d_nchw_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(B::conv2d_nchw_weight_grad(
+            x.into_primitive(),
+            weight.into_primitive(),
+            output_grad.into_primitive(),
+            stride,
+            padding,
+        ))
+    }
+}
+
+const UNSET: u8 = 0;
+const ON: u8 = 1;
+const OFF: u8 = 2;
+static ENABLED: AtomicU8 = AtomicU8::new(UNSET);
+
+/// Whether [`conv2d`] uses selfsup's kernels: on unless `SELFSUP_KERNELS=burn` or
+/// [`set_enabled(false)`](set_enabled).
+pub fn enabled() -> bool {
+    match ENABLED.load(Ordering::Relaxed) {
+        ON => true,
+        OFF => false,
+        _ => {
+            let on = std::env::var("SELFSUP_KERNELS").map_or(true, |v| v != "burn");
+            ENABLED.store(if on { ON } else { OFF }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
+/// Switches selfsup's kernels on or off for the whole process (benchmarks compare both).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(if on { ON } else { OFF }, Ordering::Relaxed);
+}
+
+/// Whether selfsup's kernels can run on `device` (the flex CPU backend, with or without autodiff).
+pub fn supports(device: &Device) -> bool {
+    device.clone().without_autodiff() == Device::flex()
+}
+
+/// 2-D convolution without bias (groups 1, dilation 1, symmetric `padding`): selfsup's kernel on
+/// the flex backend, burn's `conv2d` elsewhere or when switched off. Differentiable either way.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) -> Tensor<4> {
+    if enabled() && supports(&x.device()) {
+        Tensor::from_dispatch(<Dispatch as ConvKernels>::conv2d_nchw(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            stride,
+            padding,
+        ))
+    } else {
+        burn::tensor::module::conv2d(x, weight, None, burn_options(stride, padding))
+    }
+}
+
+/// `bn` (then ReLU when `relu`) on `[B, C, H, W]`: selfsup's fused kernel when `bn` trains
+/// (autodiff device, layer not frozen) on flex in f32, burn's BatchNorm (+ relu) otherwise.
+/// Running statistics are updated as burn's `BatchNorm::forward` does.
+pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    let device = x.device();
+    let fused = enabled()
+        && supports(&device)
+        && device.is_autodiff()
+        && bn.training.is_enabled()
+        && x.dtype() == burn::tensor::DType::F32;
+    if fused {
+        return batch_norm_fused(bn, x, relu);
+    }
+    let y = bn.forward(x);
+    if relu {
+        burn::tensor::activation::relu(y)
+    } else {
+        y
+    }
+}
+
+/// [`batch_norm`]'s training path through [`BatchNormKernels`] (flex or autodiff-on-flex, f32).
+fn batch_norm_fused(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    let device = x.device();
+    let (y, mean, var) = <Dispatch as BatchNormKernels>::batch_norm_train_nchw(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        bn.epsilon,
+        relu,
+    );
+    let (mean, var) = (
+        Tensor::<1>::from_dispatch(mean),
+        Tensor::<1>::from_dispatch(var),
+    );
+    let m = bn.momentum;
+    let running_mean = bn.running_mean.value_sync().to_device(&device);
+    let running_var = bn.running_var.value_sync().to_device(&device);
+    bn.running_mean
+        .update((running_mean.mul_scalar(1.0 - m) + mean.detach().mul_scalar(m)).detach());
+    bn.running_var
+        .update((running_var.mul_scalar(1.0 - m) + var.detach().mul_scalar(m)).detach());
+    Tensor::from_dispatch(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn burn_conv(x: Tensor<4>, w: Tensor<4>, stride: usize, padding: usize) -> Tensor<4> {
+        burn::tensor::module::conv2d(x, w, None, burn_options(stride, padding))
+    }
+
+    fn assert_close(a: Tensor<4>, b: Tensor<4>, tol: f32, what: &str) {
+        assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+        let diff: f32 = (a - b.clone()).abs().max().into_scalar();
+        let scale: f32 = b.abs().max().into_scalar();
+        assert!(
+            diff <= tol * scale.max(1.0),
+            "{what}: max |diff| {diff} (scale {scale})"
+        );
+    }
+
+    /// Values and both gradients equal burn's conv2d + autodiff on ResNet's conv shapes.
+    #[test]
+    fn matches_burn_conv2d_values_and_gradients() {
+        let device = Device::flex().autodiff();
+        // (batch, c_in, c_out, size, kernel, stride, padding): stem, 3×3 s1/s2, 1×1 s2 shortcut.
+        let cases = [
+            (4, 3, 8, 12, 3, 1, 1),
+            (3, 8, 16, 9, 3, 2, 1),
+            (3, 8, 16, 8, 1, 2, 0),
+            (2, 16, 16, 5, 3, 1, 1),
+            (2, 4, 6, 6, 1, 1, 0),
+            (2, 3, 8, 15, 7, 2, 3),
+        ];
+        for (batch, cin, cout, size, k, stride, padding) in cases {
+            let what = format!("b{batch} c{cin}->{cout} {size}px k{k} s{stride} p{padding}");
+            let x = Tensor::<4>::random([batch, cin, size, size], Distribution::Default, &device);
+            let w = Tensor::<4>::random([cout, cin, k, k], Distribution::Default, &device);
+            let dy_dims = burn_conv(x.clone(), w.clone(), stride, padding).dims();
+            let dy = Tensor::<4>::random(dy_dims, Distribution::Normal(0.0, 1.0), &device);
+
+            let run = |fast: bool| {
+                let (x, w) = (x.clone().require_grad(), w.clone().require_grad());
+                let y = if fast {
+                    Tensor::from_dispatch(<Dispatch as ConvKernels>::conv2d_nchw(
+                        x.clone().into_dispatch(),
+                        w.clone().into_dispatch(),
+                        stride,
+                        padding,
+                    ))
+                } else {
+                    burn_conv(x.clone(), w.clone(), stride, padding)
+                };
+                let grads = (y.clone() * dy.clone()).sum().backward();
+                let (gx, gw) = (x.grad(&grads).unwrap(), w.grad(&grads).unwrap());
+                (y.inner(), gx, gw)
+            };
+            let (y, gx, gw) = run(true);
+            let (y_ref, gx_ref, gw_ref) = run(false);
+            assert_close(y, y_ref, 1e-5, &format!("{what} forward"));
+            assert_close(gx, gx_ref, 1e-5, &format!("{what} input grad"));
+            assert_close(gw, gw_ref, 1e-5, &format!("{what} weight grad"));
+        }
+    }
+
+    /// Fused BatchNorm(+ReLU) equals burn's BatchNorm then relu: output, running statistics,
+    /// and the gradients of x, γ and β.
+    #[test]
+    fn batch_norm_matches_burn_values_gradients_and_running_stats() {
+        let device = Device::flex().autodiff();
+        for (relu, dims) in [
+            (true, [4, 3, 5, 5]),
+            (false, [3, 6, 2, 3]),
+            (true, [2, 5, 1, 1]),
+        ] {
+            let what = format!("relu {relu} {dims:?}");
+            let x = Tensor::<4>::random(dims, Distribution::Normal(0.5, 2.0), &device);
+            let dy = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+            // Non-trivial γ, β so that the ReLU mask and the scale matter; two separate layers
+            // so that each path updates its own running statistics.
+            let c = dims[1];
+            let gamma = Tensor::<1>::random([c], Distribution::Uniform(0.5, 1.5), &device);
+            let beta = Tensor::<1>::random([c], Distribution::Uniform(-0.5, 0.5), &device);
+            let init = || {
+                let mut bn = burn::nn::BatchNormConfig::new(c).init(&device);
+                bn.gamma = burn::module::Param::from_tensor(gamma.clone());
+                bn.beta = burn::module::Param::from_tensor(beta.clone());
+                bn
+            };
+            let (bn, bn_ref) = (init(), init());
+            let run = |bn: &BatchNorm, fused: bool| {
+                let x = x.clone().require_grad();
+                let y = if fused {
+                    batch_norm_fused(bn, x.clone(), relu)
+                } else {
+                    let y = bn.forward(x.clone());
+                    if relu {
+                        burn::tensor::activation::relu(y)
+                    } else {
+                        y
+                    }
+                };
+                let grads = (y.clone() * dy.clone()).sum().backward();
+                let gx = x.grad(&grads).unwrap();
+                let gg = bn.gamma.val().grad(&grads).unwrap();
+                let gb = bn.beta.val().grad(&grads).unwrap();
+                (y.inner(), gx, gg, gb)
+            };
+            let (y, gx, gg, gb) = run(&bn, true);
+            let (y_ref, gx_ref, gg_ref, gb_ref) = run(&bn_ref, false);
+            assert_close(y, y_ref, 1e-5, &format!("{what} output"));
+            assert_close(gx, gx_ref, 1e-4, &format!("{what} input grad"));
+            let as4 = |t: Tensor<1>| t.reshape([1, 1, 1, dims[1]]);
+            assert_close(as4(gg), as4(gg_ref), 1e-4, &format!("{what} gamma grad"));
+            assert_close(as4(gb), as4(gb_ref), 1e-5, &format!("{what} beta grad"));
+            let running = |bn: &BatchNorm| {
+                Tensor::cat(vec![bn.running_mean.value(), bn.running_var.value()], 0)
+                    .reshape([1, 1, 2, dims[1]])
+            };
+            assert_close(
+                running(&bn),
+                running(&bn_ref),
+                1e-5,
+                &format!("{what} running"),
+            );
+        }
+    }
+
+    #[test]
+    fn falls_back_to_burn_when_switched_off() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 6, 6], Distribution::Default, &device);
+        let w = Tensor::<4>::random([4, 3, 3, 3], Distribution::Default, &device);
+        let expected = burn_conv(x.clone(), w.clone(), 1, 1);
+        assert!(supports(&device) && supports(&device.clone().autodiff()));
+        set_enabled(false);
+        let off = conv2d(x.clone(), w.clone(), 1, 1);
+        set_enabled(true);
+        let on = conv2d(x, w, 1, 1);
+        assert_close(off, expected.clone(), 0.0, "switched off");
+        assert_close(on, expected, 1e-5, "switched on");
+    }
+}
