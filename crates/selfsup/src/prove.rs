@@ -292,41 +292,40 @@ pub fn run(args: ProveArgs) -> Result<Value> {
                 "finetune_final_loss": null, "scratch_final_loss": null,
             }),
         )?;
-        eprintln!("  fine-tuning the pretrained encoder");
-        let ft = finetune::train_full(
-            config,
-            &src.backbone,
-            true,
-            train.clone(),
-            subset,
-            test.clone(),
-            recipe,
-            args.quiet,
-        )?;
-        eprintln!("  fine-tune {:.2}%; training from scratch", 100.0 * ft.top1);
-        save(
-            &mut result,
-            json!({"finetune_top1": ft.top1, "finetune_top5": ft.top5,
-                "finetune_seconds": ft.train_seconds + ft.test_seconds,
-                "finetune_final_loss": ft.final_loss}),
-        )?;
-        let sc = finetune::train_full(
-            config,
-            &random_init,
-            false,
-            train.clone(),
-            subset,
-            test.clone(),
-            recipe,
-            args.quiet,
-        )?;
-        eprintln!("  scratch {:.2}%", 100.0 * sc.top1);
-        save(
-            &mut result,
-            json!({"scratch_top1": sc.top1, "scratch_top5": sc.top5,
-                "scratch_seconds": sc.train_seconds + sc.test_seconds,
-                "scratch_final_loss": sc.final_loss}),
-        )?;
+        // The same recipe and budget on the pretrained encoder, then from random initialisation.
+        for (name, backbone, pretrained) in [
+            ("finetune", &src.backbone, true),
+            ("scratch", &random_init, false),
+        ] {
+            eprintln!(
+                "  {}",
+                if pretrained {
+                    "fine-tuning the pretrained encoder"
+                } else {
+                    "training from scratch"
+                }
+            );
+            let r = finetune::train_full(
+                config,
+                backbone,
+                pretrained,
+                train.clone(),
+                subset,
+                test.clone(),
+                recipe,
+                args.quiet,
+            )?;
+            eprintln!("  {name} {:.2}%", 100.0 * r.top1);
+            save(
+                &mut result,
+                json!({
+                    format!("{name}_top1"): r.top1,
+                    format!("{name}_top5"): r.top5,
+                    format!("{name}_seconds"): r.train_seconds + r.test_seconds,
+                    format!("{name}_final_loss"): r.final_loss,
+                }),
+            )?;
+        }
     }
     eprint!("{}", markdown(&result));
     Ok(result)
