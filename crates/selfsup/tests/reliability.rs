@@ -356,7 +356,10 @@ fn divergence_stops_within_a_step_and_the_last_checkpoint_stays_loadable() {
     );
     // The message names the last good checkpoint (the last finished epoch: 6 steps each),
     // which loads and holds finite weights.
-    let ckpt = out.join(format!("checkpoints/epoch_{:04}.safetensors", (bad_step - 1) / 6));
+    let ckpt = out.join(format!(
+        "checkpoints/epoch_{:04}.safetensors",
+        (bad_step - 1) / 6
+    ));
     assert!(e.contains(&ckpt.display().to_string()), "{e}");
     let c = selfsup::checkpoint::load(&ckpt).unwrap();
     assert!(
