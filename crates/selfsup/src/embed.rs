@@ -25,19 +25,25 @@ fn labels_i64(labels: &[Option<u32>]) -> Vec<i64> {
         .collect()
 }
 
-/// `FILE.safetensors`: `embeddings` [N, D] f32 and `labels` [N] i64 (−1 = unlabeled); the
-/// metadata holds `paths` and `class_names` as JSON lists.
-pub fn write_safetensors(path: &Path, e: &Embeddings) -> Result<()> {
-    let emb: Vec<u8> = e
+/// The embeddings (f32) and labels (i64) as little-endian bytes: what both file formats store.
+fn little_endian_bytes(e: &Embeddings) -> (Vec<u8>, Vec<u8>) {
+    let emb = e
         .features
         .data
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    let lab: Vec<u8> = labels_i64(&e.labels)
+    let lab = labels_i64(&e.labels)
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
+    (emb, lab)
+}
+
+/// `FILE.safetensors`: `embeddings` [N, D] f32 and `labels` [N] i64 (−1 = unlabeled); the
+/// metadata holds `paths` and `class_names` as JSON lists.
+pub fn write_safetensors(path: &Path, e: &Embeddings) -> Result<()> {
+    let (emb, lab) = little_endian_bytes(e);
     let views = vec![
         (
             "embeddings".to_string(),
@@ -87,16 +93,7 @@ fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
 /// `FILE.paths.txt` (one source path per line).
 pub fn write_npy(path: &Path, e: &Embeddings) -> Result<Vec<PathBuf>> {
     let stem = path.with_extension("");
-    let emb: Vec<u8> = e
-        .features
-        .data
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let lab: Vec<u8> = labels_i64(&e.labels)
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let (emb, lab) = little_endian_bytes(e);
     let labels_path = stem.with_extension("labels.npy");
     let paths_path = stem.with_extension("paths.txt");
     write_atomic(
