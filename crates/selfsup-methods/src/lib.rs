@@ -1,5 +1,6 @@
 pub mod barlow_twins;
 pub mod byol;
+pub mod colorization;
 pub mod dino;
 pub mod loss;
 pub mod mae;

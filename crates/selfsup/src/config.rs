@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// The values `method.name` accepts.
-pub const METHODS: [&str; 9] = [
+pub const METHODS: [&str; 10] = [
     "simclr",
     "moco",
     "byol",
@@ -19,11 +19,12 @@ pub const METHODS: [&str; 9] = [
     "dino",
     "rotation",
     "mae",
+    "colorization",
 ];
 
 /// Methods that predict something about one view (no pair of views to compare): their data
 /// pipeline is one random-resized crop + flip per image, without colour augmentation.
-pub const ONE_VIEW_METHODS: [&str; 2] = ["rotation", "mae"];
+pub const ONE_VIEW_METHODS: [&str; 3] = ["rotation", "mae", "colorization"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -744,6 +745,11 @@ impl Config {
                 );
             }
         }
+        if m.name == "colorization" && self.model.backbone == "vit" {
+            bail!(
+                "config `model.backbone` = `vit`: colorization decodes a ResNet's feature map; use resnet18, resnet34 or resnet50"
+            );
+        }
         if m.name == "dino" && m.projection_dims.len() < 2 {
             bail!(
                 "config `method.projection_dims` for dino is hidden…, bottleneck, prototypes (at least 2 widths), got {:?}",
@@ -973,6 +979,10 @@ mod tests {
         assert_eq!(c.augment.local_crops, 4);
         for (sets, key) in [
             (vec!["method.name=mae"], "model.backbone"),
+            (
+                vec!["method.name=colorization", "model.backbone=vit"],
+                "model.backbone",
+            ),
             (
                 vec![
                     "method.name=mae",

@@ -12,6 +12,7 @@ use selfsup_data::{LoaderConfig, Split, ViewLoader};
 use selfsup_eval::{Features, KnnConfig, knn_classify};
 use selfsup_methods::barlow_twins::BarlowTwinsConfig;
 use selfsup_methods::byol::ByolConfig;
+use selfsup_methods::colorization::ColorizationConfig;
 use selfsup_methods::dino::DinoConfig;
 use selfsup_methods::loss::{TripletMining, VicRegWeights};
 use selfsup_methods::mae::MaeConfig;
@@ -393,6 +394,15 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
                 decoder_heads: m.decoder_heads,
                 mask_ratio: m.mask_ratio,
                 norm_pix_loss: m.norm_pix_loss,
+            }
+            .init(&device),
+            &device,
+        ),
+        "colorization" => session.train(
+            ColorizationConfig {
+                backbone: c.resnet_config()?,
+                mean: c.data.mean,
+                std: c.data.std,
             }
             .init(&device),
             &device,

@@ -1,4 +1,5 @@
-//! The predictive pretext methods through the CLI: rotation (ResNet) and MAE (ViT) pretrain a
+//! The predictive pretext methods through the CLI: rotation and colorization (ResNet) and MAE
+//! (ViT) pretrain a
 //! few steps, and their encoders go through kNN, linear evaluation and fine-tuning like the
 //! contrastive ones.
 
@@ -145,5 +146,24 @@ fn mae_pretrains_a_vit_whose_encoder_evaluates_and_export_refuses_it() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("vit") && err.contains("ResNets only"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn colorization_pretrains_and_its_encoder_evaluates() {
+    let dir = scratch("colorization");
+    let data = small_dataset(&dir, 16);
+    let out = dir.join("run");
+    let ckpt = pretrain_and_evaluate(
+        &data,
+        &out,
+        3,
+        &["method.name=colorization", "model.width=4", "optim.lr=0.05"],
+    );
+    let losses = epoch_losses(&out);
+    assert!(losses[2] < losses[0], "{losses:?}");
+    let names = read_tensors(&ckpt);
+    assert!(names.contains_key("model.backbone.conv1.weight"));
+    assert!(names.contains_key("model.decoder.out.weight"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,6 +5,7 @@
 //! [`LossConfigError`] for bad values.
 
 mod barlow_twins;
+mod colorization;
 mod dino;
 mod info_nce_queue;
 mod mae;
@@ -15,6 +16,7 @@ mod triplet;
 mod vicreg;
 
 pub use barlow_twins::{barlow_twins_loss, check_lambda};
+pub use colorization::{AB_SCALE, ab_regression_loss};
 pub use dino::{check_dino, dino_center_update, dino_loss, teacher_temperature};
 pub use info_nce_queue::{InfoNceQueueConfig, enqueue, info_nce_queue_loss, random_queue};
 pub use mae::{PatchMask, mae_loss, mae_target};
