@@ -8,6 +8,7 @@ mod encoder;
 mod export;
 mod features;
 mod finetune;
+mod pretext;
 mod pretrain;
 mod prove;
 mod quickstart;

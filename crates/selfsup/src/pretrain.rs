@@ -12,10 +12,8 @@ use selfsup_data::{LoaderConfig, Split, ViewLoader};
 use selfsup_eval::{Features, KnnConfig, knn_classify};
 use selfsup_methods::barlow_twins::BarlowTwinsConfig;
 use selfsup_methods::byol::ByolConfig;
-use selfsup_methods::colorization::ColorizationConfig;
 use selfsup_methods::dino::DinoConfig;
 use selfsup_methods::loss::{TripletMining, VicRegWeights};
-use selfsup_methods::mae::MaeConfig;
 use selfsup_methods::method::{Progress, SslMethod, StepOutput};
 use selfsup_methods::moco::MocoConfig;
 use selfsup_methods::optim::{Optimizer, OptimizerConfig, OptimizerKind, cosine_with_warmup};
@@ -386,25 +384,9 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
             &device,
         ),
         "rotation" => session.train(RotationConfig { backbone }.init(&device), &device),
-        "mae" => session.train(
-            MaeConfig {
-                encoder: c.vit_config()?,
-                decoder_dim: m.decoder_dim,
-                decoder_depth: m.decoder_depth,
-                decoder_heads: m.decoder_heads,
-                mask_ratio: m.mask_ratio,
-                norm_pix_loss: m.norm_pix_loss,
-            }
-            .init(&device),
-            &device,
-        ),
+        "mae" => session.train(crate::pretext::mae_config(c)?.init(&device), &device),
         "colorization" => session.train(
-            ColorizationConfig {
-                backbone: c.resnet_config()?,
-                mean: c.data.mean,
-                std: c.data.std,
-            }
-            .init(&device),
+            crate::pretext::colorization_config(c)?.init(&device),
             &device,
         ),
         other => bail!("config `method.name`: unknown method `{other}`"),

@@ -8,6 +8,37 @@ mod common;
 use common::*;
 use std::path::Path;
 
+/// `selfsup report --points 0` on a run; the picture grid it wrote, decoded.
+fn report_pictures(out: &Path, data: &Path, file: &str) -> image::RgbImage {
+    let o = run(bin()
+        .arg("report")
+        .arg(out)
+        .args(["--points", "0", "--data"])
+        .arg(data));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = last_json(&o);
+    assert!(
+        j["plots"].as_array().unwrap().iter().any(|p| p == file),
+        "{j}"
+    );
+    let html = std::fs::read_to_string(out.join("report/report.html")).unwrap();
+    assert!(html.contains(file), "report.html must show {file}");
+    let img = image::open(out.join("report").join(file))
+        .unwrap()
+        .to_rgb8();
+    // 8 rows (test images) × 3 columns of 32×32 images drawn 4× with 4-pixel gaps.
+    assert_eq!(img.dimensions(), (3 * 132 + 4, 8 * 132 + 4));
+    img
+}
+
+/// Pixels of the 128×128 cell at (`row`, `col`) of a picture grid.
+fn cell(img: &image::RgbImage, row: u32, col: u32) -> Vec<[u8; 3]> {
+    let (x0, y0) = (4 + col * 132, 4 + row * 132);
+    (0..128)
+        .flat_map(|y| (0..128).map(move |x| img.get_pixel(x0 + x, y0 + y).0))
+        .collect()
+}
+
 fn epoch_losses(out: &Path) -> Vec<f64> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
@@ -138,6 +169,23 @@ fn mae_pretrains_a_vit_whose_encoder_evaluates_and_export_refuses_it() {
     ] {
         assert!(names.contains_key(name), "{name} not in {:?}", names.keys());
     }
+    // The masked-input column hides 75% of each image (48 of 64 patches, drawn grey); the
+    // original column is the test image itself.
+    let img = report_pictures(&out, &data, "mae_pictures.png");
+    for row in 0..8 {
+        let grey = cell(&img, row, 0)
+            .iter()
+            .filter(|p| **p == [128, 128, 128])
+            .count();
+        assert!(grey >= 48 * 16 * 16, "row {row}: {grey} grey pixels");
+        assert!(
+            cell(&img, row, 2)
+                .iter()
+                .filter(|p| **p == [128, 128, 128])
+                .count()
+                < grey
+        );
+    }
     let o = run(bin()
         .args(["export", "--format", "torchvision", "--checkpoint"])
         .arg(&ckpt)
@@ -165,5 +213,19 @@ fn colorization_pretrains_and_its_encoder_evaluates() {
     let names = read_tensors(&ckpt);
     assert!(names.contains_key("model.backbone.conv1.weight"));
     assert!(names.contains_key("model.decoder.out.weight"));
+    // The input column is grey (R = G = B), the original column is not.
+    let img = report_pictures(&out, &data, "colorization_pictures.png");
+    for row in 0..8 {
+        assert!(
+            cell(&img, row, 0)
+                .iter()
+                .all(|p| p[0].abs_diff(p[1]) <= 1 && p[1].abs_diff(p[2]) <= 1)
+        );
+    }
+    let coloured = (0..8)
+        .flat_map(|row| cell(&img, row, 2))
+        .filter(|p| p[0].abs_diff(p[2]) > 10)
+        .count();
+    assert!(coloured > 1000, "{coloured}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
