@@ -93,7 +93,7 @@ fn simclr_step(
 ) -> Vec<f64> {
     let device = device.autodiff();
     let cfg = SimClrConfig {
-        backbone: ResNetConfig::new().with_width(width),
+        backbone: ResNetConfig::new().with_width(width).into(),
         projection_dims: vec![width * 8, 128],
         objective: ContrastiveObjective::NtXent { temperature: 0.5 },
     };
