@@ -119,7 +119,10 @@ fn simclr_step(
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = optim.step(0.06, model, grads);
         // Reading a parameter back forces the (lazy) update to complete.
-        let resnet = model.backbone.as_resnet().expect("the bench builds a ResNet");
+        let resnet = model
+            .backbone
+            .as_resnet()
+            .expect("the bench builds a ResNet");
         let _: f32 = resnet.conv1.weight.val().sum().into_scalar();
         if s >= warmup {
             rates.push(2.0 * batch as f64 / t.elapsed().as_secs_f64());

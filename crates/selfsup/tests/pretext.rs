@@ -50,7 +50,8 @@ fn epoch_losses(out: &Path) -> Vec<f64> {
 }
 
 /// Pretrains `epochs` epochs with `sets` on `data`, then checks the encoder through
-/// `eval knn`, `eval linear` and `finetune` and returns the last checkpoint.
+/// `eval knn`, `eval linear` (also at random init) and `finetune` and returns the last
+/// checkpoint.
 fn pretrain_and_evaluate(
     data: &Path,
     out: &Path,
@@ -87,6 +88,10 @@ fn pretrain_and_evaluate(
     for (args, key) in [
         (vec!["eval", "knn", "--k", "10"], "knn_top1"),
         (vec!["eval", "linear", "--epochs", "5"], "linear_top1"),
+        (
+            vec!["eval", "linear", "--epochs", "5", "--random-init"],
+            "linear_top1",
+        ),
         (
             vec![
                 "finetune",
