@@ -10,7 +10,7 @@
 
 use burn::module::Module;
 use burn::prelude::*;
-use selfsup_models::ResNet;
+use selfsup_models::Backbone;
 
 /// Where training stands when a step is taken (schedules inside methods depend on it).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,7 +47,7 @@ pub trait SslMethod: Module + Sized {
     type Update;
 
     /// The online encoder, evaluated by kNN during training.
-    fn backbone(&self) -> &ResNet;
+    fn backbone(&self) -> &Backbone;
 
     /// The loss of one batch. `views` are `[N, C, H, W]` batches of the same N images: the two
     /// global views first, then any local crops (multi-crop methods only).
@@ -82,7 +82,7 @@ pub(crate) fn both_views(
 /// `projector(backbone(view))` of the two global views (one 2N batch), for two-view methods.
 pub(crate) fn project_two_views(
     method: &str,
-    backbone: &ResNet,
+    backbone: &Backbone,
     projector: &selfsup_models::MlpHead,
     views: Vec<Tensor<4>>,
 ) -> (Tensor<2>, Tensor<2>) {

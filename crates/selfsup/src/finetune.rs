@@ -22,7 +22,7 @@ use selfsup_eval::{
     top_k_accuracy,
 };
 use selfsup_methods::optim::{OptimizerConfig, OptimizerKind, cosine_with_warmup};
-use selfsup_models::{ResNet, load_named_tensors, named_tensors};
+use selfsup_models::{Backbone, load_named_tensors, named_tensors};
 use serde_json::json;
 
 use crate::config::Config;
@@ -174,7 +174,7 @@ pub fn label_subset(labels: &[u32], spec: SubsetSpec, seed: u64) -> Result<Vec<u
 /// A backbone and a linear classification head.
 #[derive(Module, Debug)]
 pub struct Classifier {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub head: Linear,
 }
 
@@ -192,8 +192,8 @@ pub struct FullResult {
 }
 
 /// `backbone`'s weights in a fresh, trainable (autodiff) copy on `device`.
-fn trainable_copy(config: &Config, backbone: &ResNet, device: &Device) -> Result<ResNet> {
-    let fresh = config.resnet_config()?.init(device);
+fn trainable_copy(config: &Config, backbone: &Backbone, device: &Device) -> Result<Backbone> {
+    let fresh = config.backbone_config()?.init(device);
     load_named_tensors(fresh, &named_tensors(backbone), "")
         .map_err(|e| anyhow::anyhow!("copying the backbone for training: {e}"))
 }
@@ -203,7 +203,7 @@ fn trainable_copy(config: &Config, backbone: &ResNet, device: &Device) -> Result
 #[allow(clippy::too_many_arguments)]
 pub fn train_full(
     config: &Config,
-    backbone: &ResNet,
+    backbone: &Backbone,
     pretrained: bool,
     train: Arc<ImageDataset>,
     subset: &[usize],
@@ -220,7 +220,7 @@ pub fn train_full(
     ad.seed(recipe.seed);
     let mut model = Classifier {
         backbone: trainable_copy(config, backbone, &ad)?,
-        head: LinearConfig::new(backbone.out_dim, num_classes).init(&ad),
+        head: LinearConfig::new(backbone.out_dim(), num_classes).init(&ad),
     };
     let batch_size = recipe.batch_for(subset.len());
     let total_steps = recipe.steps_for(subset.len());
@@ -414,7 +414,7 @@ pub struct FinetuneArgs {
 /// run's seed, and where its datasets and cache live.
 pub struct Source {
     pub config: Config,
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub data_path: PathBuf,
     pub cache: PathBuf,
 }

@@ -17,6 +17,7 @@ use selfsup_methods::loss::{TripletMining, VicRegWeights};
 use selfsup_methods::method::{Progress, SslMethod, StepOutput};
 use selfsup_methods::moco::MocoConfig;
 use selfsup_methods::optim::{Optimizer, OptimizerConfig, OptimizerKind, cosine_with_warmup};
+use selfsup_methods::rotation::RotationConfig;
 use selfsup_methods::simclr::{ContrastiveObjective, SimClrConfig};
 use selfsup_methods::simsiam::SimSiamConfig;
 use selfsup_methods::vicreg::VicRegConfig;
@@ -68,7 +69,7 @@ pub fn simclr_config(config: &Config) -> Result<SimClrConfig> {
         other => bail!("config `method.loss`: unknown loss `{other}`"),
     };
     Ok(SimClrConfig {
-        backbone: config.resnet_config()?,
+        backbone: config.backbone_config()?,
         projection_dims: config.method.projection_dims.clone(),
         objective,
     })
@@ -183,7 +184,7 @@ fn diagnostics(z_a: Tensor<2>, z_b: Tensor<2>) -> Result<serde_json::Value> {
 
 pub fn knn_eval(
     config: &Config,
-    backbone: &selfsup_models::ResNet,
+    backbone: &selfsup_models::Backbone,
     data_path: &Path,
     cache: &Path,
 ) -> Result<(f64, usize)> {
@@ -280,6 +281,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         );
     }
     let pipelines = data::view_pipelines(&config)?;
+    let views_per_image = pipelines.len();
     let loader = ViewLoader::new(
         dataset.clone(),
         pipelines,
@@ -304,9 +306,10 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         images,
         skipped_corrupt: dataset.num_skipped(),
         loader,
+        views_per_image,
     };
     let c = &session.config.clone();
-    let backbone = c.resnet_config()?;
+    let backbone = c.backbone_config()?;
     let m = &c.method;
     // Each method's module is built here from its config keys; the loop below is generic.
     match m.name.as_str() {
@@ -380,6 +383,12 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
             .init(&device),
             &device,
         ),
+        "rotation" => session.train(RotationConfig { backbone }.init(&device), &device),
+        "mae" => session.train(crate::pretext::mae_config(c)?.init(&device), &device),
+        "colorization" => session.train(
+            crate::pretext::colorization_config(c)?.init(&device),
+            &device,
+        ),
         other => bail!("config `method.name`: unknown method `{other}`"),
     }
 }
@@ -397,6 +406,8 @@ struct Session {
     /// Unreadable images skipped with `--skip-corrupt`.
     skipped_corrupt: usize,
     loader: ViewLoader,
+    /// Augmented views of each image per step (2 + local crops; 1 for one-view methods).
+    views_per_image: usize,
 }
 
 impl Session {
@@ -414,13 +425,13 @@ impl Session {
             images,
             skipped_corrupt,
             loader,
+            views_per_image,
         } = self;
         let batch_size = config.train.batch_size;
         let steps_per_epoch = loader.num_batches();
         let total_steps = steps_per_epoch * config.train.epochs;
         let warmup_steps = (config.optim.warmup_epochs * steps_per_epoch as f64).round() as usize;
 
-        let n_view_kinds = 2 + config.augment.local_crops;
         let mut optim = optimizer(&config)?;
         let (start_epoch, mut step) = match &resumed {
             Some(c) => {
@@ -557,7 +568,7 @@ impl Session {
             train_seconds += epoch_seconds;
             final_loss = loss_sum / steps_per_epoch as f64;
             let mut record = json!({"type": "epoch", "epoch": epoch + 1, "step": step, "loss": final_loss, "seconds": epoch_seconds,
-            "views_per_second": (n_view_kinds * batch_size * steps_per_epoch) as f64 / epoch_seconds, "diagnostics": diag});
+            "views_per_second": (views_per_image * batch_size * steps_per_epoch) as f64 / epoch_seconds, "diagnostics": diag});
             if config.train.knn_every > 0 && (epoch + 1) % config.train.knn_every == 0 {
                 let (top1, _) = knn_eval(&config, model.backbone(), &data_path, &cache)?;
                 record["knn_top1"] = json!(top1);

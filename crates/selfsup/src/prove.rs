@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use selfsup_data::Split;
 use selfsup_eval::{Features, KnnConfig, SubsetSpec, knn_classify, select_labels};
-use selfsup_models::ResNet;
+use selfsup_models::Backbone;
 use serde_json::{Value, json};
 
 use crate::finetune::{self, Recipe};
@@ -184,7 +184,7 @@ pub fn run(args: ProveArgs) -> Result<Value> {
     // Frozen features, extracted once per encoder and shared by kNN and the linear probe.
     let dev = device::select(&config.train.device)?;
     let pipe = data::eval_pipeline(config)?;
-    let extract = |backbone: &ResNet, what: &str| -> Result<SplitFeatures> {
+    let extract = |backbone: &Backbone, what: &str| -> Result<SplitFeatures> {
         let t = Instant::now();
         let (b, w) = (config.eval.batch_size, config.data.workers);
         let (train_f, _) = features::extract(

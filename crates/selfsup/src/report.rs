@@ -941,6 +941,17 @@ pub fn run(args: ReportArgs) -> Result<()> {
         None => html.push_str("<p>Left out (--points 0).</p>"),
     }
 
+    if let Some(pictures) = crate::pretext::write_pictures(&args, &out_dir)? {
+        plots.push(pictures.file);
+        let _ = write!(
+            html,
+            "<h2>Pictures</h2><p>{}</p><img src=\"{}\" alt=\"{}\">",
+            esc(&pictures.caption),
+            pictures.file,
+            esc(&pictures.caption)
+        );
+    }
+
     let proves = prove_tables(&args.run_dir);
     if !proves.is_empty() {
         html.push_str("<h2>Few-label evaluation</h2>");

@@ -5,18 +5,24 @@
 //! [`LossConfigError`] for bad values.
 
 mod barlow_twins;
+mod colorization;
 mod dino;
 mod info_nce_queue;
+mod mae;
 mod negative_cosine;
 mod nt_xent;
+mod rotation;
 mod triplet;
 mod vicreg;
 
 pub use barlow_twins::{barlow_twins_loss, check_lambda};
+pub use colorization::{AB_SCALE, ab_regression_loss};
 pub use dino::{check_dino, dino_center_update, dino_loss, teacher_temperature};
 pub use info_nce_queue::{InfoNceQueueConfig, enqueue, info_nce_queue_loss, random_queue};
+pub use mae::{PatchMask, mae_loss, mae_target};
 pub use negative_cosine::negative_cosine_similarity;
 pub use nt_xent::{NtXentConfig, nt_xent_loss};
+pub use rotation::{rotate_four_ways, rotation_loss};
 pub use triplet::{
     TripletConfig, TripletMining, mine_negatives, triplet_loss, triplet_loss_with_negatives,
 };
