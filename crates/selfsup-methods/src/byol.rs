@@ -51,6 +51,8 @@ impl ByolConfig {
 }
 
 impl SslMethod for Byol {
+    type Input = crate::method::ImageViews;
+    type Backbone = ResNet;
     type Update = ();
 
     fn backbone(&self) -> &ResNet {

@@ -79,6 +79,8 @@ impl SimClr {
 }
 
 impl SslMethod for SimClr {
+    type Input = crate::method::ImageViews;
+    type Backbone = ResNet;
     type Update = ();
 
     fn backbone(&self) -> &ResNet {

@@ -37,6 +37,8 @@ impl VicRegConfig {
 }
 
 impl SslMethod for VicReg {
+    type Input = crate::method::ImageViews;
+    type Backbone = ResNet;
     type Update = ();
 
     fn backbone(&self) -> &ResNet {
