@@ -9,10 +9,10 @@ use burn::prelude::*;
 use selfsup_audio::finetune::{random_crop, shuffled_batches};
 use selfsup_audio::{
     AudioDataset, AudioEncoder, AudioEncoderConfig, CpcModel, FeatureStats, FinetuneConfig,
-    MaskedFrameModel, SpecAugmentConfig, Spectrogram, Split, embed_all,
+    FrameBatch, MaskedClips, MaskedFrameModel, SpecAugmentConfig, Spectrogram, Split, embed_all,
 };
 use selfsup_data::SampleRng;
-use selfsup_eval::{Features, KnnConfig, knn_classify};
+use selfsup_eval::{Features, KnnConfig, SubsetSpec, knn_classify, stratified_subset};
 use selfsup_models::{load_named_tensors, named_tensors};
 
 use crate::checkpoint;
@@ -29,7 +29,7 @@ pub struct AudioSplits {
     pub train_labels: Vec<u32>,
     pub test: Vec<Spectrogram>,
     pub test_labels: Vec<u32>,
-    pub classes: usize,
+    pub class_names: Vec<String>,
 }
 
 /// The clip list at `path`: a CSV manifest (`path,label[,speaker][,split]`), a folder holding
@@ -118,7 +118,7 @@ pub fn load_splits(config: &Config, path: &Path) -> Result<AudioSplits> {
     Ok(AudioSplits {
         train_labels: train.labels(),
         test_labels: test.labels(),
-        classes: train.classes.len(),
+        class_names: train.classes.clone(),
         train: train_specs,
         test: test_specs,
     })
@@ -366,7 +366,7 @@ impl Downstream for AudioTask {
             crop_frames: self.config.audio.crop_frames,
             augment: SpecAugmentConfig::speech(),
             seed: recipe.seed,
-            classes: s.classes,
+            classes: s.class_names.len(),
         };
         let r = selfsup_audio::finetune(encoder, &train, &test, &cfg, &ad)
             .map_err(anyhow::Error::msg)?;
@@ -379,4 +379,103 @@ impl Downstream for AudioTask {
             test_seconds: r.test_seconds,
         })
     }
+}
+
+/// Report: embeddings of up to `points` test clips (stratified by class), their labels, and
+/// the class names.
+pub fn test_embeddings(
+    c: &checkpoint::Checkpoint,
+    config: &Config,
+    data_path: &Path,
+    points: usize,
+) -> Result<(Features, Vec<u32>, Vec<String>)> {
+    let dev = device::select(&config.train.device)?;
+    let encoder = load_encoder(c, config, &dev)?;
+    let splits = load_splits(config, data_path)?;
+    let n = splits.test.len();
+    let subset = if points < n {
+        let spec = SubsetSpec::Fraction(points as f64 / n as f64);
+        stratified_subset(&splits.test_labels, spec, config.train.seed)?
+    } else {
+        (0..n).collect()
+    };
+    let specs: Vec<Spectrogram> = subset.iter().map(|&i| splits.test[i].clone()).collect();
+    let labels = subset.iter().map(|&i| splits.test_labels[i]).collect();
+    let feats = embed_all(&encoder, &specs, config.eval.batch_size);
+    Ok((feats, labels, splits.class_names))
+}
+
+/// Report: the first test clip of each class (at most 10) as the model sees them, written to
+/// `png`. masked_frames: input, masked input (masked spans blue), and the input with the masked
+/// spans filled in by the checkpoint's reconstruction (underlined blue); cpc: the input.
+/// Returns a caption.
+pub fn spectrogram_picture(
+    c: &checkpoint::Checkpoint,
+    config: &Config,
+    data_path: &Path,
+    png: &Path,
+) -> Result<String> {
+    let splits = load_splits(config, data_path)?;
+    let mut picked: Vec<usize> = Vec::new();
+    for (i, l) in splits.test_labels.iter().enumerate() {
+        if picked.len() < 10 && !picked.iter().any(|&p| splits.test_labels[p] == *l) {
+            picked.push(i);
+        }
+    }
+    let clips: Vec<Spectrogram> = picked.iter().map(|&i| splits.test[i].clone()).collect();
+    let names: Vec<&str> = picked
+        .iter()
+        .map(|&i| splits.class_names[splits.test_labels[i] as usize].as_str())
+        .collect();
+    let what = format!(
+        "Test clips of classes {} (one each, left to right), normalised log-mels ({} mels, low frequencies at the bottom)",
+        names.join(", "),
+        config.audio.n_mels
+    );
+    if config.method.name != "masked_frames" {
+        let (w, h) = crate::spectrogram_png::write(png, &[clips], &[], &[], &[])?;
+        return Ok(format!("{what}; {w} × {h} px."));
+    }
+    let dev = device::select(&config.train.device)?;
+    let model = MaskedFrameModel::new(
+        &encoder_config(config)?,
+        config.audio.span_mask()?,
+        config.audio.reconstruction()?,
+        &dev,
+    );
+    let model = load_named_tensors(model, &c.section("model"), "")
+        .map_err(|e| anyhow::anyhow!("checkpoint {} does not fit its model: {e}", c.path.display()))?
+        .valid();
+    let MaskedClips { inputs, masks } = model.mask_clips(&clips, (config.train.seed, 0));
+    let batch = FrameBatch::collate(&inputs, &dev);
+    let t = batch.features.dims()[1];
+    let prediction = model
+        .predict(&batch)
+        .0
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 prediction");
+    let n_mels = config.audio.n_mels;
+    let filled: Vec<Spectrogram> = clips
+        .iter()
+        .zip(&masks)
+        .enumerate()
+        .map(|(i, (clip, mask))| {
+            let mut out = clip.clone();
+            for (frame, _) in mask.iter().enumerate().filter(|(_, m)| **m) {
+                let at = (i * t + frame) * n_mels;
+                out.data[frame * n_mels..(frame + 1) * n_mels]
+                    .copy_from_slice(&prediction[at..at + n_mels]);
+            }
+            out
+        })
+        .collect();
+    let (w, h) = crate::spectrogram_png::write(png, &[clips, inputs, filled], &masks, &[1], &[2])?;
+    Ok(format!(
+        "{what}. Top: input; middle: the masked-frame pretext's input ({:.0} % of frames in spans of {}–{}, blue); bottom: the input with the masked spans replaced by the checkpoint's reconstruction (underlined blue). {w} × {h} px.",
+        100.0 * config.audio.mask_ratio,
+        config.audio.mask_span[0],
+        config.audio.mask_span[1]
+    ))
 }

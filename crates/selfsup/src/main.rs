@@ -14,6 +14,7 @@ mod pretrain;
 mod prove;
 mod quickstart;
 mod report;
+mod spectrogram_png;
 mod train_data;
 
 use std::path::{Path, PathBuf};
