@@ -444,7 +444,12 @@ pub fn spectrogram_picture(
         &dev,
     );
     let model = load_named_tensors(model, &c.section("model"), "")
-        .map_err(|e| anyhow::anyhow!("checkpoint {} does not fit its model: {e}", c.path.display()))?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "checkpoint {} does not fit its model: {e}",
+                c.path.display()
+            )
+        })?
         .valid();
     let MaskedClips { inputs, masks } = model.mask_clips(&clips, (config.train.seed, 0));
     let batch = FrameBatch::collate(&inputs, &dev);
