@@ -534,10 +534,11 @@ fn chosen_checkpoint(args: &ReportArgs) -> Option<PathBuf> {
     })
 }
 
-/// Audio runs: `spectrograms.png` (input, masked input, reconstruction) and its caption; None
-/// for image runs or without a checkpoint.
-fn spectrogram_picture(args: &ReportArgs, out_dir: &Path) -> Result<Option<String>> {
-    let Some(ckpt) = chosen_checkpoint(args) else {
+/// Audio runs (`method`, from metrics.jsonl): `spectrograms.png` (input, masked input,
+/// reconstruction) and its caption; None for image runs or without a checkpoint.
+fn spectrogram_picture(args: &ReportArgs, method: &str, out_dir: &Path) -> Result<Option<String>> {
+    let Some(ckpt) = chosen_checkpoint(args).filter(|_| crate::config::is_audio_method(method))
+    else {
         return Ok(None);
     };
     let c = checkpoint::load(&ckpt)?;
@@ -909,7 +910,13 @@ pub fn run(args: ReportArgs) -> Result<()> {
     // The slow, failure-prone part (checkpoint, dataset) first: a bad --checkpoint or --data
     // fails before any plot is written.
     let map = embedding_map(&args, &out_dir)?;
-    let spectrograms = spectrogram_picture(&args, &out_dir)?;
+    let method = metrics
+        .start
+        .as_ref()
+        .map(|s| &s["config"]["method"]["name"])
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let spectrograms = spectrogram_picture(&args, method, &out_dir)?;
     let mut plots: Vec<&str> = Vec::new();
     let mut html = String::new();
     let title = format!("selfsup run {}", args.run_dir.display());
@@ -931,12 +938,6 @@ pub fn run(args: ReportArgs) -> Result<()> {
     }
 
     html.push_str("<h2>Run</h2><table>");
-    let method = metrics
-        .start
-        .as_ref()
-        .map(|s| &s["config"]["method"]["name"])
-        .and_then(Value::as_str)
-        .unwrap_or("?");
     let _ = write!(html, "<tr><th>method</th><td>{}</td></tr>", esc(method));
     for (k, v) in run_figures(&metrics) {
         let _ = write!(html, "<tr><th>{}</th><td>{}</td></tr>", esc(&k), esc(&v));
