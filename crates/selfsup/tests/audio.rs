@@ -195,6 +195,10 @@ fn audio_pretrain_finetune_prove_report() {
     let masked = png.pixels().filter(|p| p.0 == [60, 160, 200]).count();
     assert!(masked > 0, "masked spans are painted");
     let html = std::fs::read_to_string(out.join("report/report.html")).unwrap();
+    // Image-only commands say so instead of failing on tensor names.
+    let o = run(bin().args(["eval", "knn", "--checkpoint"]).arg(&ckpt));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is an audio run"), "{}", stderr(&o));
     assert!(
         html.contains("spectrograms.png") && html.contains("5/class"),
         "report html"
