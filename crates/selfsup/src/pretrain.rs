@@ -323,7 +323,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         images,
         loader,
     };
-    let c = &session.config.clone();
+    let c = config;
     let backbone = c.resnet_config()?;
     let m = &c.method;
     // Each method's module is built here from its config keys; the loop below is generic.
