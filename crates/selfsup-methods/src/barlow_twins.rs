@@ -39,6 +39,8 @@ impl BarlowTwinsConfig {
 }
 
 impl SslMethod for BarlowTwins {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     type Update = ();
 
     fn backbone(&self) -> &Backbone {

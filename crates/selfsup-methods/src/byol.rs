@@ -51,6 +51,8 @@ impl ByolConfig {
 }
 
 impl SslMethod for Byol {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     type Update = ();
 
     fn backbone(&self) -> &Backbone {

@@ -197,7 +197,11 @@ impl Colorization {
 }
 
 impl SslMethod for Colorization {
+    type Input = crate::method::ImageViews;
     type Update = ();
+    type Backbone = Backbone;
+    /// One view: `z_b` repeats `z_a`, so alignment is not measured.
+    const PAIRED_VIEWS: bool = false;
 
     fn backbone(&self) -> &Backbone {
         &self.backbone

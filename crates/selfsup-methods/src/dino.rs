@@ -112,6 +112,8 @@ fn split(x: Tensor<2>, n: usize) -> Vec<Tensor<2>> {
 }
 
 impl SslMethod for Dino {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     /// The teacher's outputs for the global views, for the center.
     type Update = Vec<Tensor<2>>;
 

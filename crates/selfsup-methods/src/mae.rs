@@ -150,7 +150,11 @@ impl Mae {
 }
 
 impl SslMethod for Mae {
+    type Input = crate::method::ImageViews;
     type Update = ();
+    type Backbone = Backbone;
+    /// One view: `z_b` repeats `z_a`, so alignment is not measured.
+    const PAIRED_VIEWS: bool = false;
 
     fn backbone(&self) -> &Backbone {
         &self.backbone

@@ -44,18 +44,30 @@ pub struct StepOutput<U> {
 
 /// A self-supervised method the training loop can run; see the module docs for the contract.
 pub trait SslMethod: Module + Sized {
+    /// One training batch. Image methods take [`ImageViews`]; other modalities their own
+    /// batch type (audio: spectrograms).
+    type Input;
     type Update;
+    /// The online encoder's type ([`ResNet`] for image methods).
+    type Backbone: Module;
 
-    /// The online encoder, evaluated by kNN during training.
-    fn backbone(&self) -> &Backbone;
+    /// Whether `StepOutput::z_b` is a second view of the samples in `z_a` (alignment is
+    /// measured); single-view methods (masked prediction) return `z_a` twice and set it false.
+    const PAIRED_VIEWS: bool = true;
 
-    /// The loss of one batch. `views` are `[N, C, H, W]` batches of the same N images: the two
-    /// global views first, then any local crops (multi-crop methods only).
-    fn train_step(&self, views: Vec<Tensor<4>>, progress: &Progress) -> StepOutput<Self::Update>;
+    /// The online encoder, evaluated during training.
+    fn backbone(&self) -> &Self::Backbone;
+
+    /// The loss of one batch.
+    fn train_step(&self, input: Self::Input, progress: &Progress) -> StepOutput<Self::Update>;
 
     /// Non-gradient state after the optimizer has updated the parameters at `progress.step`.
     fn update(self, update: Self::Update, progress: &Progress) -> Self;
 }
+
+/// Image methods' batch: `[N, C, H, W]` batches of the same N images, the two global views
+/// first, then any local crops (multi-crop methods only).
+pub type ImageViews = Vec<Tensor<4>>;
 
 /// Panics unless `views` holds exactly `n` batches (methods without multi-crop take 2).
 pub(crate) fn expect_views(method: &str, views: &[Tensor<4>], n: usize) {

@@ -64,6 +64,8 @@ impl MocoConfig {
 }
 
 impl SslMethod for Moco {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     /// The keys of both views, to enqueue.
     type Update = Tensor<2>;
 

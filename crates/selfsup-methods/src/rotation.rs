@@ -31,7 +31,9 @@ impl RotationConfig {
 }
 
 impl SslMethod for Rotation {
+    type Input = crate::method::ImageViews;
     type Update = ();
+    type Backbone = Backbone;
 
     fn backbone(&self) -> &Backbone {
         &self.backbone

@@ -79,6 +79,8 @@ impl SimClr {
 }
 
 impl SslMethod for SimClr {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     type Update = ();
 
     fn backbone(&self) -> &Backbone {

@@ -42,6 +42,8 @@ impl SimSiamConfig {
 }
 
 impl SslMethod for SimSiam {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     type Update = ();
 
     fn backbone(&self) -> &Backbone {

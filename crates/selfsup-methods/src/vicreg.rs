@@ -37,6 +37,8 @@ impl VicRegConfig {
 }
 
 impl SslMethod for VicReg {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     type Update = ();
 
     fn backbone(&self) -> &Backbone {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-/// The values `method.name` accepts.
-pub const METHODS: [&str; 10] = [
+/// The values `method.name` accepts (the audio methods are configured in `audio_config`).
+pub const METHODS: [&str; 12] = [
     "simclr",
     "moco",
     "byol",
@@ -20,11 +20,15 @@ pub const METHODS: [&str; 10] = [
     "rotation",
     "mae",
     "colorization",
+    "masked_frames",
+    "cpc",
 ];
 
 /// Methods that predict something about one view (no pair of views to compare): their data
 /// pipeline is one random-resized crop + flip per image, without colour augmentation.
 pub const ONE_VIEW_METHODS: [&str; 3] = ["rotation", "mae", "colorization"];
+
+pub use crate::audio_config::{AudioConfig, AudioEncoderSettings, is_audio_method};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -36,6 +40,8 @@ pub struct Config {
     pub optim: OptimConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
+    pub audio: AudioConfig,
+    pub audio_encoder: AudioEncoderSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -195,6 +201,8 @@ impl Default for Config {
             optim: OptimConfig::default(),
             train: TrainConfig::default(),
             eval: EvalConfig::default(),
+            audio: AudioConfig::default(),
+            audio_encoder: AudioEncoderSettings::default(),
         }
     }
 }
@@ -539,6 +547,10 @@ impl Config {
         }
         self.backbone_config()?;
         self.validate_method()?;
+        if self.is_audio() {
+            self.audio.validate(&self.method.name)?;
+            self.audio_encoder.encoder_config(self.audio.n_mels)?;
+        }
         match self.method.loss.as_str() {
             "nt_xent" | "triplet" => {}
             other => bail!("config `method.loss`: unknown loss `{other}`; use nt_xent or triplet"),
@@ -854,6 +866,12 @@ impl Config {
             .with_depth(depth)
             .with_width(self.model.width)
             .with_stem(stem))
+    }
+
+    /// Whether `method.name` is an audio pretext task (its data and encoder are `[audio]` and
+    /// `[audio_encoder]`).
+    pub fn is_audio(&self) -> bool {
+        is_audio_method(&self.method.name)
     }
 
     /// The dataset path, resolved against `base` when relative.

@@ -2,7 +2,9 @@
 //!
 //! Every subcommand's last line on stdout is one JSON object with its figures.
 
+mod audio;
 mod data;
+mod downstream;
 mod embed;
 mod encoder;
 mod export;
@@ -13,6 +15,8 @@ mod pretrain;
 mod prove;
 mod quickstart;
 mod report;
+mod spectrogram_png;
+mod train_data;
 
 use std::path::{Path, PathBuf};
 
@@ -60,7 +64,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Pretrain an encoder without labels (SimCLR).
+    /// Pretrain an encoder without labels (images: SimCLR, MoCo, …; audio: masked_frames, cpc).
     Pretrain(PretrainCmd),
     /// Evaluate a checkpoint's frozen backbone.
     #[command(subcommand)]
