@@ -14,7 +14,7 @@ use selfsup_data::lab::{lab_to_rgb, rgb_to_lab};
 use selfsup_models::{Backbone, BackboneConfig, ResNet, ResNetConfig};
 
 use crate::loss::{AB_SCALE, ab_regression_loss};
-use crate::method::{Progress, SslMethod, StepOutput, expect_views};
+use crate::method::{Progress, SslMethod, StepOutput, one_view};
 
 #[derive(Debug, Clone)]
 pub struct ColorizationConfig {
@@ -210,17 +210,10 @@ impl SslMethod for Colorization {
     /// One view. Both diagnostic embeddings are the pooled encoder features of the grey
     /// input (there is no second view to align).
     fn train_step(&self, views: Vec<Tensor<4>>, _: &Progress) -> StepOutput<()> {
-        expect_views("colorization", &views, 1);
-        let x = views.into_iter().next().expect("one view");
+        let x = one_view("colorization", views);
         let (grey, target, _) = lab_split(x, &self.norm);
         let (pred, pooled) = self.predict(grey);
-        let z = pooled.detach();
-        StepOutput {
-            loss: ab_regression_loss(pred, target),
-            z_a: z.clone(),
-            z_b: z,
-            update: (),
-        }
+        StepOutput::one_view(ab_regression_loss(pred, target), pooled, ())
     }
 
     fn update(self, _: (), _: &Progress) -> Self {

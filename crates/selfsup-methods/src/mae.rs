@@ -13,7 +13,7 @@ use selfsup_models::vit::{sincos_2d, token_param, transformer};
 use selfsup_models::{Backbone, BackboneConfig, Vit, VitConfig};
 
 use crate::loss::{PatchMask, mae_loss, mae_target};
-use crate::method::{Progress, SslMethod, StepOutput, expect_views};
+use crate::method::{Progress, SslMethod, StepOutput, one_view};
 
 #[derive(Debug, Clone)]
 pub struct MaeConfig {
@@ -163,18 +163,11 @@ impl SslMethod for Mae {
     /// One view; the mask is drawn from the run's seed and the step. Both diagnostic
     /// embeddings are the pooled visible-patch features (there is no second view to align).
     fn train_step(&self, views: Vec<Tensor<4>>, progress: &Progress) -> StepOutput<()> {
-        expect_views("MAE", &views, 1);
-        let x = views.into_iter().next().expect("one view");
+        let x = one_view("MAE", views);
         let seed = progress.seed ^ (progress.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mask = self.mask(x.dims()[0], seed);
         let (loss, pooled) = self.loss(x, &mask);
-        let z = pooled.detach();
-        StepOutput {
-            loss,
-            z_a: z.clone(),
-            z_b: z,
-            update: (),
-        }
+        StepOutput::one_view(loss, pooled, ())
     }
 
     fn update(self, _: (), _: &Progress) -> Self {

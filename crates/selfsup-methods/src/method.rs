@@ -65,6 +65,26 @@ pub trait SslMethod: Module + Sized {
     fn update(self, update: Self::Update, progress: &Progress) -> Self;
 }
 
+impl<U> StepOutput<U> {
+    /// The output of a one-view method: its diagnostic embedding `z` (detached) stands for both
+    /// views (the method sets `PAIRED_VIEWS = false`, so alignment is not measured).
+    pub fn one_view(loss: Tensor<1>, z: Tensor<2>, update: U) -> Self {
+        let z = z.detach();
+        StepOutput {
+            loss,
+            z_a: z.clone(),
+            z_b: z,
+            update,
+        }
+    }
+}
+
+/// The single batch of a one-view method (panics unless there is exactly one).
+pub(crate) fn one_view(method: &str, views: ImageViews) -> Tensor<4> {
+    expect_views(method, &views, 1);
+    views.into_iter().next().expect("one view")
+}
+
 /// Image methods' batch: `[N, C, H, W]` batches of the same N images, the two global views
 /// first, then any local crops (multi-crop methods only).
 pub type ImageViews = Vec<Tensor<4>>;

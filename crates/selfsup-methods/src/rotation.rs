@@ -6,7 +6,7 @@ use burn::prelude::*;
 use selfsup_models::{Backbone, BackboneConfig};
 
 use crate::loss::{rotate_four_ways, rotation_loss};
-use crate::method::{Progress, SslMethod, StepOutput, expect_views};
+use crate::method::{Progress, SslMethod, StepOutput, one_view};
 
 #[derive(Debug, Clone)]
 pub struct RotationConfig {
@@ -42,8 +42,7 @@ impl SslMethod for Rotation {
     /// One view of N images; the four rotations go through the backbone as one batch of 4N.
     /// The diagnostics compare the 0° and 180° features of each image.
     fn train_step(&self, views: Vec<Tensor<4>>, _: &Progress) -> StepOutput<()> {
-        expect_views("rotation", &views, 1);
-        let x = views.into_iter().next().expect("one view");
+        let x = one_view("rotation", views);
         let n = x.dims()[0];
         let (rotated, labels) = rotate_four_ways(x);
         let features = self.backbone.forward(rotated);

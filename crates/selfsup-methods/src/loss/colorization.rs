@@ -21,7 +21,7 @@ pub fn ab_regression_loss(pred: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loss::test_util::{assert_close, floats, load};
+    use crate::loss::test_util::{assert_loss_and_grad, floats, load};
 
     #[test]
     fn matches_pytorch_mse() {
@@ -32,23 +32,6 @@ mod tests {
             .require_grad();
         let target = Tensor::<4>::from_data(TensorData::new(floats(&f["target"]), shape), &device);
         let loss = ab_regression_loss(pred.clone(), target);
-        let grads = loss.backward();
-        assert_close(
-            "loss",
-            &loss.into_data().try_to_vec::<f32>().unwrap(),
-            &[f["loss"].as_f64().unwrap() as f32],
-            1e-5,
-        );
-        assert_close(
-            "grad_pred",
-            &pred
-                .grad(&grads)
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap(),
-            &floats(&f["grad_pred"]),
-            1e-5,
-        );
+        assert_loss_and_grad(&f, loss, &pred, "grad_pred");
     }
 }

@@ -114,6 +114,24 @@ pub(crate) mod test_util {
         grad_keys: (&str, &str),
     ) {
         let grads = loss.backward();
+        assert_loss_value(case, loss);
+        assert_grad(case, &grads, inputs.0, grad_keys.0);
+        assert_grad(case, &grads, inputs.1, grad_keys.1);
+    }
+
+    /// [`assert_loss_and_grads`] for a loss of one input tensor of any rank.
+    pub fn assert_loss_and_grad<const D: usize>(
+        case: &Value,
+        loss: Tensor<1>,
+        input: &Tensor<D>,
+        grad_key: &str,
+    ) {
+        let grads = loss.backward();
+        assert_loss_value(case, loss);
+        assert_grad(case, &grads, input, grad_key);
+    }
+
+    fn assert_loss_value(case: &Value, loss: Tensor<1>) {
         let value = loss.into_data().try_to_vec::<f32>().unwrap();
         assert_close(
             "loss",
@@ -121,15 +139,21 @@ pub(crate) mod test_util {
             &[case["loss"].as_f64().unwrap() as f32],
             1e-5,
         );
-        for (input, key) in [(inputs.0, grad_keys.0), (inputs.1, grad_keys.1)] {
-            let g = input
-                .grad(&grads)
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            assert_close(key, &g, &floats(&case[key]), 1e-5);
-        }
+    }
+
+    fn assert_grad<const D: usize>(
+        case: &Value,
+        grads: &burn::tensor::Gradients,
+        input: &Tensor<D>,
+        key: &str,
+    ) {
+        let g = input
+            .grad(grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_close(key, &g, &floats(&case[key]), 1e-5);
     }
 
     pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {

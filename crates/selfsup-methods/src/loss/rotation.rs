@@ -34,7 +34,7 @@ pub fn rotation_loss(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loss::test_util::{assert_close, floats, load, tensor2};
+    use crate::loss::test_util::{assert_close, assert_loss_and_grad, floats, load, tensor2};
 
     #[test]
     fn rotations_and_loss_match_pytorch() {
@@ -69,23 +69,6 @@ mod tests {
         let m = 4 * n;
         let logits = tensor2(&f["logits"], m, 4, &device).require_grad();
         let loss = rotation_loss(logits.clone(), labels);
-        let grads = loss.backward();
-        assert_close(
-            "loss",
-            &loss.into_data().try_to_vec::<f32>().unwrap(),
-            &[f["loss"].as_f64().unwrap() as f32],
-            1e-5,
-        );
-        assert_close(
-            "grad_logits",
-            &logits
-                .grad(&grads)
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap(),
-            &floats(&f["grad_logits"]),
-            1e-5,
-        );
+        assert_loss_and_grad(&f, loss, &logits, "grad_logits");
     }
 }
