@@ -1,24 +1,11 @@
 //! The audio pretext models as [`SslMethod`]s, so selfsup's one training loop runs them. A
 //! batch is a list of (cropped, normalised) spectrograms; the models collate it themselves.
 
-use burn::prelude::*;
 use selfsup_methods::method::{Progress, SslMethod, StepOutput};
 
 use crate::encoder::{AudioEncoder, FrameBatch};
 use crate::features::Spectrogram;
 use crate::models::{CpcModel, MaskedFrameModel};
-
-/// Single-view: `z_a` and `z_b` are both the batch's utterance embeddings (for the collapse
-/// diagnostics; no alignment is measured).
-fn single_view(loss: Tensor<1>, z: Tensor<2>) -> StepOutput<()> {
-    let z = z.detach();
-    StepOutput {
-        loss,
-        z_a: z.clone(),
-        z_b: z,
-        update: (),
-    }
-}
 
 impl SslMethod for MaskedFrameModel {
     type Input = Vec<Spectrogram>;
@@ -35,7 +22,7 @@ impl SslMethod for MaskedFrameModel {
         let device = self.head.weight.device();
         let (loss, z) =
             self.loss_and_embedding(&clips, (progress.seed, progress.step as u64), &device);
-        single_view(loss, z)
+        StepOutput::one_view(loss, z, ())
     }
 
     fn update(self, _: (), _: &Progress) -> Self {
@@ -56,7 +43,7 @@ impl SslMethod for CpcModel {
     fn train_step(&self, clips: Vec<Spectrogram>, _: &Progress) -> StepOutput<()> {
         let device = self.predictors[0].weight.device();
         let (loss, z) = self.loss_and_embedding(&FrameBatch::collate(&clips, &device));
-        single_view(loss, z)
+        StepOutput::one_view(loss, z, ())
     }
 
     fn update(self, _: (), _: &Progress) -> Self {

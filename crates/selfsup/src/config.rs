@@ -989,13 +989,6 @@ mod tests {
                 vec!["method.teacher_temperature=[0, 0.07]"],
                 "method.teacher_temperature",
             ),
-        ] {
-            let err = format!("{:#}", load_str("", &sets).unwrap_err());
-            assert!(err.contains(key), "{sets:?}: {err}");
-        }
-        let c = load_str("", &["method.name=dino", "augment.local_crops=4"]).unwrap();
-        assert_eq!(c.augment.local_crops, 4);
-        for (sets, key) in [
             (vec!["method.name=mae"], "model.backbone"),
             (
                 vec!["method.name=colorization", "model.backbone=vit"],
