@@ -28,11 +28,10 @@ pub struct BarlowTwins {
 impl BarlowTwinsConfig {
     pub fn init(&self, device: &Device) -> BarlowTwins {
         let backbone = self.backbone.init(device);
-        let mut dims = vec![backbone.out_dim()];
-        dims.extend(&self.projection_dims);
+        let projector = MlpHeadConfig::on(backbone.out_dim(), &self.projection_dims);
         BarlowTwins {
             backbone,
-            projector: MlpHeadConfig::new(dims).init(device),
+            projector: projector.init(device),
             lambda: self.lambda,
         }
     }
@@ -49,12 +48,12 @@ impl SslMethod for BarlowTwins {
 
     fn train_step(&self, views: Vec<Tensor<4>>, _: &Progress) -> StepOutput<()> {
         let (z_a, z_b) = project_two_views("Barlow Twins", &self.backbone, &self.projector, views);
-        StepOutput {
-            loss: barlow_twins_loss(z_a.clone(), z_b.clone(), self.lambda),
-            z_a: z_a.detach(),
-            z_b: z_b.detach(),
-            update: (),
-        }
+        StepOutput::two_views(
+            barlow_twins_loss(z_a.clone(), z_b.clone(), self.lambda),
+            z_a,
+            z_b,
+            (),
+        )
     }
 
     fn update(self, _: (), _: &Progress) -> Self {

@@ -159,12 +159,8 @@ impl SslMethod for Dino {
             t_temp,
             p.student_temperature,
         );
-        StepOutput {
-            loss,
-            z_a: student[0].clone().detach(),
-            z_b: student[1].clone().detach(),
-            update: teacher,
-        }
+        let (z_a, z_b) = (student[0].clone(), student[1].clone());
+        StepOutput::two_views(loss, z_a, z_b, teacher)
     }
 
     fn update(mut self, teacher: Vec<Tensor<2>>, progress: &Progress) -> Self {

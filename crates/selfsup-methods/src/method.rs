@@ -66,6 +66,16 @@ pub trait SslMethod: Module + Sized {
 }
 
 impl<U> StepOutput<U> {
+    /// The output of a two-view method: the views' online embeddings, detached for diagnostics.
+    pub fn two_views(loss: Tensor<1>, z_a: Tensor<2>, z_b: Tensor<2>, update: U) -> Self {
+        StepOutput {
+            loss,
+            z_a: z_a.detach(),
+            z_b: z_b.detach(),
+            update,
+        }
+    }
+
     /// The output of a one-view method: its diagnostic embedding `z` (detached) stands for both
     /// views (the method sets `PAIRED_VIEWS = false`, so alignment is not measured).
     pub fn one_view(loss: Tensor<1>, z: Tensor<2>, update: U) -> Self {

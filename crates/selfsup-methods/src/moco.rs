@@ -42,9 +42,8 @@ pub struct Moco {
 impl MocoConfig {
     pub fn init(&self, device: &Device) -> Moco {
         let backbone = self.backbone.init(device);
-        let mut dims = vec![backbone.out_dim()];
-        dims.extend(&self.projection_dims);
-        let head = MlpHeadConfig::new(dims).with_batch_norm(false);
+        let head =
+            MlpHeadConfig::on(backbone.out_dim(), &self.projection_dims).with_batch_norm(false);
         let projector = head.init(device);
         let teacher_backbone = teacher_copy(&backbone, self.backbone.init(device));
         let teacher_projector = teacher_copy(&projector, head.init(device));
@@ -89,12 +88,7 @@ impl SslMethod for Moco {
         let loss = (info_nce_queue_loss(q_a.clone(), k_b.clone(), queue.clone(), t)
             + info_nce_queue_loss(q_b.clone(), k_a.clone(), queue, t))
         .mul_scalar(0.5);
-        StepOutput {
-            loss,
-            z_a: q_a.detach(),
-            z_b: q_b.detach(),
-            update: Tensor::cat(vec![k_b, k_a], 0),
-        }
+        StepOutput::two_views(loss, q_a, q_b, Tensor::cat(vec![k_b, k_a], 0))
     }
 
     fn update(mut self, keys: Tensor<2>, progress: &Progress) -> Self {

@@ -47,12 +47,11 @@ impl SslMethod for Rotation {
         let (rotated, labels) = rotate_four_ways(x);
         let features = self.backbone.forward(rotated);
         let loss = rotation_loss(self.head.forward(features.clone()), labels);
-        StepOutput {
-            loss,
-            z_a: features.clone().narrow(0, 0, n).detach(),
-            z_b: features.narrow(0, 2 * n, n).detach(),
-            update: (),
-        }
+        let (z_a, z_b) = (
+            features.clone().narrow(0, 0, n),
+            features.narrow(0, 2 * n, n),
+        );
+        StepOutput::two_views(loss, z_a, z_b, ())
     }
 
     fn update(self, _: (), _: &Progress) -> Self {

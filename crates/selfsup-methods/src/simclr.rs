@@ -35,11 +35,10 @@ pub struct SimClr {
 impl SimClrConfig {
     pub fn init(&self, device: &Device) -> SimClr {
         let backbone = self.backbone.init(device);
-        let mut dims = vec![backbone.out_dim()];
-        dims.extend(&self.projection_dims);
+        let projector = MlpHeadConfig::on(backbone.out_dim(), &self.projection_dims);
         SimClr {
             backbone,
-            projector: MlpHeadConfig::new(dims).init(device),
+            projector: projector.init(device),
             objective: self.objective,
         }
     }
@@ -69,12 +68,7 @@ impl SimClr {
                 triplet_loss(z_a.clone(), z_b.clone(), margin, mining, seed)
             }
         };
-        StepOutput {
-            loss,
-            z_a: z_a.detach(),
-            z_b: z_b.detach(),
-            update: (),
-        }
+        StepOutput::two_views(loss, z_a, z_b, ())
     }
 }
 

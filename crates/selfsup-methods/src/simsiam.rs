@@ -27,16 +27,12 @@ pub struct SimSiam {
 impl SimSiamConfig {
     pub fn init(&self, device: &Device) -> SimSiam {
         let backbone = self.backbone.init(device);
-        let mut dims = vec![backbone.out_dim()];
-        dims.extend(&self.projection_dims);
-        let mut pred = vec![*self.projection_dims.last().expect("projection dims")];
-        pred.extend(&self.prediction_dims);
+        let projector = MlpHeadConfig::on(backbone.out_dim(), &self.projection_dims);
+        let projection_out = *self.projection_dims.last().expect("projection dims");
         SimSiam {
             backbone,
-            projector: MlpHeadConfig::new(dims)
-                .with_last_batch_norm(true)
-                .init(device),
-            predictor: MlpHeadConfig::new(pred).init(device),
+            projector: projector.with_last_batch_norm(true).init(device),
+            predictor: MlpHeadConfig::on(projection_out, &self.prediction_dims).init(device),
         }
     }
 }
@@ -56,12 +52,7 @@ impl SslMethod for SimSiam {
         let loss = (negative_cosine_similarity(p_a, z_b.clone().detach())
             + negative_cosine_similarity(p_b, z_a.clone().detach()))
         .mul_scalar(0.5);
-        StepOutput {
-            loss,
-            z_a: z_a.detach(),
-            z_b: z_b.detach(),
-            update: (),
-        }
+        StepOutput::two_views(loss, z_a, z_b, ())
     }
 
     fn update(self, _: (), _: &Progress) -> Self {

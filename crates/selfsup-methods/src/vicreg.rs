@@ -26,11 +26,10 @@ pub struct VicReg {
 impl VicRegConfig {
     pub fn init(&self, device: &Device) -> VicReg {
         let backbone = self.backbone.init(device);
-        let mut dims = vec![backbone.out_dim()];
-        dims.extend(&self.projection_dims);
+        let projector = MlpHeadConfig::on(backbone.out_dim(), &self.projection_dims);
         VicReg {
             backbone,
-            projector: MlpHeadConfig::new(dims).init(device),
+            projector: projector.init(device),
             weights: self.weights,
         }
     }
@@ -47,12 +46,12 @@ impl SslMethod for VicReg {
 
     fn train_step(&self, views: Vec<Tensor<4>>, _: &Progress) -> StepOutput<()> {
         let (z_a, z_b) = project_two_views("VICReg", &self.backbone, &self.projector, views);
-        StepOutput {
-            loss: vicreg_loss(z_a.clone(), z_b.clone(), &self.weights),
-            z_a: z_a.detach(),
-            z_b: z_b.detach(),
-            update: (),
-        }
+        StepOutput::two_views(
+            vicreg_loss(z_a.clone(), z_b.clone(), &self.weights),
+            z_a,
+            z_b,
+            (),
+        )
     }
 
     fn update(self, _: (), _: &Progress) -> Self {

@@ -33,6 +33,11 @@ pub struct MlpHead {
 }
 
 impl MlpHeadConfig {
+    /// A head on `input`-wide features with layer widths `dims` (hidden…, output).
+    pub fn on(input: usize, dims: &[usize]) -> Self {
+        Self::new([&[input], dims].concat())
+    }
+
     /// LightlySSL's `SimCLRProjectionHead(input, hidden, output)` with 2 layers.
     pub fn simclr(input: usize, hidden: usize, output: usize) -> Self {
         Self::new(vec![input, hidden, output])

@@ -144,18 +144,7 @@ fn audio_pretrain_finetune_prove_report() {
     assert_eq!(j["modality"], "audio");
     let rows = j["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4, "2 subsets × 2 seeds");
-    for r in rows {
-        for k in [
-            "knn_random_init_top1",
-            "knn_top1",
-            "linear_top1",
-            "finetune_top1",
-            "scratch_top1",
-        ] {
-            let v = r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
-            assert!((0.0..=1.0).contains(&v), "{k} = {v}");
-        }
-    }
+    assert_prove_rows_are_accuracies(rows);
     let summary = j["summary"].as_array().unwrap();
     assert_eq!(summary.len(), 2);
     assert_eq!(summary[0]["subset"], "50%");

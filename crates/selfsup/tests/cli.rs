@@ -490,18 +490,7 @@ fn finetune_and_prove_end_to_end() {
     assert_eq!(rows[0]["labels"], 12);
     assert_eq!(rows[1]["labels"], 48);
     assert_eq!(rows[0]["steps"], 10); // --steps is exact; --budget scales only the default
-    for r in rows {
-        for k in [
-            "knn_random_init_top1",
-            "knn_top1",
-            "linear_top1",
-            "finetune_top1",
-            "scratch_top1",
-        ] {
-            let v = r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
-            assert!((0.0..=1.0).contains(&v), "{k} = {v}");
-        }
-    }
+    assert_prove_rows_are_accuracies(rows);
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("prove_budget2.json")).unwrap())
             .unwrap();

@@ -96,6 +96,22 @@ pub fn last_json(o: &Output) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("last line `{line}` is not JSON: {e}"))
 }
 
+/// Every accuracy of every `prove` row is present and in [0, 1].
+pub fn assert_prove_rows_are_accuracies(rows: &[serde_json::Value]) {
+    for r in rows {
+        for k in [
+            "knn_random_init_top1",
+            "knn_top1",
+            "linear_top1",
+            "finetune_top1",
+            "scratch_top1",
+        ] {
+            let v = r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
+            assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+        }
+    }
+}
+
 pub fn tiny_args<'a>(data: &'a Path, out: &'a Path) -> Vec<String> {
     vec![
         "pretrain".into(),
