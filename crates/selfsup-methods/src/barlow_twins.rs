@@ -55,8 +55,4 @@ impl SslMethod for BarlowTwins {
             (),
         )
     }
-
-    fn update(self, _: (), _: &Progress) -> Self {
-        self
-    }
 }

@@ -215,10 +215,6 @@ impl SslMethod for Colorization {
         let (pred, pooled) = self.predict(grey);
         StepOutput::one_view(ab_regression_loss(pred, target), pooled, ())
     }
-
-    fn update(self, _: (), _: &Progress) -> Self {
-        self
-    }
 }
 
 #[cfg(test)]

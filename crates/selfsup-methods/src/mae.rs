@@ -169,10 +169,6 @@ impl SslMethod for Mae {
         let (loss, pooled) = self.loss(x, &mask);
         StepOutput::one_view(loss, pooled, ())
     }
-
-    fn update(self, _: (), _: &Progress) -> Self {
-        self
-    }
 }
 
 #[cfg(test)]

@@ -61,8 +61,11 @@ pub trait SslMethod: Module + Sized {
     /// The loss of one batch.
     fn train_step(&self, input: Self::Input, progress: &Progress) -> StepOutput<Self::Update>;
 
-    /// Non-gradient state after the optimizer has updated the parameters at `progress.step`.
-    fn update(self, update: Self::Update, progress: &Progress) -> Self;
+    /// Non-gradient state after the optimizer has updated the parameters at `progress.step`
+    /// (EMA teacher, queue, center); methods without such state keep the default.
+    fn update(self, _update: Self::Update, _progress: &Progress) -> Self {
+        self
+    }
 }
 
 impl<U> StepOutput<U> {

@@ -53,8 +53,4 @@ impl SslMethod for Rotation {
         );
         StepOutput::two_views(loss, z_a, z_b, ())
     }
-
-    fn update(self, _: (), _: &Progress) -> Self {
-        self
-    }
 }

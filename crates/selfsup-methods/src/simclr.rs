@@ -88,8 +88,4 @@ impl SslMethod for SimClr {
         let seed = progress.seed ^ (progress.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         self.step(a, b, self.objective, seed)
     }
-
-    fn update(self, _: (), _: &Progress) -> Self {
-        self
-    }
 }

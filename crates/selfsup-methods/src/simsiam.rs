@@ -54,8 +54,4 @@ impl SslMethod for SimSiam {
         .mul_scalar(0.5);
         StepOutput::two_views(loss, z_a, z_b, ())
     }
-
-    fn update(self, _: (), _: &Progress) -> Self {
-        self
-    }
 }

@@ -53,8 +53,4 @@ impl SslMethod for VicReg {
             (),
         )
     }
-
-    fn update(self, _: (), _: &Progress) -> Self {
-        self
-    }
 }
