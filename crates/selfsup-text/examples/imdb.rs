@@ -361,8 +361,8 @@ fn main() {
             .encode_batch(texts)
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    let pretrain_ids = encode(&pretrain_texts);
-    let heldout_ids = encode(&heldout_texts);
+    let pretrain_ids = encode(pretrain_texts.as_slice());
+    let heldout_ids = encode(heldout_texts.as_slice());
     let special = tokenizer.special();
     let vocab = tokenizer.vocab_size();
     eprintln!(
@@ -389,7 +389,7 @@ fn main() {
         .iter()
         .map(String::as_str)
         .collect();
-    let test: Vec<(Vec<u32>, u32)> = encode(&test_texts)
+    let test: Vec<(Vec<u32>, u32)> = encode(test_texts.as_slice())
         .into_iter()
         .zip(test_labels[..n_test].iter().copied())
         .collect();
@@ -399,7 +399,7 @@ fn main() {
         let spec = SubsetSpec::PerClass((args.labels / 2).max(1));
         let idx = stratified_subset(train_labels, spec, seed).expect("valid subset");
         let texts: Vec<&str> = idx.iter().map(|&i| imdb_train.texts[i].as_str()).collect();
-        let subset: Vec<(Vec<u32>, u32)> = encode(&texts)
+        let subset: Vec<(Vec<u32>, u32)> = encode(texts.as_slice())
             .into_iter()
             .zip(idx.iter().map(|&i| train_labels[i]))
             .collect();
