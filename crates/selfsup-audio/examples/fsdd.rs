@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p selfsup-audio --example fsdd -- [pretrain_steps=N] [finetune_steps=N]
-//!     [seeds=N] [batch=N] [heldout_speaker=NAME]
+//!     [seeds=N] [batch=N] [heldout_speaker=NAME] [backbone_lr_mult=X] [d_model=N]
+//!     [mask_ratio=X] [finetune_lr=X]
 //! ```
 //! With `heldout_speaker`, that speaker's clips (both splits) are the test set and neither
 //! pretraining nor fine-tuning sees them. The last line printed is one JSON object.
@@ -12,14 +13,15 @@ use std::time::Instant;
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use selfsup_audio::finetune::{adamw, random_crop, shuffled_batches};
 use selfsup_audio::{
-    AudioClassifier, AudioDataset, AudioEncoder, AudioEncoderConfig, FeatureStats, FrameBatch,
-    LogMelConfig, MaskedFrameModel, Reconstruction, SpanMaskConfig, SpecAugmentConfig, Spectrogram,
-    Split,
+    AudioDataset, AudioEncoder, AudioEncoderConfig, FeatureStats, FinetuneConfig, LogMelConfig,
+    MaskedFrameModel, Reconstruction, SpanMaskConfig, SpecAugmentConfig, Spectrogram, Split,
+    finetune,
 };
 use selfsup_data::SampleRng;
 use selfsup_eval::{SubsetSpec, stratified_subset};
-use selfsup_methods::optim::{Optimizer, OptimizerConfig, OptimizerKind, cosine_with_warmup};
+use selfsup_methods::optim::cosine_with_warmup;
 
 /// Training crops: 1 s (100 frames at a 10 ms hop) covers nearly every FSDD digit.
 const CROP: usize = 100;
@@ -30,6 +32,10 @@ struct Args {
     seeds: u64,
     batch: usize,
     heldout_speaker: Option<String>,
+    backbone_lr_mult: f64,
+    d_model: usize,
+    mask_ratio: f64,
+    finetune_lr: f64,
 }
 
 fn parse_args() -> Args {
@@ -39,6 +45,10 @@ fn parse_args() -> Args {
         seeds: 3,
         batch: 32,
         heldout_speaker: None,
+        backbone_lr_mult: 1.0,
+        d_model: 64,
+        mask_ratio: 0.15,
+        finetune_lr: 5e-4,
     };
     for arg in std::env::args().skip(1) {
         let (k, v) = arg
@@ -48,84 +58,58 @@ fn parse_args() -> Args {
             v.parse::<usize>()
                 .unwrap_or_else(|_| panic!("{k} needs a number, got {v:?}"))
         };
+        let real = || {
+            v.parse::<f64>()
+                .unwrap_or_else(|_| panic!("{k} needs a number, got {v:?}"))
+        };
         match k {
             "pretrain_steps" => a.pretrain_steps = num(),
             "finetune_steps" => a.finetune_steps = num(),
             "seeds" => a.seeds = num() as u64,
             "batch" => a.batch = num(),
             "heldout_speaker" => a.heldout_speaker = Some(v.to_string()),
+            "backbone_lr_mult" => a.backbone_lr_mult = real(),
+            "d_model" => a.d_model = num(),
+            "mask_ratio" => a.mask_ratio = real(),
+            "finetune_lr" => a.finetune_lr = real(),
             _ => panic!(
-                "unknown argument {k:?}; known: pretrain_steps, finetune_steps, seeds, batch, heldout_speaker"
+                "unknown argument {k:?}; known: pretrain_steps, finetune_steps, seeds, batch, \
+                 heldout_speaker, backbone_lr_mult, d_model, mask_ratio, finetune_lr"
             ),
         }
     }
     a
 }
 
-fn adamw(weight_decay: f64) -> Optimizer {
-    OptimizerConfig {
-        kind: OptimizerKind::AdamW {
-            beta1: 0.9,
-            beta2: 0.98,
-            eps: 1e-8,
-        },
-        weight_decay,
-        exclude_bias_and_norm: true,
-    }
-    .init()
-    .expect("valid AdamW config")
-}
-
-fn encoder_config(n_mels: usize) -> AudioEncoderConfig {
+fn encoder_config(n_mels: usize, d_model: usize) -> AudioEncoderConfig {
     // The tiny default (d_model 64, 2 layers): about 0.5 s per batch of 32 on 2 busy cores.
     AudioEncoderConfig::new(n_mels)
-}
-
-/// A random `CROP`-frame window of clips longer than that.
-fn random_crop(spec: &Spectrogram, rng: &mut SampleRng) -> Spectrogram {
-    if spec.frames <= CROP {
-        return spec.clone();
-    }
-    spec.crop(rng.below((spec.frames - CROP + 1) as u64) as usize, CROP)
-}
-
-/// Indices `0..n` in batches, reshuffled every pass, forever.
-fn batches(n: usize, batch: usize, seed: u64) -> impl Iterator<Item = Vec<usize>> {
-    let batch = batch.min(n);
-    (0u64..).flat_map(move |pass| {
-        let mut order: Vec<usize> = (0..n).collect();
-        SampleRng::for_sample(seed, pass, u64::MAX, 0).shuffle(&mut order);
-        order
-            .chunks_exact(batch)
-            .map(<[usize]>::to_vec)
-            .collect::<Vec<_>>()
-    })
+        .with_d_model(d_model)
+        .with_d_ff(2 * d_model)
 }
 
 fn pretrain(specs: &[Spectrogram], args: &Args, device: &Device) -> AudioEncoder {
     let n_mels = specs[0].n_mels;
     device.seed(1234);
-    let mut model = MaskedFrameModel::new(&encoder_config(n_mels), device);
+    let mask = SpanMaskConfig::new(args.mask_ratio, 5, 10).expect("valid mask config");
+    let mut model = MaskedFrameModel::new(
+        &encoder_config(n_mels, args.d_model),
+        mask,
+        Reconstruction::L1,
+        device,
+    );
     let mut optim = adamw(0.01);
-    let mask = SpanMaskConfig::new(0.15, 5, 10).expect("valid mask config");
     let (steps, base_lr) = (args.pretrain_steps, 1e-3);
     let t0 = Instant::now();
     let mut recent = Vec::new();
-    for (step, idx) in batches(specs.len(), args.batch, 99).take(steps).enumerate() {
+    let batches = (0u64..).flat_map(|pass| shuffled_batches(specs.len(), args.batch, 99, pass));
+    for (step, idx) in batches.take(steps).enumerate() {
         let mut rng = SampleRng::for_sample(7, step as u64, 0, 1);
         let clips: Vec<Spectrogram> = idx
             .iter()
-            .map(|&i| random_crop(&specs[i], &mut rng))
+            .map(|&i| random_crop(&specs[i], CROP, &mut rng))
             .collect();
-        // Masked frames are set to 0, the per-bin mean after normalisation.
-        let loss = model.loss(
-            &clips,
-            &mask,
-            Reconstruction::L1,
-            0.0,
-            (11, step as u64),
-            device,
-        );
+        let loss = model.loss(&clips, (11, step as u64), device);
         recent.push(loss.clone().into_scalar::<f32>());
         let lr = cosine_with_warmup(step, steps, steps / 20, base_lr, base_lr * 0.01);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -140,69 +124,7 @@ fn pretrain(specs: &[Spectrogram], args: &Args, device: &Device) -> AudioEncoder
             recent.clear();
         }
     }
-    model.encoder
-}
-
-/// Fine-tunes encoder + linear head on `train` (SpecAugment, random crops) and returns the
-/// test accuracy.
-#[allow(clippy::too_many_arguments)]
-fn finetune(
-    encoder: AudioEncoder,
-    train: &[(Spectrogram, u32)],
-    test: &[(Spectrogram, u32)],
-    steps: usize,
-    batch: usize,
-    seed: u64,
-    device: &Device,
-) -> f64 {
-    device.seed(seed);
-    let mut model = AudioClassifier::new(encoder, 10, device);
-    let mut optim = adamw(0.01);
-    let augment = SpecAugmentConfig::speech();
-    let base_lr = 5e-4;
-    for (step, idx) in batches(train.len(), batch, seed).take(steps).enumerate() {
-        let mut rng = SampleRng::for_sample(seed, step as u64, 1, 2);
-        let clips: Vec<Spectrogram> = idx
-            .iter()
-            .map(|&i| {
-                let mut s = random_crop(&train[i].0, &mut rng);
-                augment.apply(&mut s, &mut rng, 0.0);
-                s
-            })
-            .collect();
-        let labels: Vec<i64> = idx.iter().map(|&i| train[i].1 as i64).collect();
-        let batch = FrameBatch::collate(&clips, device);
-        let logits = model.forward(&batch);
-        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [idx.len()]), device);
-        let loss = burn::nn::loss::CrossEntropyLossConfig::new()
-            .init(device)
-            .forward(logits, targets);
-        let lr = cosine_with_warmup(step, steps, steps / 10, base_lr, 0.0);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr, model, grads);
-    }
-    accuracy(&model.valid(), test)
-}
-
-fn accuracy(model: &AudioClassifier, test: &[(Spectrogram, u32)]) -> f64 {
-    let device = Device::flex();
-    let mut correct = 0usize;
-    for chunk in test.chunks(64) {
-        let specs: Vec<Spectrogram> = chunk.iter().map(|c| c.0.clone()).collect();
-        let logits = model.forward(&FrameBatch::collate(&specs, &device));
-        let pred = logits
-            .argmax(1)
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .unwrap();
-        correct += pred
-            .iter()
-            .zip(chunk)
-            .filter(|(p, c)| **p == c.1 as i64)
-            .count();
-    }
-    correct as f64 / test.len() as f64
+    model.backbone
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -272,25 +194,27 @@ fn main() {
             let subset: Vec<(Spectrogram, u32)> =
                 idx.iter().map(|&i| labelled[i].clone()).collect();
             let t = Instant::now();
-            let a = finetune(
-                pretrained.clone(),
-                &subset,
-                &test_set,
-                args.finetune_steps,
-                args.batch,
+            let recipe = |backbone_lr_mult| FinetuneConfig {
+                steps: args.finetune_steps,
+                batch_size: args.batch,
+                lr: args.finetune_lr,
+                backbone_lr_mult,
+                weight_decay: 0.01,
+                crop_frames: CROP,
+                augment: SpecAugmentConfig::speech(),
                 seed,
-                &device,
-            );
+                classes: 10,
+            };
+            let run = |encoder, mult| {
+                finetune(encoder, &subset, &test_set, &recipe(mult), &device)
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .top1
+            };
+            let a = run(pretrained.clone(), args.backbone_lr_mult);
             device.seed(5000 + seed);
-            let fresh = encoder_config(stats.mean.len()).init(&device);
-            let b = finetune(
-                fresh,
-                &subset,
-                &test_set,
-                args.finetune_steps,
-                args.batch,
-                seed,
-                &device,
+            let b = run(
+                encoder_config(stats.mean.len(), args.d_model).init(&device),
+                1.0,
             );
             eprintln!(
                 "{name} seed {seed}: {} labelled clips, pretrained {:.1} %, scratch {:.1} % ({:.0} s)",
@@ -312,9 +236,13 @@ fn main() {
         ));
     }
     println!(
-        "{{\"pretrain_steps\": {}, \"pretrain_seconds\": {pretrain_secs:.0}, \"finetune_steps\": {}, \"heldout_speaker\": {:?}, {}}}",
+        "{{\"pretrain_steps\": {}, \"pretrain_seconds\": {pretrain_secs:.0}, \"finetune_steps\": {}, \"backbone_lr_mult\": {}, \"d_model\": {}, \"mask_ratio\": {}, \"finetune_lr\": {}, \"heldout_speaker\": {:?}, {}}}",
         args.pretrain_steps,
         args.finetune_steps,
+        args.backbone_lr_mult,
+        args.d_model,
+        args.mask_ratio,
+        args.finetune_lr,
         args.heldout_speaker.as_deref().unwrap_or(""),
         report.join(", ")
     );

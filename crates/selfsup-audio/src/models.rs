@@ -9,85 +9,144 @@ use crate::features::Spectrogram;
 use crate::loss::{Reconstruction, cpc_info_nce_loss, masked_frame_loss};
 use crate::masking::SpanMaskConfig;
 
-/// Encoder + a linear head predicting every frame's log-mel vector from the context.
+/// Encoder + a linear head predicting every frame's log-mel vector from the context, trained
+/// on spans masked by `mask` (masked input frames are set to 0, the per-bin mean of normalised
+/// features).
 #[derive(Module, Debug)]
 pub struct MaskedFrameModel {
-    pub encoder: AudioEncoder,
+    pub backbone: AudioEncoder,
     pub head: Linear,
+    #[module(skip)]
+    pub mask: SpanMaskConfig,
+    #[module(skip)]
+    pub reconstruction: Reconstruction,
+}
+
+/// Clips with spans blanked, and where.
+pub struct MaskedClips {
+    pub inputs: Vec<Spectrogram>,
+    /// Per clip, `true` at masked frames.
+    pub masks: Vec<Vec<bool>>,
 }
 
 impl MaskedFrameModel {
-    pub fn new(encoder: &AudioEncoderConfig, device: &Device) -> Self {
+    pub fn new(
+        encoder: &AudioEncoderConfig,
+        mask: SpanMaskConfig,
+        reconstruction: Reconstruction,
+        device: &Device,
+    ) -> Self {
         Self {
-            encoder: encoder.init(device),
+            backbone: encoder.init(device),
             head: LinearConfig::new(encoder.d_model, encoder.n_mels).init(device),
+            mask,
+            reconstruction,
         }
     }
 
-    /// Masks spans of every clip (input frames set to `fill`), reconstructs them and returns the
-    /// loss on masked frames only. Masks are drawn from `SampleRng::for_sample(seed, step, i, 0)`.
-    pub fn loss(
-        &self,
-        clips: &[Spectrogram],
-        mask: &SpanMaskConfig,
-        kind: Reconstruction,
-        fill: f32,
-        (seed, step): (u64, u64),
-        device: &Device,
-    ) -> Tensor<1> {
-        let target = FrameBatch::collate(clips, device);
-        let t = target.features.dims()[1];
+    /// `clips` with spans masked; clip `i`'s mask is drawn from
+    /// `SampleRng::for_sample(seed, step, i, 0)`.
+    pub fn mask_clips(&self, clips: &[Spectrogram], (seed, step): (u64, u64)) -> MaskedClips {
         let mut inputs = clips.to_vec();
-        let mut masked = vec![false; clips.len() * t];
+        let mut masks = Vec::with_capacity(clips.len());
         for (i, clip) in inputs.iter_mut().enumerate() {
-            let m = mask.sample(
+            let m = self.mask.sample(
                 clip.frames,
                 &mut SampleRng::for_sample(seed, step, i as u64, 0),
             );
             for (frame, _) in m.iter().enumerate().filter(|(_, on)| **on) {
-                clip.data[frame * clip.n_mels..(frame + 1) * clip.n_mels].fill(fill);
+                clip.data[frame * clip.n_mels..(frame + 1) * clip.n_mels].fill(0.0);
             }
-            masked[i * t..i * t + clip.frames].copy_from_slice(&m);
+            masks.push(m);
+        }
+        MaskedClips { inputs, masks }
+    }
+
+    /// Predicted log-mel frames `[B, T, n_mels]` for a batch of (masked) inputs, and the
+    /// encoder's context `[B, T, d_model]`.
+    pub fn predict(&self, inputs: &FrameBatch) -> (Tensor<3>, Tensor<3>) {
+        let context = self
+            .backbone
+            .forward(inputs.features.clone(), inputs.pad_mask.clone())
+            .context;
+        (self.head.forward(context.clone()), context)
+    }
+
+    /// The loss on masked frames only (see [`mask_clips`](Self::mask_clips) for the masks).
+    pub fn loss(&self, clips: &[Spectrogram], seed_step: (u64, u64), device: &Device) -> Tensor<1> {
+        self.loss_and_embedding(clips, seed_step, device).0
+    }
+
+    /// The loss and the utterance embeddings (context mean-pooled over valid frames) of the
+    /// masked inputs.
+    pub fn loss_and_embedding(
+        &self,
+        clips: &[Spectrogram],
+        seed_step: (u64, u64),
+        device: &Device,
+    ) -> (Tensor<1>, Tensor<2>) {
+        let target = FrameBatch::collate(clips, device);
+        let t = target.features.dims()[1];
+        let MaskedClips { inputs, masks } = self.mask_clips(clips, seed_step);
+        let mut masked = vec![false; clips.len() * t];
+        for (i, m) in masks.iter().enumerate() {
+            masked[i * t..i * t + m.len()].copy_from_slice(m);
         }
         let input = FrameBatch::collate(&inputs, device);
         let masked =
             Tensor::<2, Bool>::from_data(TensorData::new(masked, [clips.len(), t]), device);
-        let context = self.encoder.forward(input.features, input.pad_mask).context;
-        masked_frame_loss(self.head.forward(context), target.features, masked, kind)
+        let (prediction, context) = self.predict(&input);
+        let loss = masked_frame_loss(prediction, target.features, masked, self.reconstruction);
+        (loss, mean_pool(context, &input.lengths))
     }
 }
 
 /// Causal encoder + one linear predictor per step ahead (CPC).
 #[derive(Module, Debug)]
 pub struct CpcModel {
-    pub encoder: AudioEncoder,
+    pub backbone: AudioEncoder,
     pub predictors: Vec<Linear>,
+    /// InfoNCE temperature.
+    pub temperature: f64,
 }
 
 impl CpcModel {
     /// `encoder.causal` is forced on: the context must not see the frames it predicts.
-    pub fn new(encoder: &AudioEncoderConfig, steps: usize, device: &Device) -> Self {
+    pub fn new(
+        encoder: &AudioEncoderConfig,
+        steps: usize,
+        temperature: f64,
+        device: &Device,
+    ) -> Self {
         assert!(steps > 0, "CPC needs at least one prediction step");
         let encoder = encoder.clone().with_causal(true);
         Self {
             predictors: (0..steps)
                 .map(|_| LinearConfig::new(encoder.d_model, encoder.d_model).init(device))
                 .collect(),
-            encoder: encoder.init(device),
+            backbone: encoder.init(device),
+            temperature,
         }
     }
 
     /// InfoNCE over the batch (negatives from other times and other clips).
-    pub fn loss(&self, batch: &FrameBatch, temperature: f64) -> Tensor<1> {
+    pub fn loss(&self, batch: &FrameBatch) -> Tensor<1> {
+        self.loss_and_embedding(batch).0
+    }
+
+    /// The loss and the utterance embeddings (context mean-pooled over valid frames).
+    pub fn loss_and_embedding(&self, batch: &FrameBatch) -> (Tensor<1>, Tensor<2>) {
         let out = self
-            .encoder
+            .backbone
             .forward(batch.features.clone(), batch.pad_mask.clone());
         let predictions: Vec<Tensor<3>> = self
             .predictors
             .iter()
             .map(|p| p.forward(out.context.clone()))
             .collect();
-        cpc_info_nce_loss(&predictions, out.latents, &batch.lengths, temperature)
+        let pooled = mean_pool(out.context, &batch.lengths);
+        let loss = cpc_info_nce_loss(&predictions, out.latents, &batch.lengths, self.temperature);
+        (loss, pooled)
     }
 }
 
@@ -166,12 +225,12 @@ mod tests {
         let data = clips(4, 8);
         let mask = SpanMaskConfig::new(0.15, 2, 4).unwrap();
 
-        let mut model = MaskedFrameModel::new(&cfg, &device);
+        let mut model = MaskedFrameModel::new(&cfg, mask, Reconstruction::L2, &device);
         let mut optim = adamw();
         let mut losses = Vec::new();
         for step in 0..60 {
             // Same masks every step, so the decrease is learning, not luck.
-            let loss = model.loss(&data, &mask, Reconstruction::L2, 0.0, (1, 0), &device);
+            let loss = model.loss(&data, (1, 0), &device);
             losses.push(loss.clone().into_scalar::<f32>());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(3e-3, model, grads);
@@ -179,16 +238,16 @@ mod tests {
         }
         assert!(losses[59] < 0.5 * losses[0], "masked-frame loss {losses:?}");
 
-        let mut cpc = CpcModel::new(&cfg, 2, &device);
+        let mut cpc = CpcModel::new(&cfg, 2, 1.0, &device);
         let mut optim = adamw();
         let batch = FrameBatch::collate(&data, &device);
-        let first = cpc.loss(&batch, 1.0).into_scalar::<f32>();
+        let first = cpc.loss(&batch).into_scalar::<f32>();
         for _ in 0..60 {
-            let loss = cpc.loss(&batch, 1.0);
+            let loss = cpc.loss(&batch);
             let grads = GradientsParams::from_grads(loss.backward(), &cpc);
             cpc = optim.step(3e-3, cpc, grads);
         }
-        let last = cpc.loss(&batch, 1.0).into_scalar::<f32>();
+        let last = cpc.loss(&batch).into_scalar::<f32>();
         assert!(last < 0.7 * first, "CPC loss {first} -> {last}");
     }
 }

@@ -93,7 +93,7 @@ fn simclr_step(
 ) -> Vec<f64> {
     let device = device.autodiff();
     let cfg = SimClrConfig {
-        backbone: ResNetConfig::new().with_width(width),
+        backbone: ResNetConfig::new().with_width(width).into(),
         projection_dims: vec![width * 8, 128],
         objective: ContrastiveObjective::NtXent { temperature: 0.5 },
     };
@@ -119,7 +119,11 @@ fn simclr_step(
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = optim.step(0.06, model, grads);
         // Reading a parameter back forces the (lazy) update to complete.
-        let _: f32 = model.backbone.conv1.weight.val().sum().into_scalar();
+        let resnet = model
+            .backbone
+            .as_resnet()
+            .expect("the bench builds a ResNet");
+        let _: f32 = resnet.conv1.weight.val().sum().into_scalar();
         if s >= warmup {
             rates.push(2.0 * batch as f64 / t.elapsed().as_secs_f64());
         }

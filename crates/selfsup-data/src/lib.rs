@@ -16,6 +16,7 @@
 
 mod dataset;
 mod error;
+pub mod lab;
 mod loader;
 pub mod ops;
 mod pixels;

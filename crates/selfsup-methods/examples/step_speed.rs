@@ -21,7 +21,7 @@ fn main() {
     );
     let device = Device::flex().autodiff();
     let cfg = SimClrConfig {
-        backbone: ResNetConfig::new().with_width(width),
+        backbone: ResNetConfig::new().with_width(width).into(),
         projection_dims: vec![width * 8, 128],
         objective: ContrastiveObjective::NtXent { temperature: 0.5 },
     };

@@ -2,14 +2,14 @@
 //! cross-correlation of two views' embeddings approaches the identity.
 
 use burn::prelude::*;
-use selfsup_models::{MlpHead, MlpHeadConfig, ResNet, ResNetConfig};
+use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
 
 use crate::loss::barlow_twins_loss;
 use crate::method::{Progress, SslMethod, StepOutput, project_two_views};
 
 #[derive(Debug, Clone)]
 pub struct BarlowTwinsConfig {
-    pub backbone: ResNetConfig,
+    pub backbone: BackboneConfig,
     /// Projector widths (hidden…, output): Linear-BN-ReLU blocks then a plain Linear, as
     /// BarlowTwinsProjectionHead.
     pub projection_dims: Vec<usize>,
@@ -19,7 +19,7 @@ pub struct BarlowTwinsConfig {
 
 #[derive(Module, Debug)]
 pub struct BarlowTwins {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub projector: MlpHead,
     #[module(skip)]
     pub lambda: f64,
@@ -28,7 +28,7 @@ pub struct BarlowTwins {
 impl BarlowTwinsConfig {
     pub fn init(&self, device: &Device) -> BarlowTwins {
         let backbone = self.backbone.init(device);
-        let mut dims = vec![backbone.out_dim];
+        let mut dims = vec![backbone.out_dim()];
         dims.extend(&self.projection_dims);
         BarlowTwins {
             backbone,
@@ -39,9 +39,11 @@ impl BarlowTwinsConfig {
 }
 
 impl SslMethod for BarlowTwins {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     type Update = ();
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

@@ -2,7 +2,7 @@
 //! network's projection of the other view (negative cosine similarity, symmetrised).
 
 use burn::prelude::*;
-use selfsup_models::{MlpHead, MlpHeadConfig, ResNet, ResNetConfig};
+use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
 
 use crate::loss::negative_cosine_similarity;
 use crate::method::{Progress, SslMethod, StepOutput, both_views, expect_views, head_both};
@@ -10,7 +10,7 @@ use crate::momentum::{cosine_momentum, ema_update, teacher_copy};
 
 #[derive(Debug, Clone)]
 pub struct ByolConfig {
-    pub backbone: ResNetConfig,
+    pub backbone: BackboneConfig,
     /// Projection head widths (hidden…, output), Linear-BN-ReLU-Linear as BYOLProjectionHead.
     pub projection_dims: Vec<usize>,
     /// Prediction head widths after the projection (hidden…, output = projection output).
@@ -21,10 +21,10 @@ pub struct ByolConfig {
 
 #[derive(Module, Debug)]
 pub struct Byol {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub projector: MlpHead,
     pub predictor: MlpHead,
-    pub teacher_backbone: ResNet,
+    pub teacher_backbone: Backbone,
     pub teacher_projector: MlpHead,
     #[module(skip)]
     pub momentum: [f64; 2],
@@ -33,7 +33,7 @@ pub struct Byol {
 impl ByolConfig {
     pub fn init(&self, device: &Device) -> Byol {
         let backbone = self.backbone.init(device);
-        let mut dims = vec![backbone.out_dim];
+        let mut dims = vec![backbone.out_dim()];
         dims.extend(&self.projection_dims);
         let head = MlpHeadConfig::new(dims);
         let projector = head.init(device);
@@ -51,9 +51,11 @@ impl ByolConfig {
 }
 
 impl SslMethod for Byol {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     type Update = ();
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

@@ -5,7 +5,7 @@
 use burn::module::{Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use selfsup_models::{MlpHead, MlpHeadConfig, ResNet, ResNetConfig};
+use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
 
 use crate::loss::{dino_center_update, dino_loss, l2_normalize, teacher_temperature};
 use crate::method::{Progress, SslMethod, StepOutput};
@@ -13,7 +13,7 @@ use crate::momentum::{cosine_momentum, ema_update, teacher_copy};
 
 #[derive(Debug, Clone)]
 pub struct DinoConfig {
-    pub backbone: ResNetConfig,
+    pub backbone: BackboneConfig,
     /// Head widths after the backbone: hidden…, bottleneck, prototypes. The MLP up to the
     /// bottleneck is Linear-BN-ReLU blocks (lightly's DINOProjectionHead with batch_norm=True
     /// uses GELU), the bottleneck is L2-normalised and compared with unit-length prototypes
@@ -57,9 +57,9 @@ impl DinoHead {
 
 #[derive(Module, Debug)]
 pub struct Dino {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub head: DinoHead,
-    pub teacher_backbone: ResNet,
+    pub teacher_backbone: Backbone,
     pub teacher_head: DinoHead,
     /// `[1, prototypes]`: running mean of the teacher's outputs, subtracted before sharpening.
     pub center: Param<Tensor<2>>,
@@ -86,11 +86,11 @@ impl DinoConfig {
 
     pub fn init(&self, device: &Device) -> Dino {
         let backbone = self.backbone.init(device);
-        let head = self.init_head(backbone.out_dim, device);
+        let head = self.init_head(backbone.out_dim(), device);
         let prototypes = *self.head_dims.last().expect("head dims");
         Dino {
             teacher_backbone: teacher_copy(&backbone, self.backbone.init(device)),
-            teacher_head: teacher_copy(&head, self.init_head(backbone.out_dim, device)),
+            teacher_head: teacher_copy(&head, self.init_head(backbone.out_dim(), device)),
             backbone,
             head,
             center: Param::initialized(ParamId::new(), Tensor::zeros([1, prototypes], device)),
@@ -112,10 +112,12 @@ fn split(x: Tensor<2>, n: usize) -> Vec<Tensor<2>> {
 }
 
 impl SslMethod for Dino {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     /// The teacher's outputs for the global views, for the center.
     type Update = Vec<Tensor<2>>;
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

@@ -1,11 +1,14 @@
 pub mod barlow_twins;
 pub mod byol;
+pub mod colorization;
 pub mod dino;
 pub mod loss;
+pub mod mae;
 pub mod method;
 pub mod moco;
 pub mod momentum;
 pub mod optim;
+pub mod rotation;
 pub mod simclr;
 pub mod simsiam;
 pub mod vicreg;

@@ -10,7 +10,7 @@
 
 use burn::module::Module;
 use burn::prelude::*;
-use selfsup_models::ResNet;
+use selfsup_models::Backbone;
 
 /// Where training stands when a step is taken (schedules inside methods depend on it).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,18 +44,50 @@ pub struct StepOutput<U> {
 
 /// A self-supervised method the training loop can run; see the module docs for the contract.
 pub trait SslMethod: Module + Sized {
+    /// One training batch. Image methods take [`ImageViews`]; other modalities their own
+    /// batch type (audio: spectrograms).
+    type Input;
     type Update;
+    /// The online encoder's type ([`ResNet`] for image methods).
+    type Backbone: Module;
 
-    /// The online encoder, evaluated by kNN during training.
-    fn backbone(&self) -> &ResNet;
+    /// Whether `StepOutput::z_b` is a second view of the samples in `z_a` (alignment is
+    /// measured); single-view methods (masked prediction) return `z_a` twice and set it false.
+    const PAIRED_VIEWS: bool = true;
 
-    /// The loss of one batch. `views` are `[N, C, H, W]` batches of the same N images: the two
-    /// global views first, then any local crops (multi-crop methods only).
-    fn train_step(&self, views: Vec<Tensor<4>>, progress: &Progress) -> StepOutput<Self::Update>;
+    /// The online encoder, evaluated during training.
+    fn backbone(&self) -> &Self::Backbone;
+
+    /// The loss of one batch.
+    fn train_step(&self, input: Self::Input, progress: &Progress) -> StepOutput<Self::Update>;
 
     /// Non-gradient state after the optimizer has updated the parameters at `progress.step`.
     fn update(self, update: Self::Update, progress: &Progress) -> Self;
 }
+
+impl<U> StepOutput<U> {
+    /// The output of a one-view method: its diagnostic embedding `z` (detached) stands for both
+    /// views (the method sets `PAIRED_VIEWS = false`, so alignment is not measured).
+    pub fn one_view(loss: Tensor<1>, z: Tensor<2>, update: U) -> Self {
+        let z = z.detach();
+        StepOutput {
+            loss,
+            z_a: z.clone(),
+            z_b: z,
+            update,
+        }
+    }
+}
+
+/// The single batch of a one-view method (panics unless there is exactly one).
+pub(crate) fn one_view(method: &str, views: ImageViews) -> Tensor<4> {
+    expect_views(method, &views, 1);
+    views.into_iter().next().expect("one view")
+}
+
+/// Image methods' batch: `[N, C, H, W]` batches of the same N images, the two global views
+/// first, then any local crops (multi-crop methods only).
+pub type ImageViews = Vec<Tensor<4>>;
 
 /// Panics unless `views` holds exactly `n` batches (methods without multi-crop take 2).
 pub(crate) fn expect_views(method: &str, views: &[Tensor<4>], n: usize) {
@@ -82,7 +114,7 @@ pub(crate) fn both_views(
 /// `projector(backbone(view))` of the two global views (one 2N batch), for two-view methods.
 pub(crate) fn project_two_views(
     method: &str,
-    backbone: &ResNet,
+    backbone: &Backbone,
     projector: &selfsup_models::MlpHead,
     views: Vec<Tensor<4>>,
 ) -> (Tensor<2>, Tensor<2>) {

@@ -4,7 +4,7 @@
 
 use burn::module::{Param, ParamId};
 use burn::prelude::*;
-use selfsup_models::{MlpHead, MlpHeadConfig, ResNet, ResNetConfig};
+use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
 
 use crate::loss::{enqueue, info_nce_queue_loss, random_queue};
 use crate::method::{Progress, SslMethod, StepOutput, both_views, expect_views};
@@ -12,7 +12,7 @@ use crate::momentum::{cosine_momentum, ema_update, teacher_copy};
 
 #[derive(Debug, Clone)]
 pub struct MocoConfig {
-    pub backbone: ResNetConfig,
+    pub backbone: BackboneConfig,
     /// Projection head widths after the backbone (hidden…, output); no BatchNorm (MoCo v2).
     pub projection_dims: Vec<usize>,
     pub temperature: f64,
@@ -29,9 +29,9 @@ pub struct MocoParams {
 
 #[derive(Module, Debug)]
 pub struct Moco {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub projector: MlpHead,
-    pub teacher_backbone: ResNet,
+    pub teacher_backbone: Backbone,
     pub teacher_projector: MlpHead,
     /// `[K, D]` L2-normalised keys, newest first.
     pub queue: Param<Tensor<2>>,
@@ -42,7 +42,7 @@ pub struct Moco {
 impl MocoConfig {
     pub fn init(&self, device: &Device) -> Moco {
         let backbone = self.backbone.init(device);
-        let mut dims = vec![backbone.out_dim];
+        let mut dims = vec![backbone.out_dim()];
         dims.extend(&self.projection_dims);
         let head = MlpHeadConfig::new(dims).with_batch_norm(false);
         let projector = head.init(device);
@@ -64,10 +64,12 @@ impl MocoConfig {
 }
 
 impl SslMethod for Moco {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     /// The keys of both views, to enqueue.
     type Update = Tensor<2>;
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

@@ -4,7 +4,7 @@
 //! The objective is NT-Xent (the paper's) or a triplet loss over the same two views.
 
 use burn::prelude::*;
-use selfsup_models::{MlpHead, MlpHeadConfig, ResNet, ResNetConfig};
+use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
 
 use crate::loss::{TripletMining, nt_xent_loss, triplet_loss};
 use crate::method::{Progress, SslMethod, StepOutput, expect_views};
@@ -18,7 +18,7 @@ pub enum ContrastiveObjective {
 
 #[derive(Debug, Clone)]
 pub struct SimClrConfig {
-    pub backbone: ResNetConfig,
+    pub backbone: BackboneConfig,
     /// Projection head widths after the backbone's output: hidden…, output.
     pub projection_dims: Vec<usize>,
     pub objective: ContrastiveObjective,
@@ -26,7 +26,7 @@ pub struct SimClrConfig {
 
 #[derive(Module, Debug)]
 pub struct SimClr {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub projector: MlpHead,
     #[module(skip)]
     pub objective: ContrastiveObjective,
@@ -35,7 +35,7 @@ pub struct SimClr {
 impl SimClrConfig {
     pub fn init(&self, device: &Device) -> SimClr {
         let backbone = self.backbone.init(device);
-        let mut dims = vec![backbone.out_dim];
+        let mut dims = vec![backbone.out_dim()];
         dims.extend(&self.projection_dims);
         SimClr {
             backbone,
@@ -79,9 +79,11 @@ impl SimClr {
 }
 
 impl SslMethod for SimClr {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     type Update = ();
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

@@ -2,14 +2,14 @@
 //! branch alone prevents collapse.
 
 use burn::prelude::*;
-use selfsup_models::{MlpHead, MlpHeadConfig, ResNet, ResNetConfig};
+use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
 
 use crate::loss::negative_cosine_similarity;
 use crate::method::{Progress, SslMethod, StepOutput, head_both, project_two_views};
 
 #[derive(Debug, Clone)]
 pub struct SimSiamConfig {
-    pub backbone: ResNetConfig,
+    pub backbone: BackboneConfig,
     /// Projection widths (hidden…, output), every Linear followed by BN (the last too) as
     /// SimSiamProjectionHead.
     pub projection_dims: Vec<usize>,
@@ -19,7 +19,7 @@ pub struct SimSiamConfig {
 
 #[derive(Module, Debug)]
 pub struct SimSiam {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub projector: MlpHead,
     pub predictor: MlpHead,
 }
@@ -27,7 +27,7 @@ pub struct SimSiam {
 impl SimSiamConfig {
     pub fn init(&self, device: &Device) -> SimSiam {
         let backbone = self.backbone.init(device);
-        let mut dims = vec![backbone.out_dim];
+        let mut dims = vec![backbone.out_dim()];
         dims.extend(&self.projection_dims);
         let mut pred = vec![*self.projection_dims.last().expect("projection dims")];
         pred.extend(&self.prediction_dims);
@@ -42,9 +42,11 @@ impl SimSiamConfig {
 }
 
 impl SslMethod for SimSiam {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     type Update = ();
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

@@ -2,14 +2,14 @@
 //! a floor per dimension, covariance between dimensions pushed to zero.
 
 use burn::prelude::*;
-use selfsup_models::{MlpHead, MlpHeadConfig, ResNet, ResNetConfig};
+use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
 
 use crate::loss::{VicRegWeights, vicreg_loss};
 use crate::method::{Progress, SslMethod, StepOutput, project_two_views};
 
 #[derive(Debug, Clone)]
 pub struct VicRegConfig {
-    pub backbone: ResNetConfig,
+    pub backbone: BackboneConfig,
     /// Expander widths (hidden…, output): Linear-BN-ReLU blocks then a plain Linear.
     pub projection_dims: Vec<usize>,
     pub weights: VicRegWeights,
@@ -17,7 +17,7 @@ pub struct VicRegConfig {
 
 #[derive(Module, Debug)]
 pub struct VicReg {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub projector: MlpHead,
     #[module(skip)]
     pub weights: VicRegWeights,
@@ -26,7 +26,7 @@ pub struct VicReg {
 impl VicRegConfig {
     pub fn init(&self, device: &Device) -> VicReg {
         let backbone = self.backbone.init(device);
-        let mut dims = vec![backbone.out_dim];
+        let mut dims = vec![backbone.out_dim()];
         dims.extend(&self.projection_dims);
         VicReg {
             backbone,
@@ -37,9 +37,11 @@ impl VicRegConfig {
 }
 
 impl SslMethod for VicReg {
+    type Input = crate::method::ImageViews;
+    type Backbone = Backbone;
     type Update = ();
 
-    fn backbone(&self) -> &ResNet {
+    fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 

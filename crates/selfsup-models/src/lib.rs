@@ -3,15 +3,22 @@
 //! - [`resnet`]: ResNet-18/34/50 with the CIFAR stem (3×3 conv, no max-pool) or the ImageNet
 //!   stem (7×7 stride-2 conv + max-pool), and a width multiplier (`width` = channels of the
 //!   first stage; 64 is torchvision's).
+//! - [`vit`]: Vision Transformer (patch embedding, sin-cos or learned positions, pre-norm
+//!   blocks, [CLS] or mean pooling), with the pieces MAE needs.
+//! - [`backbone`]: [`Backbone`], either of the two, which every consumer uses.
 //! - [`heads`]: MLP projection / prediction heads (Linear-BN-ReLU-…-Linear), as LightlySSL's
 //!   `ProjectionHead` family.
 //!
 //! Every model maps `[batch, 3, H, W]` images to `[batch, dim]` features.
 
+pub mod backbone;
 pub mod heads;
 pub mod named;
 pub mod resnet;
+pub mod vit;
 
+pub use backbone::{Backbone, BackboneConfig};
 pub use heads::{MlpHead, MlpHeadConfig};
 pub use named::{NamedTensor, load_named_tensors, named_tensors};
 pub use resnet::{ResNet, ResNetConfig, ResNetStem};
+pub use vit::{Vit, VitConfig, VitPooling, VitPositions};

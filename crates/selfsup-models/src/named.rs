@@ -9,6 +9,14 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 
+/// Whether a module-tree segment names an enum variant ([`crate::Backbone::ResNet`]) rather than
+/// a field. Variants are not part of tensor paths: a `backbone` field holding either
+/// architecture stores its tensors as `backbone.<field path>`, as a plain `ResNet` field did,
+/// so checkpoints written before the enum existed still load.
+pub fn is_variant_segment(container_type: &str) -> bool {
+    container_type.starts_with("Enum:")
+}
+
 /// One tensor's shape and values, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamedTensor {
@@ -22,11 +30,15 @@ struct Collect {
 }
 
 impl ModuleVisitor for Collect {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        if !is_variant_segment(container_type) {
+            self.path.push(name.to_string());
+        }
     }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _: &str, container_type: &str) {
+        if !is_variant_segment(container_type) {
+            self.path.pop();
+        }
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val();
@@ -62,11 +74,15 @@ struct Assign<'a> {
 }
 
 impl ModuleMapper for Assign<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        if !is_variant_segment(container_type) {
+            self.path.push(name.to_string());
+        }
     }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _: &str, container_type: &str) {
+        if !is_variant_segment(container_type) {
+            self.path.pop();
+        }
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let name = format!("{}{}", self.prefix, self.path.join("."));

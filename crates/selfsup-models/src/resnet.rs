@@ -240,6 +240,14 @@ impl ResNetConfig {
 impl ResNet {
     /// `[batch, C, H, W]` → `[batch, out_dim]` (global average pool of the last stage).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.forward_features(x);
+        let [b, c, _, _] = x.dims();
+        x.flatten::<3>(2, 3).mean_dim(2).reshape([b, c])
+    }
+
+    /// The last stage's feature map, `[batch, out_dim, H/s, W/s]` (s = 8 with the CIFAR stem,
+    /// 32 with the ImageNet stem), for dense heads such as a colorization decoder.
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
         let mut x = batch_norm(&self.bn1, conv_forward(&self.conv1, x), true);
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
@@ -253,8 +261,7 @@ impl ResNet {
         {
             x = block.forward(x);
         }
-        let [b, c, _, _] = x.dims();
-        x.flatten::<3>(2, 3).mean_dim(2).reshape([b, c])
+        x
     }
 }
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-/// The values `method.name` accepts.
-pub const METHODS: [&str; 7] = [
+/// The values `method.name` accepts (the audio methods are configured in `audio_config`).
+pub const METHODS: [&str; 12] = [
     "simclr",
     "moco",
     "byol",
@@ -17,7 +17,18 @@ pub const METHODS: [&str; 7] = [
     "barlowtwins",
     "vicreg",
     "dino",
+    "rotation",
+    "mae",
+    "colorization",
+    "masked_frames",
+    "cpc",
 ];
+
+/// Methods that predict something about one view (no pair of views to compare): their data
+/// pipeline is one random-resized crop + flip per image, without colour augmentation.
+pub const ONE_VIEW_METHODS: [&str; 3] = ["rotation", "mae", "colorization"];
+
+pub use crate::audio_config::{AudioConfig, AudioEncoderSettings, is_audio_method};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -29,6 +40,8 @@ pub struct Config {
     pub optim: OptimConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
+    pub audio: AudioConfig,
+    pub audio_encoder: AudioEncoderSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -73,12 +86,26 @@ pub struct AugmentConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    /// resnet18, resnet34 or resnet50.
+    /// resnet18, resnet34, resnet50 or vit.
     pub backbone: String,
-    /// Channels of the first stage (torchvision: 64).
+    /// ResNet: channels of the first stage (torchvision: 64).
     pub width: usize,
-    /// `cifar` (3×3 conv, no max-pool) or `imagenet`.
+    /// ResNet: `cifar` (3×3 conv, no max-pool) or `imagenet`.
     pub stem: String,
+    /// ViT (the image side is `data.input_size`): side of the square patches.
+    pub vit_patch_size: usize,
+    /// ViT token width (ViT-Tiny: 192).
+    pub vit_dim: usize,
+    /// ViT Transformer blocks (ViT-Tiny: 12).
+    pub vit_depth: usize,
+    /// ViT attention heads (ViT-Tiny: 3); must divide `vit_dim`.
+    pub vit_heads: usize,
+    /// ViT MLP hidden width as a multiple of `vit_dim`.
+    pub vit_mlp_ratio: f64,
+    /// ViT feature: `cls` ([CLS] token) or `mean` (mean of the patch tokens).
+    pub vit_pooling: String,
+    /// ViT positions: `sincos` (fixed 2-D table) or `learned`.
+    pub vit_positions: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -114,6 +141,14 @@ pub struct MethodConfig {
     pub teacher_temperature_warmup_epochs: f64,
     /// DINO: momentum of the center (running mean of the teacher's outputs).
     pub center_momentum: f64,
+    /// MAE: fraction of each image's patches hidden from the encoder.
+    pub mask_ratio: f64,
+    /// MAE: reconstruct per-patch normalised pixels instead of raw ones.
+    pub norm_pix_loss: bool,
+    /// MAE: decoder token width, blocks and heads.
+    pub decoder_dim: usize,
+    pub decoder_depth: usize,
+    pub decoder_heads: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -166,6 +201,8 @@ impl Default for Config {
             optim: OptimConfig::default(),
             train: TrainConfig::default(),
             eval: EvalConfig::default(),
+            audio: AudioConfig::default(),
+            audio_encoder: AudioEncoderSettings::default(),
         }
     }
 }
@@ -209,6 +246,13 @@ impl Default for ModelConfig {
             backbone: "resnet18".into(),
             width: 64,
             stem: "cifar".into(),
+            vit_patch_size: 4,
+            vit_dim: 192,
+            vit_depth: 12,
+            vit_heads: 3,
+            vit_mlp_ratio: 4.0,
+            vit_pooling: "cls".into(),
+            vit_positions: "sincos".into(),
         }
     }
 }
@@ -230,6 +274,11 @@ impl Default for MethodConfig {
             teacher_temperature: [0.04, 0.07],
             teacher_temperature_warmup_epochs: 1.0,
             center_momentum: 0.9,
+            mask_ratio: 0.75,
+            norm_pix_loss: true,
+            decoder_dim: 128,
+            decoder_depth: 2,
+            decoder_heads: 4,
         }
     }
 }
@@ -496,8 +545,12 @@ impl Config {
                 self.augment.color_jitter
             );
         }
-        self.resnet_config()?;
+        self.backbone_config()?;
         self.validate_method()?;
+        if self.is_audio() {
+            self.audio.validate(&self.method.name)?;
+            self.audio_encoder.encoder_config(self.audio.n_mels)?;
+        }
         match self.method.loss.as_str() {
             "nt_xent" | "triplet" => {}
             other => bail!("config `method.loss`: unknown loss `{other}`; use nt_xent or triplet"),
@@ -678,6 +731,37 @@ impl Config {
                 m.center_momentum
             );
         }
+        if m.name == "mae" {
+            if self.model.backbone != "vit" {
+                bail!(
+                    "config `model.backbone` = `{}`: mae needs a ViT encoder; set model.backbone = \"vit\"",
+                    self.model.backbone
+                );
+            }
+            if !(0.0..1.0).contains(&m.mask_ratio) {
+                bail!(
+                    "config `method.mask_ratio` must be within [0, 1), got {}",
+                    m.mask_ratio
+                );
+            }
+            if m.decoder_dim == 0 || m.decoder_depth == 0 || m.decoder_heads == 0 {
+                bail!(
+                    "config `method.decoder_dim`, `method.decoder_depth` and `method.decoder_heads` must be at least 1"
+                );
+            }
+            if m.decoder_dim % m.decoder_heads != 0 || m.decoder_dim % 4 != 0 {
+                bail!(
+                    "config `method.decoder_dim` = {} must be a multiple of 4 and of `method.decoder_heads` = {}",
+                    m.decoder_dim,
+                    m.decoder_heads
+                );
+            }
+        }
+        if m.name == "colorization" && self.model.backbone == "vit" {
+            bail!(
+                "config `model.backbone` = `vit`: colorization decodes a ResNet's feature map; use resnet18, resnet34 or resnet50"
+            );
+        }
         if m.name == "dino" && m.projection_dims.len() < 2 {
             bail!(
                 "config `method.projection_dims` for dino is hidden…, bottleneck, prototypes (at least 2 widths), got {:?}",
@@ -687,13 +771,84 @@ impl Config {
         Ok(())
     }
 
+    /// The encoder's architecture from `model.*` (a ViT's image side is `data.input_size`).
+    pub fn backbone_config(&self) -> Result<selfsup_models::BackboneConfig> {
+        if self.model.backbone == "vit" {
+            Ok(self.vit_config()?.into())
+        } else {
+            Ok(self.resnet_config()?.into())
+        }
+    }
+
+    pub fn vit_config(&self) -> Result<selfsup_models::VitConfig> {
+        use selfsup_models::{VitConfig, VitPooling, VitPositions};
+        let m = &self.model;
+        let pooling = match m.vit_pooling.as_str() {
+            "cls" => VitPooling::Cls,
+            "mean" => VitPooling::Mean,
+            other => bail!("config `model.vit_pooling`: `{other}` is not one of cls, mean"),
+        };
+        let positions = match m.vit_positions.as_str() {
+            "sincos" => VitPositions::Sincos,
+            "learned" => VitPositions::Learned,
+            other => bail!("config `model.vit_positions`: `{other}` is not one of sincos, learned"),
+        };
+        for (key, v, max) in [
+            ("model.vit_patch_size", m.vit_patch_size, 4096),
+            ("model.vit_dim", m.vit_dim, 65536),
+            ("model.vit_depth", m.vit_depth, 256),
+            ("model.vit_heads", m.vit_heads, 1024),
+        ] {
+            if !(1..=max).contains(&v) {
+                bail!("config `{key}` must be within [1, {max}], got {v}");
+            }
+        }
+        if self.data.input_size % m.vit_patch_size != 0 {
+            bail!(
+                "config `model.vit_patch_size` = {} must divide `data.input_size` = {}",
+                m.vit_patch_size,
+                self.data.input_size
+            );
+        }
+        if m.vit_dim % m.vit_heads != 0 {
+            bail!(
+                "config `model.vit_dim` = {} must be a multiple of `model.vit_heads` = {}",
+                m.vit_dim,
+                m.vit_heads
+            );
+        }
+        if positions == VitPositions::Sincos && m.vit_dim % 4 != 0 {
+            bail!(
+                "config `model.vit_dim` = {} must be a multiple of 4 for sin-cos positions",
+                m.vit_dim
+            );
+        }
+        if !(m.vit_mlp_ratio.is_finite() && m.vit_mlp_ratio > 0.0 && m.vit_mlp_ratio <= 64.0) {
+            bail!(
+                "config `model.vit_mlp_ratio` must be within (0, 64], got {}",
+                m.vit_mlp_ratio
+            );
+        }
+        Ok(VitConfig::new()
+            .with_image_size(self.data.input_size)
+            .with_patch_size(m.vit_patch_size)
+            .with_dim(m.vit_dim)
+            .with_depth(m.vit_depth)
+            .with_heads(m.vit_heads)
+            .with_mlp_ratio(m.vit_mlp_ratio)
+            .with_pooling(pooling)
+            .with_positions(positions))
+    }
+
+    /// The ResNet architecture; an error for a ViT run (callers that need a ResNet, such as
+    /// the torchvision export, say so).
     pub fn resnet_config(&self) -> Result<selfsup_models::ResNetConfig> {
         let depth = match self.model.backbone.as_str() {
             "resnet18" => 18,
             "resnet34" => 34,
             "resnet50" => 50,
             other => bail!(
-                "config `model.backbone`: unknown backbone `{other}`; available: resnet18, resnet34, resnet50"
+                "config `model.backbone`: unknown backbone `{other}`; available: resnet18, resnet34, resnet50, vit"
             ),
         };
         let stem = match self.model.stem.as_str() {
@@ -711,6 +866,12 @@ impl Config {
             .with_depth(depth)
             .with_width(self.model.width)
             .with_stem(stem))
+    }
+
+    /// Whether `method.name` is an audio pretext task (its data and encoder are `[audio]` and
+    /// `[audio_encoder]`).
+    pub fn is_audio(&self) -> bool {
+        is_audio_method(&self.method.name)
     }
 
     /// The dataset path, resolved against `base` when relative.
@@ -827,6 +988,43 @@ mod tests {
             (
                 vec!["method.teacher_temperature=[0, 0.07]"],
                 "method.teacher_temperature",
+            ),
+            (vec!["method.name=mae"], "model.backbone"),
+            (
+                vec!["method.name=colorization", "model.backbone=vit"],
+                "model.backbone",
+            ),
+            (
+                vec![
+                    "method.name=mae",
+                    "model.backbone=vit",
+                    "method.mask_ratio=1.0",
+                ],
+                "method.mask_ratio",
+            ),
+            (
+                vec![
+                    "method.name=mae",
+                    "model.backbone=vit",
+                    "method.decoder_heads=3",
+                ],
+                "method.decoder_dim",
+            ),
+            (
+                vec!["model.backbone=vit", "model.vit_patch_size=5"],
+                "model.vit_patch_size",
+            ),
+            (
+                vec!["model.backbone=vit", "model.vit_heads=5"],
+                "model.vit_dim",
+            ),
+            (
+                vec!["model.backbone=vit", "model.vit_pooling=max"],
+                "model.vit_pooling",
+            ),
+            (
+                vec!["model.backbone=vit", "model.vit_positions=rope"],
+                "model.vit_positions",
             ),
         ] {
             let err = format!("{:#}", load_str("", &sets).unwrap_err());

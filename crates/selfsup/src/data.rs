@@ -61,7 +61,25 @@ pub fn train_pipeline(config: &Config) -> Result<Pipeline> {
 
 /// One pipeline per view: two global views, then `augment.local_crops` small crops
 /// (`local_crop_size` px, `local_crop_scale`) with the same colour augmentations (multi-crop).
+/// Methods that predict something about one image (rotation, MAE) get one view: a random
+/// resized crop (`crop_scale`) and the flip, no colour augmentation (it would change what
+/// they predict).
 pub fn view_pipelines(config: &Config) -> Result<Vec<Pipeline>> {
+    if crate::config::ONE_VIEW_METHODS.contains(&config.method.name.as_str()) {
+        let s = config.data.input_size;
+        let [lo, hi] = config.augment.crop_scale;
+        let steps = vec![
+            Transform::RandomResizedCrop {
+                size: (s, s),
+                scale: (lo, hi),
+                ratio: (3.0 / 4.0, 4.0 / 3.0),
+            },
+            Transform::HorizontalFlip {
+                p: config.augment.hflip_prob,
+            },
+        ];
+        return Ok(vec![Pipeline::new(steps, normalization(config))?]);
+    }
     let global = train_pipeline(config)?;
     let mut pipes = vec![global.clone(), global];
     let a = &config.augment;

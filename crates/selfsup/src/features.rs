@@ -7,14 +7,14 @@ use anyhow::Result;
 use burn::prelude::*;
 use selfsup_data::{ImageDataset, LoaderConfig, Pipeline, Split, ViewLoader};
 use selfsup_eval::Features;
-use selfsup_models::ResNet;
+use selfsup_models::Backbone;
 
 use crate::config::Config;
 use crate::{data, device};
 
 /// Features of every image in dataset order, with labels where the dataset has them.
 pub fn extract_all(
-    backbone: &ResNet,
+    backbone: &Backbone,
     dataset: Arc<ImageDataset>,
     pipeline: Pipeline,
     batch_size: usize,
@@ -28,7 +28,7 @@ pub fn extract_all(
 
 /// Features of the images `subset` (in its order; `None`: all), with their labels.
 pub fn extract(
-    backbone: &ResNet,
+    backbone: &Backbone,
     dataset: Arc<ImageDataset>,
     subset: Option<Vec<usize>>,
     pipeline: Pipeline,
@@ -49,7 +49,7 @@ pub fn extract(
         subset,
     };
     let loader = ViewLoader::new(dataset, vec![pipeline], config)?;
-    let mut data = Vec::with_capacity(n * backbone.out_dim);
+    let mut data = Vec::with_capacity(n * backbone.out_dim());
     let mut labels = Vec::with_capacity(n);
     for batch in loader.epoch(0) {
         let shape = batch.view_shapes[0];
@@ -61,7 +61,7 @@ pub fn extract(
         data.extend(f.into_data().try_to_vec::<f32>().expect("f32 features"));
         labels.extend(batch.labels);
     }
-    let dim = backbone.out_dim;
+    let dim = backbone.out_dim();
     Ok((Features::new(data, n, dim)?, labels))
 }
 
@@ -80,7 +80,7 @@ pub fn require_labels(labels: Vec<Option<u32>>) -> Result<Vec<u32>> {
 /// transform, batch size, loader threads and device: what kNN and linear probes consume.
 pub fn train_test(
     config: &Config,
-    backbone: &ResNet,
+    backbone: &Backbone,
     data_path: &Path,
     cache: &Path,
     skip_corrupt: bool,

@@ -6,7 +6,7 @@
 //! - `full`: the backbone plus a linear head trained end to end with SGD, a cosine schedule,
 //!   crop-with-padding + flip augmentation, and a lower learning rate for a pretrained backbone.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,17 +16,18 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use clap::{Args, ValueEnum};
-use selfsup_data::{ImageDataset, LoaderConfig, Pipeline, Split, ViewLoader};
+use selfsup_data::{ImageDataset, LoaderConfig, Pipeline, ViewLoader};
 use selfsup_eval::{
     Features, LinearProbeConfig, LinearProbeResult, SubsetSpec, linear_probe, stratified_subset,
     top_k_accuracy,
 };
 use selfsup_methods::optim::{OptimizerConfig, OptimizerKind, cosine_with_warmup};
-use selfsup_models::{ResNet, load_named_tensors, named_tensors};
+use selfsup_models::{Backbone, load_named_tensors, named_tensors};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::{data, device, encoder, features};
+use crate::downstream::{self, Init};
+use crate::{data, device};
 
 /// Labelled-sample presentations of the default budget: 40 epochs of 500 labels, 4 epochs of
 /// 5,000 (the reference run's 280 and 312 steps at batch 64).
@@ -51,28 +52,60 @@ impl Mode {
     }
 }
 
+/// A modality's defaults for the flags a user leaves out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RecipeDefaults {
+    pub batch_size: usize,
+    pub lr: f64,
+    pub backbone_lr_mult: f64,
+    pub weight_decay: f64,
+    /// Labelled-sample presentations of budget 1 (see `--steps`).
+    pub samples_seen: f64,
+}
+
+impl RecipeDefaults {
+    /// SGD (momentum 0.9) on images.
+    pub const IMAGE: Self = Self {
+        batch_size: 64,
+        lr: 0.05,
+        backbone_lr_mult: 0.5,
+        weight_decay: 5e-4,
+        samples_seen: DEFAULT_SAMPLES_SEEN,
+    };
+    /// AdamW on audio (the selfsup-audio FSDD recipe: 150 steps at 50 labels).
+    pub const AUDIO: Self = Self {
+        batch_size: 32,
+        lr: 5e-4,
+        backbone_lr_mult: 1.0,
+        weight_decay: 0.01,
+        samples_seen: 7_500.0,
+    };
+}
+
 /// Training settings shared by `finetune` and `prove`.
 #[derive(Args, Clone, Debug)]
 pub struct Recipe {
-    /// Labelled images per batch (full mode and the linear probe).
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Peak SGD learning rate of the head (full mode; cosine decay to 0, no warm-up).
-    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
-    pub lr: f64,
+    /// Labelled samples per batch (full mode and the linear probe). Default: 64 for images,
+    /// 32 for audio.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate of the head (full mode; cosine decay to 0). Default: 0.05 (SGD, no
+    /// warm-up) for images, 5e-4 (AdamW, 10 % warm-up) for audio.
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
     /// Backbone learning rate = lr × this, for a pretrained backbone (full mode): the new,
     /// randomly initialised head learns at the full rate while the pretrained features adapt
-    /// at half of it. From scratch the backbone always gets the full lr (this flag is
-    /// ignored), so the baseline is not handicapped.
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
-    pub backbone_lr_mult: f64,
-    /// SGD weight decay (full mode; momentum is 0.9).
-    #[arg(long, default_value_t = 5e-4, allow_negative_numbers = true)]
-    pub weight_decay: f64,
+    /// more slowly. From scratch the backbone always gets the full lr (this flag is ignored),
+    /// so the baseline is not handicapped. Default: 0.5 for images, 1 for audio.
+    #[arg(long, allow_negative_numbers = true)]
+    pub backbone_lr_mult: Option<f64>,
+    /// Weight decay (full mode). Default: 5e-4 (SGD) for images, 0.01 (AdamW) for audio.
+    #[arg(long, allow_negative_numbers = true)]
+    pub weight_decay: Option<f64>,
     /// Optimizer steps of full mode, exactly (--budget is then ignored). Default: whole epochs
-    /// over the labelled subset, max(1, round(20000 / labels)) of them with
-    /// floor(labels / batch) batches each (drop_last), times --budget: 280 steps at 500
-    /// labels, 312 at 5,000.
+    /// over the labelled subset, max(1, round(S / labels)) of them with floor(labels / batch)
+    /// batches each (drop_last), times --budget; S = 20000 for images (280 steps at 500
+    /// labels, 312 at 5,000), 7500 for audio (150 steps at 50 labels).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Multiplier of the default number of steps (`--budget 3`: 840 at 500 labels).
@@ -84,25 +117,28 @@ pub struct Recipe {
     /// Seeds the label subset, the head, the random init (--from-scratch), order and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Filled in from the checkpoint's modality.
+    #[arg(skip = RecipeDefaults::IMAGE)]
+    pub defaults: RecipeDefaults,
 }
 
 impl Recipe {
     /// Errors name the flag; checked before any work.
     pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 {
+        if self.batch_size == Some(0) {
             bail!("--batch-size must be ≥ 1");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            bail!("--lr must be a finite number > 0, got {}", self.lr);
+        if let Some(lr) = self.lr.filter(|lr| !(*lr > 0.0 && lr.is_finite())) {
+            bail!("--lr must be a finite number > 0, got {lr}");
         }
-        if !(self.backbone_lr_mult >= 0.0 && self.backbone_lr_mult.is_finite()) {
-            bail!(
-                "--backbone-lr-mult must be a finite number ≥ 0, got {}",
-                self.backbone_lr_mult
-            );
+        if let Some(m) = self
+            .backbone_lr_mult
+            .filter(|m| !(*m >= 0.0 && m.is_finite()))
+        {
+            bail!("--backbone-lr-mult must be a finite number ≥ 0, got {m}");
         }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            bail!("--weight-decay must be ≥ 0, got {}", self.weight_decay);
+        if let Some(wd) = self.weight_decay.filter(|w| !(*w >= 0.0 && w.is_finite())) {
+            bail!("--weight-decay must be ≥ 0, got {wd}");
         }
         if self.steps == Some(0) {
             bail!("--steps must be ≥ 1");
@@ -116,25 +152,53 @@ impl Recipe {
         Ok(())
     }
 
-    /// The batch size used for `labels` images: smaller subsets train on all of them at once.
-    pub fn batch_for(&self, labels: usize) -> usize {
-        self.batch_size.min(labels)
+    pub fn batch_size(&self) -> usize {
+        self.batch_size.unwrap_or(self.defaults.batch_size)
     }
 
-    /// Steps of full mode for `labels` labelled images (see `--steps`).
+    pub fn lr(&self) -> f64 {
+        self.lr.unwrap_or(self.defaults.lr)
+    }
+
+    pub fn backbone_lr_mult(&self) -> f64 {
+        self.backbone_lr_mult
+            .unwrap_or(self.defaults.backbone_lr_mult)
+    }
+
+    pub fn weight_decay(&self) -> f64 {
+        self.weight_decay.unwrap_or(self.defaults.weight_decay)
+    }
+
+    /// The batch size used for `labels` samples: smaller subsets train on all of them at once.
+    pub fn batch_for(&self, labels: usize) -> usize {
+        self.batch_size().min(labels)
+    }
+
+    /// Steps of full mode for `labels` labelled samples (see `--steps`).
     pub fn steps_for(&self, labels: usize) -> usize {
         if let Some(s) = self.steps {
             return s;
         }
         let batches = labels / self.batch_for(labels);
-        let epochs = (DEFAULT_SAMPLES_SEEN / labels as f64).round().max(1.0);
+        let epochs = (self.defaults.samples_seen / labels as f64)
+            .round()
+            .max(1.0);
         ((epochs * batches as f64 * self.budget).round() as usize).max(1)
+    }
+
+    /// The settings as used, for result files.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "lr": self.lr(), "backbone_lr_mult": self.backbone_lr_mult(),
+            "weight_decay": self.weight_decay(), "batch_size": self.batch_size(),
+            "linear_epochs": self.linear_epochs, "steps": self.steps, "budget": self.budget,
+        })
     }
 
     pub fn linear_probe_config(&self) -> LinearProbeConfig {
         LinearProbeConfig {
             epochs: self.linear_epochs,
-            batch_size: Some(self.batch_size),
+            batch_size: Some(self.batch_size()),
             seed: self.seed,
             ..Default::default()
         }
@@ -174,7 +238,7 @@ pub fn label_subset(labels: &[u32], spec: SubsetSpec, seed: u64) -> Result<Vec<u
 /// A backbone and a linear classification head.
 #[derive(Module, Debug)]
 pub struct Classifier {
-    pub backbone: ResNet,
+    pub backbone: Backbone,
     pub head: Linear,
 }
 
@@ -192,8 +256,8 @@ pub struct FullResult {
 }
 
 /// `backbone`'s weights in a fresh, trainable (autodiff) copy on `device`.
-fn trainable_copy(config: &Config, backbone: &ResNet, device: &Device) -> Result<ResNet> {
-    let fresh = config.resnet_config()?.init(device);
+fn trainable_copy(config: &Config, backbone: &Backbone, device: &Device) -> Result<Backbone> {
+    let fresh = config.backbone_config()?.init(device);
     load_named_tensors(fresh, &named_tensors(backbone), "")
         .map_err(|e| anyhow::anyhow!("copying the backbone for training: {e}"))
 }
@@ -203,7 +267,7 @@ fn trainable_copy(config: &Config, backbone: &ResNet, device: &Device) -> Result
 #[allow(clippy::too_many_arguments)]
 pub fn train_full(
     config: &Config,
-    backbone: &ResNet,
+    backbone: &Backbone,
     pretrained: bool,
     train: Arc<ImageDataset>,
     subset: &[usize],
@@ -220,7 +284,7 @@ pub fn train_full(
     ad.seed(recipe.seed);
     let mut model = Classifier {
         backbone: trainable_copy(config, backbone, &ad)?,
-        head: LinearConfig::new(backbone.out_dim, num_classes).init(&ad),
+        head: LinearConfig::new(backbone.out_dim(), num_classes).init(&ad),
     };
     let batch_size = recipe.batch_for(subset.len());
     let total_steps = recipe.steps_for(subset.len());
@@ -247,13 +311,13 @@ pub fn train_full(
             momentum: 0.9,
             nesterov: false,
         },
-        weight_decay: recipe.weight_decay,
+        weight_decay: recipe.weight_decay(),
         exclude_bias_and_norm: false,
     }
     .init()
     .map_err(|e| anyhow::anyhow!("fine-tuning optimizer: {e}"))?;
     let backbone_mult = if pretrained {
-        recipe.backbone_lr_mult
+        recipe.backbone_lr_mult()
     } else {
         1.0
     };
@@ -264,7 +328,7 @@ pub fn train_full(
     let mut losses = Vec::with_capacity(total_steps);
     'epochs: for epoch in 0.. {
         for batch in loader.epoch(epoch) {
-            let lr = cosine_with_warmup(step, total_steps, 0, recipe.lr, 0.0);
+            let lr = cosine_with_warmup(step, total_steps, 0, recipe.lr(), 0.0);
             let shape = batch.view_shapes[0];
             let x = Tensor::<4>::from_data(
                 TensorData::new(batch.views.into_iter().next().unwrap(), shape),
@@ -410,61 +474,26 @@ pub struct FinetuneArgs {
     pub quiet: bool,
 }
 
-/// The checkpoint's config and backbone (or the random-init baseline), with `seed` as the
-/// run's seed, and where its datasets and cache live.
-pub struct Source {
-    pub config: Config,
-    pub backbone: ResNet,
-    pub data_path: PathBuf,
-    pub cache: PathBuf,
-}
-
-pub fn load_source(
-    checkpoint: &Path,
-    data: Option<&Path>,
-    device: Option<&str>,
-    seed: u64,
-    from_scratch: bool,
-) -> Result<Source> {
-    if !checkpoint.is_file() {
-        bail!(
-            "checkpoint {} not found (pass a RUN_DIR/checkpoints/epoch_NNNN.safetensors written by `selfsup pretrain`)",
-            checkpoint.display()
-        );
-    }
-    let (mut config, mut backbone) = encoder::load_backbone(checkpoint, device)?;
-    config.train.seed = seed;
-    if from_scratch {
-        backbone = encoder::random_init_backbone(&config)?;
-    }
-    let data_path = data
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(&config.data.path));
-    let run_dir = checkpoint.parent().and_then(Path::parent);
-    let cache = data::cache_dir(&config, run_dir);
-    Ok(Source {
-        config,
-        backbone,
-        data_path,
-        cache,
-    })
-}
-
 pub fn run(args: FinetuneArgs) -> Result<serde_json::Value> {
     let spec = subset_spec(args.label_fraction, args.labels_per_class)?;
     args.recipe.validate()?;
-    let recipe = &args.recipe;
-    let src = load_source(
+    let task = downstream::load_task(
         &args.checkpoint,
         args.data.as_deref(),
         args.device.as_deref(),
-        recipe.seed,
-        args.from_scratch,
+        args.skip_corrupt,
     )?;
-    let train = data::open(&src.data_path, Split::Train, &src.cache, args.skip_corrupt)?;
-    let test = data::open(&src.data_path, Split::Test, &src.cache, args.skip_corrupt)?;
-    let train_labels = split_labels(&train, "train")?;
-    let subset = label_subset(&train_labels, spec, recipe.seed)?;
+    let recipe = &Recipe {
+        defaults: task.defaults,
+        ..args.recipe.clone()
+    };
+    let (train_labels, test_labels) = (task.task.train_labels(), task.task.test_labels());
+    let subset = label_subset(train_labels, spec, recipe.seed)?;
+    let init = if args.from_scratch {
+        Init::Random { seed: recipe.seed }
+    } else {
+        Init::Pretrained
+    };
     let what = if args.from_scratch {
         "from scratch"
     } else {
@@ -473,14 +502,14 @@ pub fn run(args: FinetuneArgs) -> Result<serde_json::Value> {
     eprintln!(
         "{} labels of {} ({what}, {} mode)",
         subset.len(),
-        train.len(),
+        train_labels.len(),
         args.mode.name()
     );
     let mut out = json!({
         "mode": args.mode.name(), "from_scratch": args.from_scratch, "labels": subset.len(),
-        "train_images": train.len(), "test_images": test.len(), "seed": recipe.seed,
+        "train_images": train_labels.len(), "test_images": test_labels.len(), "seed": recipe.seed,
         "batch_size": recipe.batch_for(subset.len()), "checkpoint": args.checkpoint,
-        "data": src.data_path,
+        "data": task.data_path, "modality": task.modality,
     });
     match spec {
         SubsetSpec::Fraction(f) => out["label_fraction"] = json!(f),
@@ -488,36 +517,27 @@ pub fn run(args: FinetuneArgs) -> Result<serde_json::Value> {
     }
     match args.mode {
         Mode::Full => {
-            let r = train_full(
-                &src.config,
-                &src.backbone,
-                !args.from_scratch,
-                train,
-                &subset,
-                test,
-                recipe,
-                args.quiet,
-            )?;
+            let r = task.task.finetune(init, &subset, recipe, args.quiet)?;
             eprintln!(
-                "fine-tuned {} steps in {:.1} min: top-1 {:.2}% on {} test images",
+                "fine-tuned {} steps in {:.1} min: top-1 {:.2}% on {} test samples",
                 r.steps,
                 r.train_seconds / 60.0,
                 100.0 * r.top1,
-                out["test_images"]
+                test_labels.len()
             );
             let backbone_lr_mult = if args.from_scratch {
                 1.0
             } else {
-                recipe.backbone_lr_mult
+                recipe.backbone_lr_mult()
             };
             for (k, v) in [
                 ("top1", json!(r.top1)),
                 ("top5", json!(r.top5)),
                 ("steps", json!(r.steps)),
                 ("budget", json!(recipe.budget)),
-                ("lr", json!(recipe.lr)),
+                ("lr", json!(recipe.lr())),
                 ("backbone_lr_mult", json!(backbone_lr_mult)),
-                ("weight_decay", json!(recipe.weight_decay)),
+                ("weight_decay", json!(recipe.weight_decay())),
                 ("final_loss", json!(r.final_loss)),
                 ("train_seconds", json!(r.train_seconds)),
                 ("test_seconds", json!(r.test_seconds)),
@@ -527,30 +547,11 @@ pub fn run(args: FinetuneArgs) -> Result<serde_json::Value> {
         }
         Mode::Linear => {
             let t0 = Instant::now();
-            let dev = device::select(&src.config.train.device)?;
-            let pipe = data::eval_pipeline(&src.config)?;
-            let (ftr, _) = features::extract(
-                &src.backbone,
-                train,
-                Some(subset.clone()),
-                pipe.clone(),
-                src.config.eval.batch_size,
-                src.config.data.workers,
-                &dev,
-            )?;
-            let (fte, lte) = features::extract_all(
-                &src.backbone,
-                test,
-                pipe,
-                src.config.eval.batch_size,
-                src.config.data.workers,
-                &dev,
-            )?;
-            let lte = features::require_labels(lte)?;
-            let ltr = selfsup_eval::select_labels(&train_labels, &subset);
-            let r = train_linear(&ftr, &ltr, &fte, &lte, recipe)?;
+            let (ftr, fte) = task.task.features(init, &subset)?;
+            let ltr = selfsup_eval::select_labels(train_labels, &subset);
+            let r = train_linear(&ftr, &ltr, &fte, test_labels, recipe)?;
             eprintln!(
-                "linear classifier top-1 {:.2}% on {} test images (train {:.2}%)",
+                "linear classifier top-1 {:.2}% on {} test samples (train {:.2}%)",
                 100.0 * r.test_top1,
                 fte.n,
                 100.0 * r.train_top1
@@ -575,14 +576,15 @@ mod tests {
 
     fn recipe() -> Recipe {
         Recipe {
-            batch_size: 64,
-            lr: 0.05,
-            backbone_lr_mult: 0.1,
-            weight_decay: 5e-4,
+            batch_size: None,
+            lr: None,
+            backbone_lr_mult: Some(0.1),
+            weight_decay: None,
             steps: None,
             budget: 1.0,
             linear_epochs: 100,
             seed: 0,
+            defaults: RecipeDefaults::IMAGE,
         }
     }
 
@@ -603,6 +605,14 @@ mod tests {
         // Fewer labels than a batch: one batch of all of them per epoch.
         assert_eq!(recipe().batch_for(30), 30);
         assert_eq!(recipe().steps_for(30), 667);
+        // Audio: 150 steps of all 50 labels (5 per digit), batch 32 at 270 labels.
+        let audio = Recipe {
+            defaults: RecipeDefaults::AUDIO,
+            ..recipe()
+        };
+        assert_eq!(audio.steps_for(50), 150 * 1);
+        assert_eq!(audio.batch_for(270), 32);
+        assert_eq!(audio.steps_for(270), 28 * 8);
     }
 
     #[test]

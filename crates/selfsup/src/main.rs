@@ -2,16 +2,21 @@
 //!
 //! Every subcommand's last line on stdout is one JSON object with its figures.
 
+mod audio;
 mod data;
+mod downstream;
 mod embed;
 mod encoder;
 mod export;
 mod features;
 mod finetune;
+mod pretext;
 mod pretrain;
 mod prove;
 mod quickstart;
 mod report;
+mod spectrogram_png;
+mod train_data;
 
 use std::path::{Path, PathBuf};
 
@@ -59,7 +64,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Pretrain an encoder without labels (SimCLR).
+    /// Pretrain an encoder without labels (images: SimCLR, MoCo, …; audio: masked_frames, cpc).
     Pretrain(PretrainCmd),
     /// Evaluate a checkpoint's frozen backbone.
     #[command(subcommand)]
@@ -214,7 +219,7 @@ fn pretrain_cmd(cmd: PretrainCmd) -> Result<()> {
 
 struct EvalData {
     config: Config,
-    backbone: selfsup_models::ResNet,
+    backbone: selfsup_models::Backbone,
     data_path: PathBuf,
     cache: PathBuf,
 }
@@ -375,8 +380,15 @@ fn export_cmd(checkpoint: &Path, format: &str, out: &Path) -> Result<()> {
         anyhow::bail!("--format `{format}` is not supported: use torchvision");
     }
     let (config, backbone) = encoder::load_backbone(checkpoint, Some("cpu"))?;
+    let Some(resnet) = backbone.as_resnet() else {
+        anyhow::bail!(
+            "checkpoint {} holds a {} encoder; --format torchvision exports ResNets only (torchvision has no matching ViT layout). Use `selfsup embed` for its features",
+            checkpoint.display(),
+            config.model.backbone
+        );
+    };
     let state = checkpoint::load(checkpoint)?.state;
-    let tensors = export::torchvision_tensors(&backbone, state.global_step as i64);
+    let tensors = export::torchvision_tensors(resnet, state.global_step as i64);
     export::write(
         out,
         &tensors,

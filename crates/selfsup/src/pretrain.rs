@@ -1,4 +1,7 @@
-//! `selfsup pretrain`: self-supervised training of an encoder on unlabeled images.
+//! `selfsup pretrain`: self-supervised training of an encoder on unlabeled images or audio.
+//!
+//! One loop ([`Session::train`]) serves every method and modality; a [`TrainData`] supplies
+//! the batches and the per-epoch evaluation.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,19 +17,21 @@ use selfsup_methods::barlow_twins::BarlowTwinsConfig;
 use selfsup_methods::byol::ByolConfig;
 use selfsup_methods::dino::DinoConfig;
 use selfsup_methods::loss::{TripletMining, VicRegWeights};
-use selfsup_methods::method::{Progress, SslMethod, StepOutput};
+use selfsup_methods::method::{ImageViews, Progress, SslMethod, StepOutput};
 use selfsup_methods::moco::MocoConfig;
 use selfsup_methods::optim::{Optimizer, OptimizerConfig, OptimizerKind, cosine_with_warmup};
+use selfsup_methods::rotation::RotationConfig;
 use selfsup_methods::simclr::{ContrastiveObjective, SimClrConfig};
 use selfsup_methods::simsiam::SimSiamConfig;
 use selfsup_methods::vicreg::VicRegConfig;
-use selfsup_models::{NamedTensor, load_named_tensors, named_tensors};
+use selfsup_models::{Backbone, NamedTensor, load_named_tensors, named_tensors};
 use serde_json::json;
 
 use crate::checkpoint::{self, FORMAT, RunState};
 use crate::config::Config;
 use crate::data;
 use crate::device;
+use crate::train_data::TrainData;
 
 pub struct PretrainArgs {
     pub config: Config,
@@ -68,7 +73,7 @@ pub fn simclr_config(config: &Config) -> Result<SimClrConfig> {
         other => bail!("config `method.loss`: unknown loss `{other}`"),
     };
     Ok(SimClrConfig {
-        backbone: config.resnet_config()?,
+        backbone: config.backbone_config()?,
         projection_dims: config.method.projection_dims.clone(),
         objective,
     })
@@ -169,13 +174,19 @@ fn to_features(z: Tensor<2>) -> Result<Features> {
 
 /// Collapse diagnostics on one batch's projections: per-dimension std of the L2-normalised
 /// embeddings (1/sqrt(d) when spread, 0 when collapsed), effective rank, alignment, uniformity.
-fn diagnostics(z_a: Tensor<2>, z_b: Tensor<2>) -> Result<serde_json::Value> {
+/// Alignment only when `z_b` is a second view of `z_a`'s samples (`paired`).
+fn diagnostics(z_a: Tensor<2>, z_b: Tensor<2>, paired: bool) -> Result<serde_json::Value> {
     let a = to_features(z_a)?.l2_normalized();
-    let b = to_features(z_b)?.l2_normalized();
+    let alignment = if paired {
+        let b = to_features(z_b)?.l2_normalized();
+        Some(selfsup_eval::alignment(&a, &b, 2.0)?)
+    } else {
+        None
+    };
     Ok(json!({
         "embedding_std": selfsup_eval::embedding_std(&a)?,
         "effective_rank": selfsup_eval::rankme(&a)?,
-        "alignment": selfsup_eval::alignment(&a, &b, 2.0)?,
+        "alignment": alignment,
         "uniformity": selfsup_eval::uniformity(&a, 2.0)?,
         "dim": a.dim,
     }))
@@ -183,7 +194,7 @@ fn diagnostics(z_a: Tensor<2>, z_b: Tensor<2>) -> Result<serde_json::Value> {
 
 pub fn knn_eval(
     config: &Config,
-    backbone: &selfsup_models::ResNet,
+    backbone: &selfsup_models::Backbone,
     data_path: &Path,
     cache: &Path,
 ) -> Result<(f64, usize)> {
@@ -264,8 +275,20 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
     let device = device::select(&config.train.device)?.autodiff();
     device.seed(config.train.seed);
 
+    let mut session = Session {
+        config,
+        out,
+        resumed,
+        quiet,
+        stop_after,
+        skipped_corrupt: 0,
+    };
+    if session.config.is_audio() {
+        return crate::audio::pretrain(session, &base_dir, &device);
+    }
+    let config = &session.config.clone();
     let data_path = config.data_path(&base_dir);
-    let cache = data::cache_dir(&config, Some(&out));
+    let cache = data::cache_dir(config, Some(&session.out));
     let dataset = data::open(&data_path, Split::Train, &cache, config.data.skip_corrupt)?;
     let batch_size = config.train.batch_size;
     let images = if config.data.limit > 0 {
@@ -279,7 +302,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
             data_path.display()
         );
     }
-    let pipelines = data::view_pipelines(&config)?;
+    let pipelines = data::view_pipelines(config)?;
     let loader = ViewLoader::new(
         dataset.clone(),
         pipelines,
@@ -293,24 +316,20 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
             subset: (config.data.limit > 0).then(|| (0..images).collect()),
         },
     )?;
-    let session = Session {
-        config,
-        out,
-        resumed,
-        quiet,
-        stop_after,
+    session.skipped_corrupt = dataset.num_skipped();
+    let data = &ImageData {
+        config: config.clone(),
         data_path,
         cache,
         images,
-        skipped_corrupt: dataset.num_skipped(),
         loader,
     };
-    let c = &session.config.clone();
-    let backbone = c.resnet_config()?;
+    let c = config;
+    let backbone = c.backbone_config()?;
     let m = &c.method;
     // Each method's module is built here from its config keys; the loop below is generic.
     match m.name.as_str() {
-        "simclr" => session.train(simclr_config(c)?.init(&device), &device),
+        "simclr" => session.train(simclr_config(c)?.init(&device), data, &device),
         "moco" => session.train(
             MocoConfig {
                 backbone,
@@ -320,6 +339,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
                 momentum: m.ema_momentum,
             }
             .init(&device),
+            data,
             &device,
         ),
         "byol" => session.train(
@@ -330,6 +350,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
                 momentum: m.ema_momentum,
             }
             .init(&device),
+            data,
             &device,
         ),
         "simsiam" => session.train(
@@ -339,6 +360,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
                 prediction_dims: m.prediction_dims.clone(),
             }
             .init(&device),
+            data,
             &device,
         ),
         "barlowtwins" => session.train(
@@ -348,6 +370,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
                 lambda: m.barlow_lambda,
             }
             .init(&device),
+            data,
             &device,
         ),
         "vicreg" => {
@@ -364,6 +387,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
                     },
                 }
                 .init(&device),
+                data,
                 &device,
             )
         }
@@ -378,49 +402,101 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
                 momentum: m.ema_momentum,
             }
             .init(&device),
+            data,
+            &device,
+        ),
+        "rotation" => session.train(RotationConfig { backbone }.init(&device), data, &device),
+        "mae" => session.train(crate::pretext::mae_config(c)?.init(&device), data, &device),
+        "colorization" => session.train(
+            crate::pretext::colorization_config(c)?.init(&device),
+            data,
             &device,
         ),
         other => bail!("config `method.name`: unknown method `{other}`"),
     }
 }
 
-/// Everything a run needs besides the method's module.
-struct Session {
+/// Everything a run needs besides the method's module and its data.
+pub(crate) struct Session {
+    pub(crate) config: Config,
+    pub(crate) out: PathBuf,
+    pub(crate) resumed: Option<checkpoint::Checkpoint>,
+    pub(crate) quiet: bool,
+    pub(crate) stop_after: Option<usize>,
+    /// Unreadable images skipped with `--skip-corrupt`.
+    pub(crate) skipped_corrupt: usize,
+}
+
+/// Images: augmented views from the loader, kNN on backbone features of both splits.
+struct ImageData {
     config: Config,
-    out: PathBuf,
-    resumed: Option<checkpoint::Checkpoint>,
-    quiet: bool,
-    stop_after: Option<usize>,
     data_path: PathBuf,
     cache: PathBuf,
     images: usize,
-    /// Unreadable images skipped with `--skip-corrupt`.
-    skipped_corrupt: usize,
     loader: ViewLoader,
 }
 
+impl TrainData for ImageData {
+    type Input = ImageViews;
+    type Backbone = Backbone;
+
+    fn samples(&self) -> usize {
+        self.images
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.loader.num_batches()
+    }
+
+    fn epoch<'a>(
+        &'a self,
+        epoch: usize,
+        device: &'a Device,
+    ) -> Box<dyn Iterator<Item = (ImageViews, usize)> + 'a> {
+        Box::new(self.loader.epoch(epoch as u64).map(move |batch| {
+            let n_views: usize = batch.view_shapes.iter().map(|s| s[0]).sum();
+            let views = batch
+                .views
+                .into_iter()
+                .zip(&batch.view_shapes)
+                .map(|(v, shape)| Tensor::<4>::from_data(TensorData::new(v, *shape), device))
+                .collect();
+            (views, n_views)
+        }))
+    }
+
+    fn evaluate(&self, backbone: &Backbone) -> Result<f64> {
+        Ok(knn_eval(&self.config, backbone, &self.data_path, &self.cache)?.0)
+    }
+}
+
 impl Session {
-    /// The training loop, the same for every method: views → loss → optimizer step → the
-    /// method's non-gradient update; metrics, diagnostics, kNN and checkpoints per epoch.
-    fn train<M: SslMethod>(self, mut model: M, device: &Device) -> Result<PretrainSummary> {
+    /// The training loop, the same for every method and modality: batch → loss → optimizer
+    /// step → the method's non-gradient update; metrics, diagnostics, evaluation and
+    /// checkpoints per epoch.
+    pub(crate) fn train<M, D>(
+        self,
+        mut model: M,
+        data: &D,
+        device: &Device,
+    ) -> Result<PretrainSummary>
+    where
+        M: SslMethod,
+        D: TrainData<Input = M::Input, Backbone = M::Backbone>,
+    {
         let Session {
             config,
             out,
             resumed,
             quiet,
             stop_after,
-            data_path,
-            cache,
-            images,
             skipped_corrupt,
-            loader,
         } = self;
-        let batch_size = config.train.batch_size;
-        let steps_per_epoch = loader.num_batches();
+        let images = data.samples();
+        let steps_per_epoch = data.steps_per_epoch();
         let total_steps = steps_per_epoch * config.train.epochs;
         let warmup_steps = (config.optim.warmup_epochs * steps_per_epoch as f64).round() as usize;
 
-        let n_view_kinds = 2 + config.augment.local_crops;
         let mut optim = optimizer(&config)?;
         let (start_epoch, mut step) = match &resumed {
             Some(c) => {
@@ -482,7 +558,8 @@ impl Session {
             let epoch_start = Instant::now();
             let mut loss_sum = 0.0;
             let mut diag = serde_json::Value::Null;
-            for (i, batch) in loader.epoch(epoch as u64).enumerate() {
+            let mut epoch_views = 0usize;
+            for (i, (inputs, n_views)) in data.epoch(epoch, device).enumerate() {
                 let t0 = Instant::now();
                 let lr = cosine_with_warmup(
                     step,
@@ -491,13 +568,6 @@ impl Session {
                     config.optim.lr,
                     config.optim.final_lr,
                 );
-                let n_views: usize = batch.view_shapes.iter().map(|s| s[0]).sum();
-                let inputs = batch
-                    .views
-                    .into_iter()
-                    .zip(&batch.view_shapes)
-                    .map(|(v, shape)| Tensor::<4>::from_data(TensorData::new(v, *shape), device))
-                    .collect();
                 let progress = Progress {
                     step,
                     total_steps,
@@ -523,7 +593,7 @@ impl Session {
                     );
                 }
                 if i + 1 == steps_per_epoch {
-                    diag = diagnostics(z_a, z_b)?;
+                    diag = diagnostics(z_a, z_b, M::PAIRED_VIEWS)?;
                 }
                 let grads = GradientsParams::from_grads(loss_tensor.backward(), &model);
                 model = optim.step(lr, model, grads);
@@ -546,6 +616,7 @@ impl Session {
                 loss_sum += loss;
                 let dt = t0.elapsed().as_secs_f64();
                 views += n_views;
+                epoch_views += n_views;
                 pb.inc(1);
                 pb.set_message(format!(
                     "loss {loss:.4} lr {lr:.4} {:.0} views/s",
@@ -557,9 +628,9 @@ impl Session {
             train_seconds += epoch_seconds;
             final_loss = loss_sum / steps_per_epoch as f64;
             let mut record = json!({"type": "epoch", "epoch": epoch + 1, "step": step, "loss": final_loss, "seconds": epoch_seconds,
-            "views_per_second": (n_view_kinds * batch_size * steps_per_epoch) as f64 / epoch_seconds, "diagnostics": diag});
+            "views_per_second": epoch_views as f64 / epoch_seconds, "diagnostics": diag});
             if config.train.knn_every > 0 && (epoch + 1) % config.train.knn_every == 0 {
-                let (top1, _) = knn_eval(&config, model.backbone(), &data_path, &cache)?;
+                let top1 = data.evaluate(model.backbone())?;
                 record["knn_top1"] = json!(top1);
                 pb.println(format!(
                     "epoch {}: kNN top-1 {:.2}%",

@@ -1,15 +1,20 @@
-//! `selfsup prove`: does pretraining pay off with few labels? At each label fraction: kNN of
-//! the random-init and the pretrained encoder, a linear probe, a full fine-tune, and the same
-//! architecture trained from scratch with the same recipe and budget.
+//! `selfsup prove`: does pretraining pay off with few labels? For each label subset (label
+//! fractions and/or labels per class) and each seed: kNN of the random-init and the pretrained
+//! encoder, a linear probe, a full fine-tune, and the same architecture trained from scratch
+//! with the same recipe and budget; then mean ± sample std over the seeds. Images and audio
+//! (dispatch on the checkpoint's method).
 //!
 //! Output schema (`prove.json`, also the last stdout line), read by `selfsup report`:
 //! ```text
-//! { "checkpoint", "data", "budget", "seed", "recipe": {lr, backbone_lr_mult, weight_decay,
-//!   batch_size, linear_epochs, steps (null = default rule)}, "test_images", "seconds",
-//!   "rows": [ { "fraction", "labels", "steps", "budget",
+//! { "checkpoint", "data", "modality", "budget", "seeds", "recipe": {lr, backbone_lr_mult,
+//!   weight_decay, batch_size, linear_epochs, steps (null = default rule), augmentation},
+//!   "test_images", "seconds",
+//!   "rows": [ { "subset", "fraction" | "labels_per_class", "seed", "labels", "steps", "budget",
 //!               "knn_random_init_top1", "knn_top1", "linear_top1", "linear_top5",
 //!               "finetune_top1", "finetune_top5", "scratch_top1", "scratch_top5",
 //!               "finetune_seconds", "scratch_seconds" } ],
+//!   "summary": [ { "subset", "seeds", "<metric>_mean", "<metric>_std" for each top-1,
+//!                  "gap_mean" (fine-tune − scratch) } ],
 //!   "files": [markdown, json] }
 //! ```
 //! Accuracies are fractions in [0, 1] on the whole test split; top-5 is null with ≤ 5 classes.
@@ -20,13 +25,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use selfsup_data::Split;
 use selfsup_eval::{Features, KnnConfig, SubsetSpec, knn_classify, select_labels};
-use selfsup_models::ResNet;
 use serde_json::{Value, json};
 
+use crate::downstream::{self, Init};
 use crate::finetune::{self, Recipe};
-use crate::{data, device, encoder, features};
 
 #[derive(Args)]
 pub struct ProveArgs {
@@ -36,14 +39,17 @@ pub struct ProveArgs {
     /// Labelled dataset with train and test splits; default: the checkpoint's data.path.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Label fractions, comma-separated, each in (0, 1].
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "0.01,0.1",
-        allow_hyphen_values = true
-    )]
+    /// Label fractions, comma-separated, each in (0, 1]. Default 0.01,0.1 when
+    /// --labels-per-class is not given either.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub fractions: Vec<f64>,
+    /// Labels per class, comma-separated (e.g. 5): subsets besides (or instead of) --fractions.
+    #[arg(long, value_delimiter = ',')]
+    pub labels_per_class: Vec<usize>,
+    /// Seeds, comma-separated (e.g. 0,1,2): every figure per seed, then mean ± std.
+    /// Default: --seed.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<u64>,
     #[command(flatten)]
     pub recipe: Recipe,
     /// Where to write prove.md and prove.json (prove_budgetB.* when --budget is not 1);
@@ -75,19 +81,115 @@ fn pct(v: &Value) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
+/// The top-1 figures summarised over seeds.
+const METRICS: [&str; 5] = [
+    "knn_random_init_top1",
+    "knn_top1",
+    "linear_top1",
+    "finetune_top1",
+    "scratch_top1",
+];
+
+/// A subset's name in tables: `1%` or `5/class`.
+fn subset_name(spec: SubsetSpec) -> String {
+    match spec {
+        SubsetSpec::Fraction(f) => format!("{}%", 100.0 * f),
+        SubsetSpec::PerClass(n) => format!("{n}/class"),
+    }
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+/// Mean and sample std over the seeds of each subset's finished figures.
+fn summarise(rows: &[Value]) -> Vec<Value> {
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows {
+        let n = r["subset"].as_str().unwrap_or("");
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let of: Vec<&Value> = rows.iter().filter(|r| r["subset"] == name).collect();
+            let mut s = json!({"subset": name, "seeds": of.len(), "labels": of[0]["labels"]});
+            for m in METRICS {
+                let v: Vec<f64> = of.iter().filter_map(|r| r[m].as_f64()).collect();
+                if !v.is_empty() {
+                    let (mean, std) = mean_std(&v);
+                    s[format!("{m}_mean")] = json!(mean);
+                    s[format!("{m}_std")] = json!(std);
+                }
+            }
+            let gaps: Vec<f64> = of
+                .iter()
+                .filter_map(|r| Some(r["finetune_top1"].as_f64()? - r["scratch_top1"].as_f64()?))
+                .collect();
+            if !gaps.is_empty() {
+                let (mean, std) = mean_std(&gaps);
+                s["gap_mean"] = json!(mean);
+                s["gap_std"] = json!(std);
+            }
+            s
+        })
+        .collect()
+}
+
+fn pm(s: &Value, key: &str) -> String {
+    match (
+        s[format!("{key}_mean")].as_f64(),
+        s[format!("{key}_std")].as_f64(),
+    ) {
+        (Some(m), Some(sd)) => format!("{:.1} ± {:.1}", 100.0 * m, 100.0 * sd),
+        _ => "–".into(),
+    }
+}
+
 fn markdown(result: &Value) -> String {
     let mut md = format!(
         "# Few labels: pretrained vs from scratch\n\n\
-         Checkpoint `{}`, data `{}`, budget ×{}, seed {}. Top-1 % on the whole test split ({} images).\n\
-         Recipe: {}.\n\n\
-         | labels | kNN random init | kNN | linear probe | fine-tune | scratch | fine-tune − scratch | steps | fine-tune / scratch time (s) |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         Checkpoint `{}`, data `{}`, budget ×{}, seeds {}. Top-1 % on the whole test split ({} samples).\n\
+         Recipe: {}.\n\n",
         result["checkpoint"].as_str().unwrap_or(""),
         result["data"].as_str().unwrap_or(""),
         result["budget"],
-        result["seed"],
+        result["seeds"],
         result["test_images"],
         result["recipe"],
+    );
+    md.push_str(
+        "## Mean ± sample std over seeds\n\n\
+         | labels | seeds | kNN random init | kNN | linear probe | fine-tune | scratch | fine-tune − scratch |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for s in result["summary"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} ({}) | {} | {} | {} | {} | {} | {} | {} |\n",
+            s["subset"].as_str().unwrap_or(""),
+            s["labels"],
+            s["seeds"],
+            pm(s, "knn_random_init_top1"),
+            pm(s, "knn_top1"),
+            pm(s, "linear_top1"),
+            pm(s, "finetune_top1"),
+            pm(s, "scratch_top1"),
+            pm(s, "gap"),
+        ));
+    }
+    md.push_str(
+        "\n## Per seed\n\n\
+         | labels | seed | kNN random init | kNN | linear probe | fine-tune | scratch | fine-tune − scratch | steps | fine-tune / scratch time (s) |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in result["rows"].as_array().into_iter().flatten() {
         let gap = match (r["finetune_top1"].as_f64(), r["scratch_top1"].as_f64()) {
@@ -95,9 +197,10 @@ fn markdown(result: &Value) -> String {
             _ => "–".into(),
         };
         md.push_str(&format!(
-            "| {:.3}% ({}) | {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} |\n",
-            100.0 * r["fraction"].as_f64().unwrap_or(0.0),
+            "| {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} |\n",
+            r["subset"].as_str().unwrap_or(""),
             r["labels"],
+            r["seed"],
             pct(&r["knn_random_init_top1"]),
             pct(&r["knn_top1"]),
             pct(&r["linear_top1"]),
@@ -120,34 +223,39 @@ fn positions(union: &[usize], subset: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// Train features of the labelled images (`union`, ascending) and test features of every image.
-struct SplitFeatures {
-    train: Features,
-    test: Features,
-}
-
 pub fn run(args: ProveArgs) -> Result<Value> {
     // Everything that can be wrong with the arguments is reported before any work.
-    if args.fractions.is_empty() {
-        bail!("--fractions: give at least one fraction, e.g. 0.01,0.1");
-    }
     if let Some(bad) = args.fractions.iter().find(|&&f| !(f > 0.0 && f <= 1.0)) {
         bail!("--fractions: {bad} is not in (0, 1]");
     }
-    let specs: Vec<SubsetSpec> = args
+    if args.labels_per_class.contains(&0) {
+        bail!("--labels-per-class: every count must be ≥ 1");
+    }
+    let mut specs: Vec<SubsetSpec> = args
         .fractions
         .iter()
         .map(|&f| SubsetSpec::Fraction(f))
         .collect();
-    let recipe = &args.recipe;
-    recipe.validate()?;
-    let src = finetune::load_source(
-        &args.checkpoint,
-        args.data.as_deref(),
-        args.device.as_deref(),
-        recipe.seed,
-        false,
-    )?;
+    specs.extend(
+        args.labels_per_class
+            .iter()
+            .map(|&n| SubsetSpec::PerClass(n)),
+    );
+    if specs.is_empty() {
+        specs = vec![SubsetSpec::Fraction(0.01), SubsetSpec::Fraction(0.1)];
+    }
+    args.recipe.validate()?;
+    let seeds = if args.seeds.is_empty() {
+        vec![args.recipe.seed]
+    } else {
+        args.seeds.clone()
+    };
+    let loaded = finetune_task(&args)?;
+    let recipe = &Recipe {
+        defaults: loaded.defaults,
+        ..args.recipe.clone()
+    };
+    let task = loaded.task.as_ref();
     let out_dir = match &args.out {
         Some(d) => d.clone(),
         None => args
@@ -167,122 +275,90 @@ pub fn run(args: ProveArgs) -> Result<Value> {
     );
 
     let t_all = Instant::now();
-    let config = &src.config;
-    let random_init = encoder::random_init_backbone(config)?;
-    let train = data::open(&src.data_path, Split::Train, &src.cache, args.skip_corrupt)?;
-    let test = data::open(&src.data_path, Split::Test, &src.cache, args.skip_corrupt)?;
-    let train_labels = finetune::split_labels(&train, "train")?;
-    let test_labels = finetune::split_labels(&test, "test")?;
-    let subsets = specs
-        .iter()
-        .map(|&s| finetune::label_subset(&train_labels, s, recipe.seed))
-        .collect::<Result<Vec<_>>>()?;
-    let mut union: Vec<usize> = subsets.iter().flatten().copied().collect();
-    union.sort_unstable();
-    union.dedup();
-
-    // Frozen features, extracted once per encoder and shared by kNN and the linear probe.
-    let dev = device::select(&config.train.device)?;
-    let pipe = data::eval_pipeline(config)?;
-    let extract = |backbone: &ResNet, what: &str| -> Result<SplitFeatures> {
-        let t = Instant::now();
-        let (b, w) = (config.eval.batch_size, config.data.workers);
-        let (train_f, _) = features::extract(
-            backbone,
-            train.clone(),
-            Some(union.clone()),
-            pipe.clone(),
-            b,
-            w,
-            &dev,
-        )?;
-        let (test_f, _) = features::extract_all(backbone, test.clone(), pipe.clone(), b, w, &dev)?;
-        eprintln!(
-            "{what} features: {} train + {} test images in {:.0} s",
-            train_f.n,
-            test_f.n,
-            t.elapsed().as_secs_f64()
-        );
-        Ok(SplitFeatures {
-            train: train_f,
-            test: test_f,
-        })
+    let (train_labels, test_labels) = (task.train_labels(), task.test_labels());
+    let mut recipe_json = recipe.to_json();
+    recipe_json["augmentation"] = json!(task.augmentation());
+    let mut result = json!({
+        "checkpoint": args.checkpoint, "data": loaded.data_path, "modality": loaded.modality,
+        "budget": recipe.budget, "seeds": seeds, "recipe": recipe_json,
+        "test_images": test_labels.len(), "rows": [], "summary": [], "files": [md_path, json_path],
+    });
+    // Each figure is saved as soon as it exists (null until then): on a busy machine a row
+    // takes long, and an interrupted run keeps what it measured.
+    let save = |result: &mut Value, key: (&str, u64), row: Value| -> Result<()> {
+        let rows = result["rows"].as_array_mut().expect("rows");
+        let same = |r: &Value| r["subset"] == json!(key.0) && r["seed"] == json!(key.1);
+        match rows.iter_mut().find(|r| same(r)) {
+            Some(r) => {
+                for (k, v) in row.as_object().expect("object") {
+                    r[k] = v.clone();
+                }
+            }
+            None => rows.push(row),
+        }
+        result["summary"] = json!(summarise(result["rows"].as_array().expect("rows")));
+        result["seconds"] = json!(t_all.elapsed().as_secs_f64());
+        std::fs::write(&json_path, serde_json::to_string_pretty(result)? + "\n")
+            .with_context(|| format!("cannot write {}", json_path.display()))?;
+        std::fs::write(&md_path, markdown(result))
+            .with_context(|| format!("cannot write {}", md_path.display()))
     };
-    let pretrained_f = extract(&src.backbone, "pretrained")?;
-    let random_f = extract(&random_init, "random-init")?;
     let knn_cfg = KnnConfig {
-        k: config.eval.knn_k,
-        temperature: config.eval.knn_temperature as f32,
+        k: loaded.config.eval.knn_k,
+        temperature: loaded.config.eval.knn_temperature as f32,
         ..Default::default()
     };
-    let knn = |f: &SplitFeatures, rows: &[usize], labels: &[u32]| -> Result<f64> {
-        let r = knn_classify(
-            &f.train.select(rows),
-            labels,
-            &f.test,
-            &test_labels,
-            &knn_cfg,
-        )?;
-        Ok(r.top1)
-    };
-
-    let recipe_json = json!({
-        "lr": recipe.lr, "backbone_lr_mult": recipe.backbone_lr_mult,
-        "weight_decay": recipe.weight_decay, "momentum": 0.9, "batch_size": recipe.batch_size,
-        "linear_epochs": recipe.linear_epochs, "steps": recipe.steps,
-        "augmentation": "RandomCrop(input_size, padding=4) + HorizontalFlip",
-    });
-    let mut result = json!({
-        "checkpoint": args.checkpoint, "data": src.data_path, "budget": recipe.budget,
-        "seed": recipe.seed, "recipe": recipe_json, "test_images": test.len(),
-        "rows": [], "files": [md_path, json_path],
-    });
-    for (&fraction, subset) in args.fractions.iter().zip(&subsets) {
-        let labels = select_labels(&train_labels, subset);
-        let rows = positions(&union, subset);
-        eprintln!(
-            "fraction {fraction}: {} labels, {} steps",
-            subset.len(),
-            recipe.steps_for(subset.len())
-        );
-        // Each figure is saved as soon as it exists (null until then): on a busy machine a
-        // row takes long, and an interrupted run keeps what it measured.
-        let save = |result: &mut Value, row: Value| -> Result<()> {
-            let rows = result["rows"].as_array_mut().expect("rows");
-            match rows.iter_mut().find(|r| r["fraction"] == json!(fraction)) {
-                Some(r) => {
-                    for (k, v) in row.as_object().expect("object") {
-                        r[k] = v.clone();
-                    }
-                }
-                None => rows.push(row),
-            }
-            result["seconds"] = json!(t_all.elapsed().as_secs_f64());
-            std::fs::write(&json_path, serde_json::to_string_pretty(result)? + "\n")
-                .with_context(|| format!("cannot write {}", json_path.display()))?;
-            std::fs::write(&md_path, markdown(result))
-                .with_context(|| format!("cannot write {}", md_path.display()))
+    for &seed in &seeds {
+        let recipe = &Recipe {
+            seed,
+            ..recipe.clone()
         };
-        let knn_random_init_top1 = knn(&random_f, &rows, &labels)?;
-        let knn_top1 = knn(&pretrained_f, &rows, &labels)?;
-        let linear = finetune::train_linear(
-            &pretrained_f.train.select(&rows),
-            &labels,
-            &pretrained_f.test,
-            &test_labels,
-            recipe,
-        )?;
+        let subsets = specs
+            .iter()
+            .map(|&s| finetune::label_subset(train_labels, s, seed))
+            .collect::<Result<Vec<_>>>()?;
+        let mut union: Vec<usize> = subsets.iter().flatten().copied().collect();
+        union.sort_unstable();
+        union.dedup();
+        // Frozen features, extracted once per encoder and seed, shared by kNN and the probe.
+        let t = Instant::now();
+        let (pre_train, pre_test) = task.features(Init::Pretrained, &union)?;
+        let (rnd_train, rnd_test) = task.features(Init::Random { seed }, &union)?;
         eprintln!(
-            "  kNN random init {:.2}%, kNN {:.2}%, linear probe {:.2}%",
-            100.0 * knn_random_init_top1,
-            100.0 * knn_top1,
-            100.0 * linear.test_top1
+            "seed {seed}: features of {} train + {} test samples in {:.0} s",
+            union.len(),
+            test_labels.len(),
+            t.elapsed().as_secs_f64()
         );
-        let steps = recipe.steps_for(subset.len());
-        save(
-            &mut result,
-            json!({
-                "fraction": fraction, "labels": subset.len(), "steps": steps,
+        for (&spec, subset) in specs.iter().zip(&subsets) {
+            let name = subset_name(spec);
+            let labels = select_labels(train_labels, subset);
+            let rows = positions(&union, subset);
+            let steps = recipe.steps_for(subset.len());
+            eprintln!(
+                "{name}, seed {seed}: {} labels, {steps} steps",
+                subset.len()
+            );
+            let knn = |train: &Features, test: &Features| -> Result<f64> {
+                Ok(knn_classify(&train.select(&rows), &labels, test, test_labels, &knn_cfg)?.top1)
+            };
+            let knn_random_init_top1 = knn(&rnd_train, &rnd_test)?;
+            let knn_top1 = knn(&pre_train, &pre_test)?;
+            let linear = finetune::train_linear(
+                &pre_train.select(&rows),
+                &labels,
+                &pre_test,
+                test_labels,
+                recipe,
+            )?;
+            eprintln!(
+                "  kNN random init {:.2}%, kNN {:.2}%, linear probe {:.2}%",
+                100.0 * knn_random_init_top1,
+                100.0 * knn_top1,
+                100.0 * linear.test_top1
+            );
+            let mut row = json!({
+                "subset": name, "seed": seed, "labels": subset.len(), "steps": steps,
                 "budget": recipe.budget, "batch_size": recipe.batch_for(subset.len()),
                 "knn_random_init_top1": knn_random_init_top1, "knn_top1": knn_top1,
                 "linear_top1": linear.test_top1, "linear_top5": linear.test_top5,
@@ -290,45 +366,43 @@ pub fn run(args: ProveArgs) -> Result<Value> {
                 "scratch_top1": null, "scratch_top5": null,
                 "finetune_seconds": null, "scratch_seconds": null,
                 "finetune_final_loss": null, "scratch_final_loss": null,
-            }),
-        )?;
-        // The same recipe and budget on the pretrained encoder, then from random initialisation.
-        for (name, backbone, pretrained) in [
-            ("finetune", &src.backbone, true),
-            ("scratch", &random_init, false),
-        ] {
-            eprintln!(
-                "  {}",
-                if pretrained {
-                    "fine-tuning the pretrained encoder"
-                } else {
-                    "training from scratch"
-                }
-            );
-            let r = finetune::train_full(
-                config,
-                backbone,
-                pretrained,
-                train.clone(),
-                subset,
-                test.clone(),
-                recipe,
-                args.quiet,
-            )?;
-            eprintln!("  {name} {:.2}%", 100.0 * r.top1);
-            save(
-                &mut result,
-                json!({
-                    format!("{name}_top1"): r.top1,
-                    format!("{name}_top5"): r.top5,
-                    format!("{name}_seconds"): r.train_seconds + r.test_seconds,
-                    format!("{name}_final_loss"): r.final_loss,
-                }),
-            )?;
+            });
+            match spec {
+                SubsetSpec::Fraction(f) => row["fraction"] = json!(f),
+                SubsetSpec::PerClass(n) => row["labels_per_class"] = json!(n),
+            }
+            save(&mut result, (&name, seed), row)?;
+            // The same recipe and budget on the pretrained encoder, then from random init.
+            for (what, init) in [
+                ("finetune", Init::Pretrained),
+                ("scratch", Init::Random { seed }),
+            ] {
+                let r = task.finetune(init, subset, recipe, args.quiet)?;
+                eprintln!("  {what} {:.2}%", 100.0 * r.top1);
+                save(
+                    &mut result,
+                    (&name, seed),
+                    json!({
+                        format!("{what}_top1"): r.top1,
+                        format!("{what}_top5"): r.top5,
+                        format!("{what}_seconds"): r.train_seconds + r.test_seconds,
+                        format!("{what}_final_loss"): r.final_loss,
+                    }),
+                )?;
+            }
         }
     }
     eprint!("{}", markdown(&result));
     Ok(result)
+}
+
+fn finetune_task(args: &ProveArgs) -> Result<downstream::LoadedTask> {
+    downstream::load_task(
+        &args.checkpoint,
+        args.data.as_deref(),
+        args.device.as_deref(),
+        args.skip_corrupt,
+    )
 }
 
 #[cfg(test)]
@@ -340,6 +414,23 @@ mod tests {
         assert_eq!(file_stem(1.0), "prove");
         assert_eq!(file_stem(3.0), "prove_budget3");
         assert_eq!(file_stem(1.5), "prove_budget1.5");
+    }
+
+    #[test]
+    fn summary_is_mean_and_sample_std_over_seeds() {
+        let rows = vec![
+            json!({"subset": "5/class", "labels": 50, "finetune_top1": 0.5, "scratch_top1": 0.4}),
+            json!({"subset": "5/class", "labels": 50, "finetune_top1": 0.7, "scratch_top1": 0.4}),
+            json!({"subset": "10%", "labels": 270, "finetune_top1": 0.8, "scratch_top1": null}),
+        ];
+        let s = summarise(&rows);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0]["seeds"], 2);
+        assert!((s[0]["finetune_top1_mean"].as_f64().unwrap() - 0.6).abs() < 1e-12);
+        // sample std of (0.5, 0.7) = 0.1414…
+        assert!((s[0]["finetune_top1_std"].as_f64().unwrap() - 0.02f64.sqrt()).abs() < 1e-12);
+        assert!((s[0]["gap_mean"].as_f64().unwrap() - 0.2).abs() < 1e-12);
+        assert!(s[1]["scratch_top1_mean"].is_null() && s[1]["gap_mean"].is_null());
     }
 
     #[test]

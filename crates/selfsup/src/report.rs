@@ -524,29 +524,84 @@ struct MapSummary {
     seconds: f64,
 }
 
-fn embedding_map(args: &ReportArgs, out_dir: &Path) -> Result<Option<MapSummary>> {
-    if args.points == 0 {
+/// `--checkpoint`, else the run's newest.
+fn chosen_checkpoint(args: &ReportArgs) -> Option<PathBuf> {
+    args.checkpoint.clone().or_else(|| {
+        checkpoint::list(&args.run_dir)
+            .into_iter()
+            .next()
+            .map(|(_, p)| p)
+    })
+}
+
+/// Audio runs (`method`, from metrics.jsonl): `spectrograms.png` (input, masked input,
+/// reconstruction) and its caption; None for image runs or without a checkpoint.
+fn spectrogram_picture(args: &ReportArgs, method: &str, out_dir: &Path) -> Result<Option<String>> {
+    let Some(ckpt) = chosen_checkpoint(args).filter(|_| crate::config::is_audio_method(method))
+    else {
+        return Ok(None);
+    };
+    let c = checkpoint::load(&ckpt)?;
+    let config: crate::config::Config = toml::from_str(&c.state.config)
+        .with_context(|| format!("checkpoint {}: its config", ckpt.display()))?;
+    if !config.is_audio() {
         return Ok(None);
     }
-    let ckpt = match &args.checkpoint {
-        Some(c) => c.clone(),
-        None => match checkpoint::list(&args.run_dir).into_iter().next() {
-            Some((_, p)) => p,
-            None => bail!(
-                "no checkpoint in {}: pass --checkpoint CKPT, or --points 0 to leave the embedding map out",
-                args.run_dir.join("checkpoints").display()
-            ),
-        },
-    };
-    let t0 = std::time::Instant::now();
-    let (config, backbone) = encoder::load_backbone(&ckpt, None)?;
-    let epoch = checkpoint::load(&ckpt)?.state.epoch;
     let data_path = args
         .data
         .clone()
         .unwrap_or_else(|| PathBuf::from(&config.data.path));
+    let caption = crate::audio::spectrogram_picture(
+        &c,
+        &config,
+        &data_path,
+        &out_dir.join("spectrograms.png"),
+    )?;
+    Ok(Some(format!(
+        "{caption} Checkpoint {} (epoch {}).",
+        ckpt.display(),
+        c.state.epoch
+    )))
+}
+
+fn embedding_map(args: &ReportArgs, out_dir: &Path) -> Result<Option<MapSummary>> {
+    if args.points == 0 {
+        return Ok(None);
+    }
+    let Some(ckpt) = chosen_checkpoint(args) else {
+        bail!(
+            "no checkpoint in {}: pass --checkpoint CKPT, or --points 0 to leave the embedding map out",
+            args.run_dir.join("checkpoints").display()
+        )
+    };
+    let t0 = std::time::Instant::now();
+    let c = checkpoint::load(&ckpt)?;
+    let epoch = c.state.epoch;
+    let config: crate::config::Config = toml::from_str(&c.state.config)
+        .with_context(|| format!("checkpoint {}: its config", ckpt.display()))?;
+    let data_path = args
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&config.data.path));
+    let (feats, subset_labels, class_names) = if config.is_audio() {
+        crate::audio::test_embeddings(&c, &config, &data_path, args.points)?
+    } else {
+        drop(c);
+        image_test_embeddings(args, &ckpt, &data_path)?
+    };
+    map_from_embeddings(out_dir, ckpt, epoch, feats, subset_labels, class_names, t0)
+}
+
+/// Backbone features of up to `args.points` test images (stratified by class), their labels
+/// and the class names.
+fn image_test_embeddings(
+    args: &ReportArgs,
+    ckpt: &Path,
+    data_path: &Path,
+) -> Result<(Features, Vec<u32>, Vec<String>)> {
+    let (config, backbone) = encoder::load_backbone(ckpt, None)?;
     let cache = data::cache_dir(&config, Some(&args.run_dir));
-    let dataset = data::open(&data_path, Split::Test, &cache, false).with_context(|| {
+    let dataset = data::open(data_path, Split::Test, &cache, false).with_context(|| {
         "the embedding map needs the labelled test split: pass --data ROOT, or --points 0 to leave it out"
     })?;
     let labels: Vec<u32> = (0..dataset.len())
@@ -573,6 +628,18 @@ fn embedding_map(args: &ReportArgs, out_dir: &Path) -> Result<Option<MapSummary>
         config.data.workers,
         &dev,
     )?;
+    Ok((feats, subset_labels, class_names))
+}
+
+fn map_from_embeddings(
+    out_dir: &Path,
+    ckpt: PathBuf,
+    epoch: usize,
+    feats: Features,
+    subset_labels: Vec<u32>,
+    class_names: Vec<String>,
+    t0: std::time::Instant,
+) -> Result<Option<MapSummary>> {
     // Perplexity 30 needs ≥ 91 points; smaller maps get the largest perplexity they support.
     let perplexity = 30f32.min(((feats.n.saturating_sub(1)) / 3) as f32);
     if perplexity < 2.0 {
@@ -843,6 +910,13 @@ pub fn run(args: ReportArgs) -> Result<()> {
     // The slow, failure-prone part (checkpoint, dataset) first: a bad --checkpoint or --data
     // fails before any plot is written.
     let map = embedding_map(&args, &out_dir)?;
+    let method = metrics
+        .start
+        .as_ref()
+        .map(|s| &s["config"]["method"]["name"])
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let spectrograms = spectrogram_picture(&args, method, &out_dir)?;
     let mut plots: Vec<&str> = Vec::new();
     let mut html = String::new();
     let title = format!("selfsup run {}", args.run_dir.display());
@@ -864,12 +938,6 @@ pub fn run(args: ReportArgs) -> Result<()> {
     }
 
     html.push_str("<h2>Run</h2><table>");
-    let method = metrics
-        .start
-        .as_ref()
-        .map(|s| &s["config"]["method"]["name"])
-        .and_then(Value::as_str)
-        .unwrap_or("?");
     let _ = write!(html, "<tr><th>method</th><td>{}</td></tr>", esc(method));
     for (k, v) in run_figures(&metrics) {
         let _ = write!(html, "<tr><th>{}</th><td>{}</td></tr>", esc(&k), esc(&v));
@@ -892,6 +960,15 @@ pub fn run(args: ReportArgs) -> Result<()> {
         )?;
         plots.push("training.png");
         html.push_str("<img src=\"training.png\" alt=\"loss and learning rate per step\">");
+    }
+
+    if let Some(caption) = &spectrograms {
+        plots.push("spectrograms.png");
+        let _ = write!(
+            html,
+            "<h2>Spectrograms</h2><img src=\"spectrograms.png\" alt=\"log-mel spectrograms\"><p>{}</p>",
+            esc(caption)
+        );
     }
 
     let knn = per_epoch(&metrics, |v| v["knn_top1"].as_f64().map(|a| 100.0 * a));
@@ -939,6 +1016,17 @@ pub fn run(args: ReportArgs) -> Result<()> {
             );
         }
         None => html.push_str("<p>Left out (--points 0).</p>"),
+    }
+
+    if let Some(pictures) = crate::pretext::write_pictures(&args, &out_dir)? {
+        plots.push(pictures.file);
+        let _ = write!(
+            html,
+            "<h2>Pictures</h2><p>{}</p><img src=\"{}\" alt=\"{}\">",
+            esc(&pictures.caption),
+            pictures.file,
+            esc(&pictures.caption)
+        );
     }
 
     let proves = prove_tables(&args.run_dir);

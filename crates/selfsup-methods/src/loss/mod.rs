@@ -5,18 +5,24 @@
 //! [`LossConfigError`] for bad values.
 
 mod barlow_twins;
+mod colorization;
 mod dino;
 mod info_nce_queue;
+mod mae;
 mod negative_cosine;
 mod nt_xent;
+mod rotation;
 mod triplet;
 mod vicreg;
 
 pub use barlow_twins::{barlow_twins_loss, check_lambda};
+pub use colorization::{AB_SCALE, ab_regression_loss};
 pub use dino::{check_dino, dino_center_update, dino_loss, teacher_temperature};
 pub use info_nce_queue::{InfoNceQueueConfig, enqueue, info_nce_queue_loss, random_queue};
+pub use mae::{PatchMask, mae_loss, mae_target};
 pub use negative_cosine::negative_cosine_similarity;
 pub use nt_xent::{NtXentConfig, nt_xent_loss};
+pub use rotation::{rotate_four_ways, rotation_loss};
 pub use triplet::{
     TripletConfig, TripletMining, mine_negatives, triplet_loss, triplet_loss_with_negatives,
 };
@@ -108,6 +114,24 @@ pub(crate) mod test_util {
         grad_keys: (&str, &str),
     ) {
         let grads = loss.backward();
+        assert_loss_value(case, loss);
+        assert_grad(case, &grads, inputs.0, grad_keys.0);
+        assert_grad(case, &grads, inputs.1, grad_keys.1);
+    }
+
+    /// [`assert_loss_and_grads`] for a loss of one input tensor of any rank.
+    pub fn assert_loss_and_grad<const D: usize>(
+        case: &Value,
+        loss: Tensor<1>,
+        input: &Tensor<D>,
+        grad_key: &str,
+    ) {
+        let grads = loss.backward();
+        assert_loss_value(case, loss);
+        assert_grad(case, &grads, input, grad_key);
+    }
+
+    fn assert_loss_value(case: &Value, loss: Tensor<1>) {
         let value = loss.into_data().try_to_vec::<f32>().unwrap();
         assert_close(
             "loss",
@@ -115,15 +139,21 @@ pub(crate) mod test_util {
             &[case["loss"].as_f64().unwrap() as f32],
             1e-5,
         );
-        for (input, key) in [(inputs.0, grad_keys.0), (inputs.1, grad_keys.1)] {
-            let g = input
-                .grad(&grads)
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            assert_close(key, &g, &floats(&case[key]), 1e-5);
-        }
+    }
+
+    fn assert_grad<const D: usize>(
+        case: &Value,
+        grads: &burn::tensor::Gradients,
+        input: &Tensor<D>,
+        key: &str,
+    ) {
+        let g = input
+            .grad(grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_close(key, &g, &floats(&case[key]), 1e-5);
     }
 
     pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {

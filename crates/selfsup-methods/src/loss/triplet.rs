@@ -151,7 +151,8 @@ fn distance(x: Tensor<2>, y: Tensor<2>) -> Tensor<2> {
     (x - y).add_scalar(DISTANCE_EPS).square().sum_dim(1).sqrt()
 }
 
-fn splitmix64(state: &mut u64) -> u64 {
+/// SplitMix64: a seeded stream that gives the same numbers on every platform.
+pub(crate) fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

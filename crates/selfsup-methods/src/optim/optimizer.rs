@@ -481,12 +481,17 @@ struct StepMapper<'a> {
 }
 
 impl ModuleMapper for StepMapper<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    // Paths as in checkpoints (enum variants skipped), so state keys match `model.*` names.
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        if !selfsup_models::named::is_variant_segment(container_type) {
+            self.path.push(name.to_string());
+        }
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        if !selfsup_models::named::is_variant_segment(container_type) {
+            self.path.pop();
+        }
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {

@@ -1,0 +1,194 @@
+//! Few-label fine-tuning of an [`AudioEncoder`] with a linear head, batching and cropping, and
+//! utterance embeddings for kNN: the pieces the `selfsup` CLI and the examples share.
+
+use std::time::Instant;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use selfsup_data::SampleRng;
+use selfsup_eval::Features;
+use selfsup_methods::optim::{Optimizer, OptimizerConfig, OptimizerKind, cosine_with_warmup};
+
+use crate::encoder::{AudioEncoder, FrameBatch};
+use crate::features::{SpecAugmentConfig, Spectrogram};
+use crate::models::AudioClassifier;
+
+/// A random `len`-frame window of a clip longer than that (shorter clips are kept whole).
+pub fn random_crop(spec: &Spectrogram, len: usize, rng: &mut SampleRng) -> Spectrogram {
+    if spec.frames <= len {
+        return spec.clone();
+    }
+    spec.crop(rng.below((spec.frames - len + 1) as u64) as usize, len)
+}
+
+/// Pass `pass` over `0..n` in shuffled batches of `min(batch, n)` (the last partial batch is
+/// dropped); deterministic in `(seed, pass)`.
+pub fn shuffled_batches(n: usize, batch: usize, seed: u64, pass: u64) -> Vec<Vec<usize>> {
+    let batch = batch.min(n).max(1);
+    let mut order: Vec<usize> = (0..n).collect();
+    SampleRng::for_sample(seed, pass, u64::MAX, 0).shuffle(&mut order);
+    order.chunks_exact(batch).map(<[usize]>::to_vec).collect()
+}
+
+/// AdamW (β = 0.9, 0.98), no weight decay on biases and norms.
+pub fn adamw(weight_decay: f64) -> Optimizer {
+    OptimizerConfig {
+        kind: OptimizerKind::AdamW {
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-8,
+        },
+        weight_decay,
+        exclude_bias_and_norm: true,
+    }
+    .init()
+    .expect("valid AdamW config")
+}
+
+/// How [`finetune`] trains: AdamW, cosine schedule with 10 % warm-up, SpecAugment and random
+/// crops on the labelled clips.
+#[derive(Debug, Clone)]
+pub struct FinetuneConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Peak learning rate of the head.
+    pub lr: f64,
+    /// The encoder learns at `lr × backbone_lr_mult`.
+    pub backbone_lr_mult: f64,
+    pub weight_decay: f64,
+    /// Training crop length in frames.
+    pub crop_frames: usize,
+    pub augment: SpecAugmentConfig,
+    /// Seeds the head, the batch order, the crops and the masks.
+    pub seed: u64,
+    pub classes: usize,
+}
+
+/// What one fine-tuning run measured.
+#[derive(Debug, Clone)]
+pub struct FinetuneResult {
+    pub top1: f64,
+    pub steps: usize,
+    /// Mean training loss over the last 10 % of the steps.
+    pub final_loss: f64,
+    pub train_seconds: f64,
+    pub test_seconds: f64,
+}
+
+/// Trains `encoder` (on an autodiff device) + a linear head on `train` and returns the top-1
+/// accuracy on all of `test` (whole clips, no augmentation). Errors on a non-finite loss.
+pub fn finetune(
+    encoder: AudioEncoder,
+    train: &[(Spectrogram, u32)],
+    test: &[(Spectrogram, u32)],
+    cfg: &FinetuneConfig,
+    device: &Device,
+) -> Result<FinetuneResult, String> {
+    if train.is_empty() || test.is_empty() {
+        return Err("fine-tuning needs labelled train clips and test clips".into());
+    }
+    device.seed(cfg.seed);
+    let mut model = AudioClassifier::new(encoder, cfg.classes, device);
+    let mut optim = adamw(cfg.weight_decay);
+    let ce = CrossEntropyLossConfig::new().init(device);
+    let t0 = Instant::now();
+    let mut losses = Vec::with_capacity(cfg.steps);
+    let batches =
+        (0u64..).flat_map(|pass| shuffled_batches(train.len(), cfg.batch_size, cfg.seed, pass));
+    for (step, idx) in batches.take(cfg.steps).enumerate() {
+        let mut rng = SampleRng::for_sample(cfg.seed, step as u64, 1, 2);
+        let clips: Vec<Spectrogram> = idx
+            .iter()
+            .map(|&i| {
+                let mut s = random_crop(&train[i].0, cfg.crop_frames, &mut rng);
+                cfg.augment.apply(&mut s, &mut rng, 0.0);
+                s
+            })
+            .collect();
+        let labels: Vec<i64> = idx.iter().map(|&i| train[i].1 as i64).collect();
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [idx.len()]), device);
+        let loss = ce.forward(model.forward(&FrameBatch::collate(&clips, device)), targets);
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        let lr = cosine_with_warmup(step, cfg.steps, cfg.steps / 10, cfg.lr, 0.0);
+        if !value.is_finite() {
+            return Err(format!(
+                "fine-tuning loss is {value} at step {} (lr {lr:.3e}); lower --lr",
+                step + 1
+            ));
+        }
+        losses.push(value);
+        let mut grads = loss.backward();
+        let g_encoder = GradientsParams::from_module(&mut grads, &model.encoder);
+        let g_head = GradientsParams::from_module(&mut grads, &model.head);
+        model.encoder = optim.step(lr * cfg.backbone_lr_mult, model.encoder, g_encoder);
+        model.head = optim.step(lr, model.head, g_head);
+    }
+    let train_seconds = t0.elapsed().as_secs_f64();
+    let tail = &losses[losses.len() - losses.len().div_ceil(10)..];
+    let t1 = Instant::now();
+    let top1 = accuracy(&model.valid(), test, 64);
+    Ok(FinetuneResult {
+        top1,
+        steps: losses.len(),
+        final_loss: tail.iter().sum::<f64>() / tail.len().max(1) as f64,
+        train_seconds,
+        test_seconds: t1.elapsed().as_secs_f64(),
+    })
+}
+
+/// Top-1 accuracy of `model` on whole clips.
+pub fn accuracy(model: &AudioClassifier, test: &[(Spectrogram, u32)], batch: usize) -> f64 {
+    let device = model.head.weight.device();
+    let mut correct = 0usize;
+    for chunk in test.chunks(batch.max(1)) {
+        let specs: Vec<Spectrogram> = chunk.iter().map(|c| c.0.clone()).collect();
+        let pred = model
+            .forward(&FrameBatch::collate(&specs, &device))
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .expect("i64 predictions");
+        correct += pred
+            .iter()
+            .zip(chunk)
+            .filter(|(p, c)| **p == c.1 as i64)
+            .count();
+    }
+    correct as f64 / test.len() as f64
+}
+
+/// Utterance embeddings (mean-pooled context, inference mode) of whole clips, in order.
+pub fn embed_all(encoder: &AudioEncoder, specs: &[Spectrogram], batch: usize) -> Features {
+    let encoder = encoder.valid();
+    let device = encoder.norm.gamma.device();
+    let mut values = Vec::with_capacity(specs.len() * encoder.d_model);
+    for chunk in specs.chunks(batch.max(1)) {
+        let z = encoder.embed(&FrameBatch::collate(chunk, &device));
+        values.extend(
+            z.into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32"),
+        );
+    }
+    Features::new(values, specs.len(), encoder.d_model).expect("one embedding per clip")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_cover_each_index_once_per_pass() {
+        let b = shuffled_batches(10, 3, 7, 0);
+        assert_eq!(b.len(), 3);
+        let mut seen: Vec<usize> = b.concat();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 9);
+        assert_ne!(shuffled_batches(10, 3, 7, 1), b, "a new order each pass");
+        assert_eq!(shuffled_batches(4, 8, 0, 0).len(), 1, "batch capped at n");
+    }
+}

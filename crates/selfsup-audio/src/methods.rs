@@ -1,0 +1,52 @@
+//! The audio pretext models as [`SslMethod`]s, so selfsup's one training loop runs them. A
+//! batch is a list of (cropped, normalised) spectrograms; the models collate it themselves.
+
+use selfsup_methods::method::{Progress, SslMethod, StepOutput};
+
+use crate::encoder::{AudioEncoder, FrameBatch};
+use crate::features::Spectrogram;
+use crate::models::{CpcModel, MaskedFrameModel};
+
+impl SslMethod for MaskedFrameModel {
+    type Input = Vec<Spectrogram>;
+    type Update = ();
+    type Backbone = AudioEncoder;
+    const PAIRED_VIEWS: bool = false;
+
+    fn backbone(&self) -> &AudioEncoder {
+        &self.backbone
+    }
+
+    /// Masks are drawn from the run's seed and the global step.
+    fn train_step(&self, clips: Vec<Spectrogram>, progress: &Progress) -> StepOutput<()> {
+        let device = self.head.weight.device();
+        let (loss, z) =
+            self.loss_and_embedding(&clips, (progress.seed, progress.step as u64), &device);
+        StepOutput::one_view(loss, z, ())
+    }
+
+    fn update(self, _: (), _: &Progress) -> Self {
+        self
+    }
+}
+
+impl SslMethod for CpcModel {
+    type Input = Vec<Spectrogram>;
+    type Update = ();
+    type Backbone = AudioEncoder;
+    const PAIRED_VIEWS: bool = false;
+
+    fn backbone(&self) -> &AudioEncoder {
+        &self.backbone
+    }
+
+    fn train_step(&self, clips: Vec<Spectrogram>, _: &Progress) -> StepOutput<()> {
+        let device = self.predictors[0].weight.device();
+        let (loss, z) = self.loss_and_embedding(&FrameBatch::collate(&clips, &device));
+        StepOutput::one_view(loss, z, ())
+    }
+
+    fn update(self, _: (), _: &Progress) -> Self {
+        self
+    }
+}

@@ -1,0 +1,251 @@
+//! The predictive pretext methods' modules from a run's config, and the pictures `selfsup
+//! report` draws for them: for MAE (masked input | reconstruction | original) and for
+//! colorization (grey input | predicted colours | original), one row per test image.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use selfsup_data::{SampleRng, Split};
+use selfsup_methods::colorization::{Colorization, ColorizationConfig, lab_pictures, lab_split};
+use selfsup_methods::mae::{Mae, MaeConfig};
+use selfsup_models::load_named_tensors;
+
+use crate::checkpoint;
+use crate::config::Config;
+use crate::data;
+use crate::device;
+use crate::report::ReportArgs;
+
+pub fn mae_config(c: &Config) -> Result<MaeConfig> {
+    let m = &c.method;
+    Ok(MaeConfig {
+        encoder: c.vit_config()?,
+        decoder_dim: m.decoder_dim,
+        decoder_depth: m.decoder_depth,
+        decoder_heads: m.decoder_heads,
+        mask_ratio: m.mask_ratio,
+        norm_pix_loss: m.norm_pix_loss,
+    })
+}
+
+pub fn colorization_config(c: &Config) -> Result<ColorizationConfig> {
+    Ok(ColorizationConfig {
+        backbone: c.resnet_config()?,
+        mean: c.data.mean,
+        std: c.data.std,
+    })
+}
+
+/// Images in a picture grid and the magnification of each 32×32 cell.
+const ROWS: usize = 8;
+const ZOOM: usize = 4;
+const GAP: usize = 4;
+
+/// A picture grid written by [`write_pictures`]: file name and what its columns show.
+pub struct Pictures {
+    pub file: &'static str,
+    pub caption: String,
+}
+
+/// For an MAE or colorization run, writes `out_dir/<method>_pictures.png` from the report's
+/// checkpoint (`--checkpoint`, else the newest) on the first image of each of `ROWS` classes
+/// of the test split (`--data`, else the run's); `None` for other methods or no checkpoint.
+pub fn write_pictures(args: &ReportArgs, out_dir: &Path) -> Result<Option<Pictures>> {
+    let ckpt = match &args.checkpoint {
+        Some(c) => c.clone(),
+        None => match checkpoint::list(&args.run_dir).into_iter().next() {
+            Some((_, p)) => p,
+            None => return Ok(None),
+        },
+    };
+    let ckpt = ckpt.as_path();
+    let c = checkpoint::load(ckpt)?;
+    let config: Config = toml::from_str(&c.state.config)
+        .with_context(|| format!("checkpoint {}: its config", ckpt.display()))?;
+    let method = config.method.name.as_str();
+    if method != "mae" && method != "colorization" {
+        return Ok(None);
+    }
+    let data_path = args
+        .data
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(&config.data.path));
+    let cache = data::cache_dir(&config, Some(&args.run_dir));
+    let dev = device::select(&config.train.device)?;
+    let dataset = data::open(&data_path, Split::Test, &cache, false)
+        .with_context(|| format!("the {method} pictures need the test split: pass --data ROOT"))?;
+    // One image per class where labels allow, so the rows differ.
+    let mut picked: Vec<usize> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..dataset.len() {
+        if picked.len() == ROWS {
+            break;
+        }
+        if seen.insert(dataset.label(i)) || dataset.label(i).is_none() {
+            picked.push(i);
+        }
+    }
+    for i in 0..dataset.len() {
+        if picked.len() == ROWS {
+            break;
+        }
+        if !picked.contains(&i) {
+            picked.push(i);
+        }
+    }
+    let pipeline = data::eval_pipeline(&config)?;
+    let s = config.data.input_size;
+    let mut pixels = vec![0f32; picked.len() * 3 * s * s];
+    let mut rng = SampleRng::for_sample(0, 0, 0, 0);
+    for (row, &i) in picked.iter().enumerate() {
+        let len = 3 * s * s;
+        pipeline.apply_into(
+            dataset.image(i),
+            &mut rng,
+            &mut pixels[row * len..(row + 1) * len],
+        );
+    }
+    let n = picked.len();
+    let x = Tensor::<4>::from_data(TensorData::new(pixels, [n, 3, s, s]), &dev);
+    let norm = data::normalization(&config);
+    let model_tensors = c.section("model");
+    let fit =
+        |e: String| anyhow::anyhow!("checkpoint {} does not fit its model: {e}", ckpt.display());
+    let (columns, caption): (Vec<Vec<Vec<f32>>>, String) = if method == "mae" {
+        let mae: Mae =
+            load_named_tensors(mae_config(&config)?.init(&dev), &model_tensors, "").map_err(fit)?;
+        let mae = mae.valid();
+        let mask = mae.mask(n, config.train.seed);
+        let vit = mae.vit();
+        let patches = vit.patchify(x.clone());
+        let (pred, _) = mae.predict(x.clone(), &mask);
+        let [_, np, p] = patches.dims();
+        let orig = patches
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let pred = pred
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let (mut masked, mut recon) = (orig.clone(), orig.clone());
+        for (b, hidden) in mask.hidden.iter().enumerate() {
+            for &k in hidden {
+                let at = (b * np + k) * p;
+                let patch = &orig[at..at + p];
+                // With norm_pix_loss the prediction is in per-patch normalised units: shown with
+                // the true patch's mean and variance, as MAE's own visualisation does.
+                let (mean, sd) = if config.method.norm_pix_loss {
+                    let mean = patch.iter().sum::<f32>() / p as f32;
+                    let var = patch.iter().map(|v| (v - mean).powi(2)).sum::<f32>()
+                        / (p as f32 - 1.0).max(1.0);
+                    (mean, (var + 1e-6).sqrt())
+                } else {
+                    (0.0, 1.0)
+                };
+                for j in 0..p {
+                    recon[at + j] = pred[at + j] * sd + mean;
+                    masked[at + j] = f32::NAN; // drawn grey
+                }
+            }
+        }
+        let to_pictures = |v: Vec<f32>| -> Vec<Vec<f32>> {
+            let img = vit.unpatchify(Tensor::from_data(TensorData::new(v, [n, np, p]), &dev));
+            normalised_to_pictures(img, &norm)
+        };
+        (
+            vec![to_pictures(masked), to_pictures(recon), to_pictures(orig)],
+            format!(
+                "MAE on {n} test images (rows). Columns: input with {:.0}% of the patches hidden (grey), \
+                 reconstruction (hidden patches predicted, visible ones copied), original.",
+                100.0 * config.method.mask_ratio
+            ),
+        )
+    } else {
+        let model: Colorization =
+            load_named_tensors(colorization_config(&config)?.init(&dev), &model_tensors, "")
+                .map_err(fit)?;
+        let model = model.valid();
+        let normalization = selfsup_methods::colorization::Normalization {
+            mean: norm.mean,
+            std: norm.std,
+        };
+        let (grey, target, lightness) = lab_split(x, &normalization);
+        let (pred, _) = model.predict(grey);
+        let zero = Tensor::<4>::zeros(target.dims(), &dev);
+        (
+            vec![
+                lab_pictures(&lightness, zero),
+                lab_pictures(&lightness, pred),
+                lab_pictures(&lightness, target),
+            ],
+            format!(
+                "Colorization on {n} test images (rows). Columns: the encoder's input (L* only), \
+                 predicted colours (L* with the predicted a*b*), original."
+            ),
+        )
+    };
+    let file = if method == "mae" {
+        "mae_pictures.png"
+    } else {
+        "colorization_pictures.png"
+    };
+    write_grid(&out_dir.join(file), &columns, s)?;
+    Ok(Some(Pictures { file, caption }))
+}
+
+/// `[N, 3, H, W]` in the run's normalisation → `[N][H·W·3]` sRGB in [0, 1] (NaN kept).
+fn normalised_to_pictures(x: Tensor<4>, norm: &selfsup_data::Normalization) -> Vec<Vec<f32>> {
+    let [n, _, h, w] = x.dims();
+    let v = x
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    let hw = h * w;
+    (0..n)
+        .map(|i| {
+            (0..hw)
+                .flat_map(|p| {
+                    let v = &v;
+                    (0..3).map(move |c| v[(i * 3 + c) * hw + p] * norm.std[c] + norm.mean[c])
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A PNG with one row per image and one column per entry of `columns` (each `[N][s·s·3]`),
+/// every pixel drawn `ZOOM`×`ZOOM`; NaN pixels are grey, others clipped to [0, 1].
+fn write_grid(path: &Path, columns: &[Vec<Vec<f32>>], s: usize) -> Result<()> {
+    let rows = columns[0].len();
+    let cell = s * ZOOM;
+    let width = columns.len() * (cell + GAP) + GAP;
+    let height = rows * (cell + GAP) + GAP;
+    let mut img =
+        image::RgbImage::from_pixel(width as u32, height as u32, image::Rgb([255, 255, 255]));
+    for (col, pics) in columns.iter().enumerate() {
+        for (row, pic) in pics.iter().enumerate() {
+            let (x0, y0) = (GAP + col * (cell + GAP), GAP + row * (cell + GAP));
+            for y in 0..cell {
+                for x in 0..cell {
+                    let p = ((y / ZOOM) * s + x / ZOOM) * 3;
+                    let rgb: [u8; 3] = std::array::from_fn(|c| {
+                        let v = pic[p + c];
+                        if v.is_nan() {
+                            128
+                        } else {
+                            (v.clamp(0.0, 1.0) * 255.0).round() as u8
+                        }
+                    });
+                    img.put_pixel((x0 + x) as u32, (y0 + y) as u32, image::Rgb(rgb));
+                }
+            }
+        }
+    }
+    img.save(path)
+        .with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,252 @@
+//! Audio through the CLI on a few real FSDD clips: pretrain (masked_frames, cpc) → finetune →
+//! prove → report, and audio config errors named before work.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// A manifest of real FSDD clips (absolute paths): digits 0–2, 6 train clips and 3 test clips
+/// each, from the official split.
+fn tiny_fsdd(dir: &Path) -> PathBuf {
+    let root = selfsup_data::data_root().join("fsdd");
+    let text = std::fs::read_to_string(root.join("labels.csv"))
+        .unwrap_or_else(|e| panic!("FSDD labels.csv under {}: {e}", root.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (path, label, speaker, split) = (col("path"), col("label"), col("speaker"), col("split"));
+    let mut out = String::from("path,label,speaker,split\n");
+    let mut counts = std::collections::BTreeMap::new();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        if !["0", "1", "2"].contains(&f[label]) {
+            continue;
+        }
+        let want = if f[split] == "train" { 6 } else { 3 };
+        let n = counts.entry((f[label], f[split])).or_insert(0);
+        if *n < want {
+            *n += 1;
+            out.push_str(&format!(
+                "{},{},{},{}\n",
+                root.join(f[path]).display(),
+                f[label],
+                f[speaker],
+                f[split]
+            ));
+        }
+    }
+    let manifest = dir.join("fsdd_tiny.csv");
+    std::fs::write(&manifest, out).unwrap();
+    manifest
+}
+
+fn config(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../configs/{name}"))
+}
+
+/// A tiny encoder and batch for 18 training clips.
+const TINY: [&str; 12] = [
+    "train.epochs=1",
+    "train.batch_size=6",
+    "train.knn_every=1",
+    "eval.knn_k=3",
+    "audio_encoder.d_model=16",
+    "audio_encoder.d_ff=32",
+    "audio_encoder.n_heads=2",
+    "audio_encoder.n_layers=1",
+    "audio.crop_frames=40",
+    "audio.mask_span=[3, 6]",
+    "optim.warmup_epochs=0",
+    "train.seed=3",
+];
+
+fn pretrain(cfg: &str, data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut cmd = bin();
+    cmd.args(["pretrain", "--quiet", "--config"])
+        .arg(config(cfg))
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out);
+    for s in TINY.iter().chain(extra) {
+        cmd.args(["--set", s]);
+    }
+    run(&mut cmd)
+}
+
+#[test]
+fn audio_pretrain_finetune_prove_report() {
+    let dir = scratch("audio");
+    let data = tiny_fsdd(&dir);
+    let out = dir.join("run");
+    let o = pretrain("masked_frames_fsdd.toml", &data, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = last_json(&o);
+    assert_eq!(j["steps"], 3, "18 clips / batch 6: {j}");
+    assert_eq!(j["images"], 18);
+    assert!(j["final_loss"].as_f64().unwrap().is_finite(), "{j}");
+    let ckpt = out.join("checkpoints/epoch_0001.safetensors");
+    let tensors = read_tensors(&ckpt);
+    assert!(
+        tensors
+            .keys()
+            .any(|k| k.starts_with("model.backbone.transformer."))
+            && tensors.keys().any(|k| k.starts_with("model.head."))
+            && tensors.keys().any(|k| k.starts_with("optim.")),
+        "{:?}",
+        tensors.keys().collect::<Vec<_>>()
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let epoch: serde_json::Value = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["type"] == "epoch")
+        .expect("an epoch record");
+    let knn = epoch["knn_top1"].as_f64().expect("kNN every epoch");
+    assert!((0.0..=1.0).contains(&knn), "{epoch}");
+    // One view per clip: no alignment, but the other diagnostics.
+    assert!(epoch["diagnostics"]["alignment"].is_null(), "{epoch}");
+    assert!(epoch["diagnostics"]["effective_rank"].as_f64().unwrap() >= 1.0);
+
+    // finetune: 5 labels per digit (15 clips), pretrained and from scratch, on the 9 test clips.
+    let finetune = |extra: &[&str]| {
+        let o = run(bin()
+            .args(["finetune", "--quiet", "--checkpoint"])
+            .arg(&ckpt)
+            .args(["--labels-per-class", "5", "--steps", "4"])
+            .args(extra));
+        assert!(o.status.success(), "{}", stderr(&o));
+        last_json(&o)
+    };
+    let j = finetune(&[]);
+    assert_eq!(j["modality"], "audio");
+    assert_eq!(j["labels"], 15);
+    assert_eq!(j["test_images"], 9);
+    assert_eq!(j["steps"], 4);
+    assert_eq!(j["lr"], 5e-4, "the audio default");
+    assert!((0.0..=1.0).contains(&j["top1"].as_f64().unwrap()), "{j}");
+    let j = finetune(&["--from-scratch", "--seed", "1"]);
+    assert_eq!(j["from_scratch"], true);
+    assert_eq!(j["backbone_lr_mult"], 1.0);
+    let j = finetune(&["--mode", "linear", "--linear-epochs", "5"]);
+    assert!((0.0..=1.0).contains(&j["top1"].as_f64().unwrap()), "{j}");
+
+    // prove: 5 per digit and 50 %, seeds 0 and 1, mean ± std per subset.
+    let o = run(bin()
+        .args(["prove", "--quiet", "--checkpoint"])
+        .arg(&ckpt)
+        .args(["--labels-per-class", "5", "--fractions", "0.5"])
+        .args(["--seeds", "0,1", "--steps", "3", "--linear-epochs", "5"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = last_json(&o);
+    assert_eq!(j["modality"], "audio");
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "2 subsets × 2 seeds");
+    for r in rows {
+        for k in [
+            "knn_random_init_top1",
+            "knn_top1",
+            "linear_top1",
+            "finetune_top1",
+            "scratch_top1",
+        ] {
+            let v = r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
+            assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+        }
+    }
+    let summary = j["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 2);
+    assert_eq!(summary[0]["subset"], "50%");
+    assert_eq!(summary[1]["subset"], "5/class");
+    assert_eq!(summary[1]["seeds"], 2);
+    let (a, b) = (
+        rows[1]["finetune_top1"].as_f64().unwrap(),
+        rows[3]["finetune_top1"].as_f64().unwrap(),
+    );
+    let mean = summary[1]["finetune_top1_mean"].as_f64().unwrap();
+    assert!((mean - (a + b) / 2.0).abs() < 1e-9, "{mean} vs {a}, {b}");
+    let md = std::fs::read_to_string(out.join("prove.md")).unwrap();
+    assert!(md.contains("| 5/class (15) | 2 |"), "{md}");
+
+    // report: the spectrogram picture (3 rows of 3 test clips) and the t-SNE of test clips.
+    let o = run(bin().args(["report"]).arg(&out).args(["--points", "9"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = last_json(&o);
+    let plots: Vec<&str> = j["plots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        plots.contains(&"spectrograms.png") && plots.contains(&"tsne.png"),
+        "{plots:?}"
+    );
+    let png = image::open(out.join("report/spectrograms.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(
+        png.height(),
+        3 * (40 * 3 + 6),
+        "input, masked input, reconstruction rows"
+    );
+    let masked = png.pixels().filter(|p| p.0 == [60, 160, 200]).count();
+    assert!(masked > 0, "masked spans are painted");
+    let html = std::fs::read_to_string(out.join("report/report.html")).unwrap();
+    // Image-only commands say so instead of failing on tensor names.
+    let o = run(bin().args(["eval", "knn", "--checkpoint"]).arg(&ckpt));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is an audio run"), "{}", stderr(&o));
+    assert!(
+        html.contains("spectrograms.png") && html.contains("5/class"),
+        "report html"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cpc_pretrains_and_bad_audio_settings_are_named() {
+    let dir = scratch("audio-cpc");
+    let data = tiny_fsdd(&dir);
+    let o = pretrain(
+        "cpc_fsdd.toml",
+        &data,
+        &dir.join("cpc"),
+        &["audio.cpc_steps=2"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = last_json(&o);
+    assert_eq!(j["steps"], 3);
+    assert!(j["final_loss"].as_f64().unwrap().is_finite(), "{j}");
+
+    let fails_with = |extra: &[&str], out: &str, needle: &str| {
+        let o = pretrain("masked_frames_fsdd.toml", &data, &dir.join(out), extra);
+        assert!(!o.status.success(), "{extra:?} succeeded");
+        assert!(stderr(&o).contains(needle), "{extra:?}: {}", stderr(&o));
+    };
+    fails_with(
+        &["audio.heldout_speaker=\"nobody\""],
+        "a",
+        "audio.heldout_speaker",
+    );
+    fails_with(
+        &["audio.reconstruction=\"l3\""],
+        "b",
+        "audio.reconstruction",
+    );
+    fails_with(&["audio_encoder.n_heads=3"], "c", "audio_encoder");
+    fails_with(&["audio.mask_ratio=1.5"], "d", "audio.mask_ratio");
+    fails_with(&["train.batch_size=64"], "e", "fewer than train.batch_size");
+    let o = run(bin()
+        .args(["pretrain", "--quiet", "--config"])
+        .arg(config("masked_frames_fsdd.toml"))
+        .arg("--data")
+        .arg(dir.join("missing.csv"))
+        .arg("--out")
+        .arg(dir.join("f")));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("missing.csv"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
