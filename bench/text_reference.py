@@ -1,17 +1,18 @@
 """Hugging Face `transformers` reference for selfsup-text's BERT-mini MLM pretraining.
 
-The same recipe as `crates/selfsup-text/examples/imdb.rs objective=mlm`: the same
+The same recipe as `selfsup pretrain --config configs/mlm_text.toml`: the run's
 tokenizer.json, the same corpus (IMDB train reviews + SST-2 train sentences, every 100th
 document held out), BERT-mini (4 layers, 256 hidden, 4 heads, 1024 feed-forward, 128 tokens,
 dropout 0.1, tied decoder), dynamic masking 15 % with 80/10/10, AdamW (lr 1e-3, betas
-0.9/0.999, eps 1e-8, weight decay 0.01 on all but 1-D parameters), cosine schedule with 5 %
-warm-up down to 1 % of the peak, batch 32 reshuffled each pass, padding to the longest
-sequence of the batch. Prints held-out MLM accuracy / perplexity and training tokens/s
-(non-padding tokens), and ends with one JSON line.
+0.9/0.999, eps 1e-8, weight decay 0.01 on all but 1-D parameters), cosine schedule with linear
+warm-up (the config's warmup_epochs / epochs of the steps) down to 1 % of the peak, batch 32
+reshuffled each pass, padding to the longest sequence of the batch. Prints held-out MLM
+accuracy / perplexity and training tokens/s (non-padding tokens), and ends with one JSON line.
 
 Setup (once):  /work/venv/bin/pip install transformers tokenizers
 Run:           nice -n 10 /work/venv/bin/python bench/text_reference.py \
-                   --tokenizer runs/text_imdb/tokenizer.json --steps 2000
+                   --tokenizer runs/mlm_text/tokenizer.json --steps STEPS --warmup-fraction W
+               (STEPS = the selfsup run's steps, W = optim.warmup_epochs / train.epochs)
 
 Known differences from the Rust run: transformers initialises every linear layer with
 N(0, 0.02) (burn's TransformerEncoder uses Kaiming-uniform), has a 1-entry token-type
@@ -79,11 +80,13 @@ def collate(seqs, pad_id):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tokenizer", required=True, help="tokenizer.json written by examples/imdb.rs")
+    ap.add_argument("--tokenizer", required=True, help="RUN/tokenizer.json of a `selfsup pretrain` text run")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup-fraction", type=float, default=0.05,
+                    help="linear warm-up over this fraction of the steps")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
@@ -121,7 +124,7 @@ def main():
         [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
     )
-    steps, warmup = args.steps, args.steps // 20
+    steps, warmup = args.steps, round(args.steps * args.warmup_fraction)
     final = 0.01
 
     def lr_factor(step):

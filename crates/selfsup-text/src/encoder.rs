@@ -9,6 +9,7 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
 };
 use burn::prelude::*;
+use selfsup_models::mean_pool;
 
 /// Sizes of a [`TextEncoder`]; the defaults are BERT-mini (4 layers, 256 wide, 4 heads,
 /// 128 tokens; 5.2 M parameters with an 8,000-token vocabulary).
@@ -176,17 +177,10 @@ impl TextEncoder {
 
 /// Pools encoder outputs `[B, T, D]` to `[B, D]`.
 pub fn pool(hidden: Tensor<3>, batch: &TokenBatch, pooling: Pooling) -> Tensor<2> {
-    let [b, t, d] = hidden.dims();
+    let [b, _, d] = hidden.dims();
     match pooling {
         Pooling::Cls => hidden.slice([0..b, 0..1]).reshape([b, d]),
-        Pooling::Mean => {
-            let mut weights = vec![0.0f32; b * t];
-            for (row, &len) in batch.lengths.iter().enumerate() {
-                weights[row * t..row * t + len].fill(1.0 / len as f32);
-            }
-            let w = Tensor::<3>::from_data(TensorData::new(weights, [b, t, 1]), &hidden.device());
-            (hidden * w).sum_dim(1).reshape([b, d])
-        }
+        Pooling::Mean => mean_pool(hidden, &batch.lengths),
     }
 }
 
@@ -342,11 +336,13 @@ mod tests {
                 .contains("n_heads")
         );
         assert!(
-            tiny()
-                .with_vocab_size(0)
-                .validate()
-                .unwrap_err()
-                .contains("vocab_size")
+            TextEncoderConfig {
+                vocab_size: 0,
+                ..tiny()
+            }
+            .validate()
+            .unwrap_err()
+            .contains("vocab_size")
         );
         assert_eq!("mean".parse::<Pooling>(), Ok(Pooling::Mean));
         assert!("max".parse::<Pooling>().unwrap_err().contains("cls"));

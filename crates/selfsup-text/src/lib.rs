@@ -1,22 +1,26 @@
 //! Text for selfsup: WordPiece tokenization (Hugging Face `tokenizers`, `tokenizer.json`),
 //! CSV/TSV and line-per-document datasets with a streaming reader, a Transformer encoder
 //! (BERT-mini default, causal option, [CLS] or mean pooling), BERT's dynamic masking, and the
-//! masked-LM and causal-LM losses with tied decoders.
+//! masked-LM and causal-LM losses with tied decoders, the language model as an `SslMethod` for
+//! selfsup's training loop, and few-label fine-tuning.
 
 pub mod dataset;
 pub mod encoder;
 pub mod error;
+pub mod finetune;
 pub mod loss;
 pub mod masking;
+pub mod methods;
 pub mod models;
 pub mod tokenizer;
 
 pub use dataset::{Document, Documents, TextDataset, TextFormat, TextSource};
 pub use encoder::{Pooling, TextEncoder, TextEncoderConfig, TokenBatch, pad_rows, pool};
 pub use error::{Result, TextError};
+pub use finetune::{embed_all, finetune, scores};
 pub use loss::{IGNORE_INDEX, LmLoss, causal_lm_loss, masked_lm_loss, next_token_labels};
 pub use masking::{MaskedSequence, MlmMaskConfig};
-pub use models::{CausalLmModel, LmHead, LmMetrics, MaskedBatch, MlmModel, TextClassifier};
+pub use models::{LmBatch, LmHead, LmMetrics, LmModel, Objective, TextClassifier};
 pub use tokenizer::{SPECIAL_TOKENS, SpecialIds, TextTokenizer, WordPieceConfig};
 
 /// A scratch directory removed on drop (tests only; `tempfile` as a dev-dependency would change

@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(*ids.last().unwrap(), 3);
         assert_eq!(
             tok.decode(&ids).unwrap(),
-            "the movie was great, the actors wonderful!"
+            "the movie was great. the actors wonderful."
         );
         // An unseen word is split into known pieces or [UNK], never dropped.
         let odd = tok.encode("moviez").unwrap();
