@@ -226,6 +226,12 @@ pub(crate) fn pretrain(
         session.resumed.is_some(),
         &train_texts,
     )?;
+    // data.limit: the first N pretraining documents only (quick runs; the tokenizer and the
+    // held-out documents stay those of the whole corpus).
+    let mut train_texts = train_texts;
+    if config.data.limit > 0 {
+        train_texts.truncate(config.data.limit);
+    }
     let t0 = Instant::now();
     let train = tokenizer.encode_batch(&train_texts).map_err(text_error)?;
     let heldout = tokenizer.encode_batch(&heldout_texts).map_err(text_error)?;
