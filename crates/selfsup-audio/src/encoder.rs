@@ -12,6 +12,8 @@ use burn::nn::{
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
+pub use selfsup_models::mean_pool;
+
 use crate::features::Spectrogram;
 
 /// Sizes of an [`AudioEncoder`]. The defaults are a ~0.1 M-parameter model that trains on a
@@ -166,19 +168,6 @@ impl AudioEncoder {
     }
 }
 
-/// Mean of `x` `[B, T, D]` over the first `lengths[b]` frames of each row → `[B, D]`.
-pub fn mean_pool(x: Tensor<3>, lengths: &[usize]) -> Tensor<2> {
-    let [b, t, d] = x.dims();
-    assert_eq!(lengths.len(), b, "one length per row");
-    let mut weights = vec![0.0f32; b * t];
-    for (row, &len) in lengths.iter().enumerate() {
-        assert!((1..=t).contains(&len), "length {len} outside 1..={t}");
-        weights[row * t..row * t + len].fill(1.0 / len as f32);
-    }
-    let w = Tensor::<3>::from_data(TensorData::new(weights, [b, t, 1]), &x.device());
-    (x * w).sum_dim(1).reshape([b, d])
-}
-
 /// Spectrograms padded with zeros to the longest one.
 #[derive(Debug, Clone)]
 pub struct FrameBatch {
@@ -275,20 +264,6 @@ mod tests {
                 "{name}: no effect"
             );
         }
-    }
-
-    #[test]
-    fn mean_pool_averages_valid_frames() {
-        let device = Device::flex();
-        let x = Tensor::<3>::from_data(
-            TensorData::new((0..12).map(|v| v as f32).collect::<Vec<_>>(), [2, 3, 2]),
-            &device,
-        );
-        let p = mean_pool(x, &[3, 1])
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        assert_eq!(p, [2.0, 3.0, 6.0, 7.0]);
     }
 
     #[test]

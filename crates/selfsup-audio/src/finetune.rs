@@ -3,12 +3,13 @@
 
 use std::time::Instant;
 
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::GradientsParams;
+use burn::nn::Linear;
 use burn::prelude::*;
 use selfsup_data::SampleRng;
+pub use selfsup_data::shuffled_batches;
 use selfsup_eval::Features;
-use selfsup_methods::optim::{Optimizer, OptimizerConfig, OptimizerKind, cosine_with_warmup};
+pub use selfsup_methods::finetune::adamw;
+use selfsup_methods::finetune::{ClassifierSchedule, EncoderWithHead, train_classifier};
 
 use crate::encoder::{AudioEncoder, FrameBatch};
 use crate::features::{SpecAugmentConfig, Spectrogram};
@@ -20,30 +21,6 @@ pub fn random_crop(spec: &Spectrogram, len: usize, rng: &mut SampleRng) -> Spect
         return spec.clone();
     }
     spec.crop(rng.below((spec.frames - len + 1) as u64) as usize, len)
-}
-
-/// Pass `pass` over `0..n` in shuffled batches of `min(batch, n)` (the last partial batch is
-/// dropped); deterministic in `(seed, pass)`.
-pub fn shuffled_batches(n: usize, batch: usize, seed: u64, pass: u64) -> Vec<Vec<usize>> {
-    let batch = batch.min(n).max(1);
-    let mut order: Vec<usize> = (0..n).collect();
-    SampleRng::for_sample(seed, pass, u64::MAX, 0).shuffle(&mut order);
-    order.chunks_exact(batch).map(<[usize]>::to_vec).collect()
-}
-
-/// AdamW (β = 0.9, 0.98), no weight decay on biases and norms.
-pub fn adamw(weight_decay: f64) -> Optimizer {
-    OptimizerConfig {
-        kind: OptimizerKind::AdamW {
-            beta1: 0.9,
-            beta2: 0.98,
-            eps: 1e-8,
-        },
-        weight_decay,
-        exclude_bias_and_norm: true,
-    }
-    .init()
-    .expect("valid AdamW config")
 }
 
 /// How [`finetune`] trains: AdamW, cosine schedule with 10 % warm-up, SpecAugment and random
@@ -89,52 +66,47 @@ pub fn finetune(
         return Err("fine-tuning needs labelled train clips and test clips".into());
     }
     device.seed(cfg.seed);
-    let mut model = AudioClassifier::new(encoder, cfg.classes, device);
-    let mut optim = adamw(cfg.weight_decay);
-    let ce = CrossEntropyLossConfig::new().init(device);
-    let t0 = Instant::now();
-    let mut losses = Vec::with_capacity(cfg.steps);
-    let batches =
-        (0u64..).flat_map(|pass| shuffled_batches(train.len(), cfg.batch_size, cfg.seed, pass));
-    for (step, idx) in batches.take(cfg.steps).enumerate() {
-        let mut rng = SampleRng::for_sample(cfg.seed, step as u64, 1, 2);
-        let clips: Vec<Spectrogram> = idx
-            .iter()
-            .map(|&i| {
-                let mut s = random_crop(&train[i].0, cfg.crop_frames, &mut rng);
-                cfg.augment.apply(&mut s, &mut rng, 0.0);
-                s
-            })
-            .collect();
-        let labels: Vec<i64> = idx.iter().map(|&i| train[i].1 as i64).collect();
-        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [idx.len()]), device);
-        let loss = ce.forward(model.forward(&FrameBatch::collate(&clips, device)), targets);
-        let value = loss.clone().into_scalar::<f32>() as f64;
-        let lr = cosine_with_warmup(step, cfg.steps, cfg.steps / 10, cfg.lr, 0.0);
-        if !value.is_finite() {
-            return Err(format!(
-                "fine-tuning loss is {value} at step {} (lr {lr:.3e}); lower --lr",
-                step + 1
-            ));
-        }
-        losses.push(value);
-        let mut grads = loss.backward();
-        let g_encoder = GradientsParams::from_module(&mut grads, &model.encoder);
-        let g_head = GradientsParams::from_module(&mut grads, &model.head);
-        model.encoder = optim.step(lr * cfg.backbone_lr_mult, model.encoder, g_encoder);
-        model.head = optim.step(lr, model.head, g_head);
-    }
-    let train_seconds = t0.elapsed().as_secs_f64();
-    let tail = &losses[losses.len() - losses.len().div_ceil(10)..];
+    let model = AudioClassifier::new(encoder, cfg.classes, device);
+    let schedule = ClassifierSchedule {
+        steps: cfg.steps,
+        batch_size: cfg.batch_size,
+        lr: cfg.lr,
+        backbone_lr_mult: cfg.backbone_lr_mult,
+        weight_decay: cfg.weight_decay,
+        seed: cfg.seed,
+    };
+    let (model, trained) =
+        train_classifier(model, train.len(), &schedule, device, |model, idx, step| {
+            let mut rng = SampleRng::for_sample(cfg.seed, step as u64, 1, 2);
+            let clips: Vec<Spectrogram> = idx
+                .iter()
+                .map(|&i| {
+                    let mut s = random_crop(&train[i].0, cfg.crop_frames, &mut rng);
+                    cfg.augment.apply(&mut s, &mut rng, 0.0);
+                    s
+                })
+                .collect();
+            let labels = idx.iter().map(|&i| train[i].1).collect();
+            (model.forward(&FrameBatch::collate(&clips, device)), labels)
+        })?;
     let t1 = Instant::now();
     let top1 = accuracy(&model.valid(), test, 64);
     Ok(FinetuneResult {
         top1,
-        steps: losses.len(),
-        final_loss: tail.iter().sum::<f64>() / tail.len().max(1) as f64,
-        train_seconds,
+        steps: trained.steps,
+        final_loss: trained.final_loss,
+        train_seconds: trained.train_seconds,
         test_seconds: t1.elapsed().as_secs_f64(),
     })
+}
+
+impl EncoderWithHead for AudioClassifier {
+    type Encoder = AudioEncoder;
+
+    fn map_parts(self, f: impl FnOnce(Self::Encoder, Linear) -> (Self::Encoder, Linear)) -> Self {
+        let (encoder, head) = f(self.encoder, self.head);
+        Self { encoder, head }
+    }
 }
 
 /// Top-1 accuracy of `model` on whole clips.
@@ -174,21 +146,4 @@ pub fn embed_all(encoder: &AudioEncoder, specs: &[Spectrogram], batch: usize) ->
         );
     }
     Features::new(values, specs.len(), encoder.d_model).expect("one embedding per clip")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_cover_each_index_once_per_pass() {
-        let b = shuffled_batches(10, 3, 7, 0);
-        assert_eq!(b.len(), 3);
-        let mut seen: Vec<usize> = b.concat();
-        seen.sort_unstable();
-        seen.dedup();
-        assert_eq!(seen.len(), 9);
-        assert_ne!(shuffled_batches(10, 3, 7, 1), b, "a new order each pass");
-        assert_eq!(shuffled_batches(4, 8, 0, 0).len(), 1, "batch capped at n");
-    }
 }

@@ -79,3 +79,29 @@ impl SampleRng {
         }
     }
 }
+
+/// Pass `pass` over `0..n` in shuffled batches of `min(batch, n)` (the last partial batch is
+/// dropped); deterministic in `(seed, pass)`.
+pub fn shuffled_batches(n: usize, batch: usize, seed: u64, pass: u64) -> Vec<Vec<usize>> {
+    let batch = batch.min(n).max(1);
+    let mut order: Vec<usize> = (0..n).collect();
+    SampleRng::for_sample(seed, pass, u64::MAX, 0).shuffle(&mut order);
+    order.chunks_exact(batch).map(<[usize]>::to_vec).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffled_batches_cover_each_index_once_per_pass() {
+        let b = shuffled_batches(10, 3, 7, 0);
+        assert_eq!(b.len(), 3);
+        let mut seen: Vec<usize> = b.concat();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 9);
+        assert_ne!(shuffled_batches(10, 3, 7, 1), b, "a new order each pass");
+        assert_eq!(shuffled_batches(4, 8, 0, 0).len(), 1, "batch capped at n");
+    }
+}

@@ -2,6 +2,7 @@ pub mod barlow_twins;
 pub mod byol;
 pub mod colorization;
 pub mod dino;
+pub mod finetune;
 pub mod loss;
 pub mod mae;
 pub mod method;

@@ -14,11 +14,13 @@
 pub mod backbone;
 pub mod heads;
 pub mod named;
+pub mod pool;
 pub mod resnet;
 pub mod vit;
 
 pub use backbone::{Backbone, BackboneConfig};
 pub use heads::{MlpHead, MlpHeadConfig};
 pub use named::{NamedTensor, load_named_tensors, named_tensors};
+pub use pool::mean_pool;
 pub use resnet::{ResNet, ResNetConfig, ResNetStem};
 pub use vit::{Vit, VitConfig, VitPooling, VitPositions};

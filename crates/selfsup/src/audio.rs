@@ -6,13 +6,15 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use selfsup_audio::finetune::{random_crop, shuffled_batches};
+use selfsup_audio::finetune::random_crop;
 use selfsup_audio::{
     AudioDataset, AudioEncoder, AudioEncoderConfig, CpcModel, FeatureStats, FinetuneConfig,
     FrameBatch, MaskedClips, MaskedFrameModel, SpecAugmentConfig, Spectrogram, Split, embed_all,
 };
 use selfsup_data::SampleRng;
+use selfsup_data::shuffled_batches;
 use selfsup_eval::{Features, KnnConfig, SubsetSpec, knn_classify, stratified_subset};
+use selfsup_methods::method::SslMethod;
 use selfsup_models::{load_named_tensors, named_tensors};
 
 use crate::checkpoint;
@@ -21,7 +23,7 @@ use crate::device;
 use crate::downstream::{Downstream, FullResult, Init};
 use crate::finetune::Recipe;
 use crate::pretrain::{PretrainSummary, Session};
-use crate::train_data::TrainData;
+use crate::train_data::{Figures, TrainData, knn_figures};
 
 /// Normalised log-mels of both splits (statistics fitted on the training clips).
 pub struct AudioSplits {
@@ -147,10 +149,7 @@ struct AudioData {
     clips: usize,
 }
 
-impl TrainData for AudioData {
-    type Input = Vec<Spectrogram>;
-    type Backbone = AudioEncoder;
-
+impl<M: SslMethod<Input = Vec<Spectrogram>, Backbone = AudioEncoder>> TrainData<M> for AudioData {
     fn samples(&self) -> usize {
         self.clips
     }
@@ -180,16 +179,17 @@ impl TrainData for AudioData {
         }))
     }
 
-    fn evaluate(&self, backbone: &AudioEncoder) -> Result<f64> {
+    fn evaluate(&self, model: &M) -> Result<Figures> {
         let b = self.config.eval.batch_size;
         let s = &self.splits;
-        knn(
+        let top1 = knn(
             &self.config,
-            &embed_all(backbone, &s.train, b),
+            &embed_all(model.backbone(), &s.train, b),
             &s.train_labels,
-            &embed_all(backbone, &s.test, b),
+            &embed_all(model.backbone(), &s.test, b),
             &s.test_labels,
-        )
+        )?;
+        Ok(knn_figures(top1))
     }
 }
 

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-/// The values `method.name` accepts (the audio methods are configured in `audio_config`).
-pub const METHODS: [&str; 12] = [
+/// The values `method.name` accepts (the audio methods are configured in `audio_config`, the
+/// text methods in `text_config`).
+pub const METHODS: [&str; 14] = [
     "simclr",
     "moco",
     "byol",
@@ -22,6 +23,8 @@ pub const METHODS: [&str; 12] = [
     "colorization",
     "masked_frames",
     "cpc",
+    "mlm",
+    "causal_lm",
 ];
 
 /// Methods that predict something about one view (no pair of views to compare): their data
@@ -29,6 +32,7 @@ pub const METHODS: [&str; 12] = [
 pub const ONE_VIEW_METHODS: [&str; 3] = ["rotation", "mae", "colorization"];
 
 pub use crate::audio_config::{AudioConfig, AudioEncoderSettings, is_audio_method};
+pub use crate::text_config::{TextConfig, TextEncoderSettings, is_text_method};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -42,6 +46,8 @@ pub struct Config {
     pub eval: EvalConfig,
     pub audio: AudioConfig,
     pub audio_encoder: AudioEncoderSettings,
+    pub text: TextConfig,
+    pub text_encoder: TextEncoderSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -203,6 +209,8 @@ impl Default for Config {
             eval: EvalConfig::default(),
             audio: AudioConfig::default(),
             audio_encoder: AudioEncoderSettings::default(),
+            text: TextConfig::default(),
+            text_encoder: TextEncoderSettings::default(),
         }
     }
 }
@@ -551,6 +559,12 @@ impl Config {
             self.audio.validate(&self.method.name)?;
             self.audio_encoder.encoder_config(self.audio.n_mels)?;
         }
+        if self.is_text() {
+            self.text.validate(&self.method.name)?;
+            // The vocabulary's size is known once the tokenizer is; any valid size checks the rest.
+            self.text_encoder
+                .encoder_config(self.text.vocab_size, self.text.max_len)?;
+        }
         match self.method.loss.as_str() {
             "nt_xent" | "triplet" => {}
             other => bail!("config `method.loss`: unknown loss `{other}`; use nt_xent or triplet"),
@@ -872,6 +886,12 @@ impl Config {
     /// `[audio_encoder]`).
     pub fn is_audio(&self) -> bool {
         is_audio_method(&self.method.name)
+    }
+
+    /// Whether `method.name` is a language-modelling task (its corpus, tokenizer and encoder are
+    /// `[text]` and `[text_encoder]`).
+    pub fn is_text(&self) -> bool {
+        is_text_method(&self.method.name)
     }
 
     /// The dataset path, resolved against `base` when relative.

@@ -1,6 +1,6 @@
 //! The few-label task behind `selfsup finetune` and `selfsup prove`, whatever the modality: its
 //! labels, frozen features of the pretrained (or a random-init) encoder, and full fine-tuning.
-//! Images implement it here; audio in `audio.rs`.
+//! Images implement it here; audio in `audio.rs`, text in `text.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use crate::checkpoint;
 use crate::config::Config;
 pub use crate::finetune::FullResult;
 use crate::finetune::{Recipe, RecipeDefaults, split_labels, train_full};
+use crate::text::TextTask;
 use crate::{data, device, encoder, features};
 
 /// Which encoder a figure is for.
@@ -51,17 +52,19 @@ pub struct LoadedTask {
     pub config: Config,
     pub defaults: RecipeDefaults,
     pub data_path: PathBuf,
-    /// `image` or `audio`.
+    /// `image`, `audio` or `text`.
     pub modality: &'static str,
 }
 
 /// The task of `checkpoint` (dispatch on its config's method): its data (default: the
-/// config's `data.path`) opened and labelled. `device` overrides `train.device`.
+/// config's `data.path`) opened and labelled. `device` overrides `train.device`; `pooling`
+/// (text only) overrides `text.pooling`.
 pub fn load_task(
     checkpoint: &Path,
     data: Option<&Path>,
     device: Option<&str>,
     skip_corrupt: bool,
+    pooling: Option<&str>,
 ) -> Result<LoadedTask> {
     if !checkpoint.is_file() {
         bail!(
@@ -78,6 +81,23 @@ pub fn load_task(
     let data_path = data
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(&config.data.path));
+    if pooling.is_some() && !config.is_text() {
+        bail!(
+            "--pooling is for text checkpoints; {} is a `{}` run",
+            checkpoint.display(),
+            config.method.name
+        );
+    }
+    if config.is_text() {
+        let task = TextTask::new(&c, config.clone(), &data_path, pooling)?;
+        return Ok(LoadedTask {
+            task: Box::new(task),
+            config,
+            defaults: RecipeDefaults::TEXT,
+            data_path,
+            modality: "text",
+        });
+    }
     if config.is_audio() {
         let task = AudioTask::new(&c, config.clone(), &data_path)?;
         return Ok(LoadedTask {

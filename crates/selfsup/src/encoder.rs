@@ -18,10 +18,15 @@ pub fn load_backbone(path: &Path, device: Option<&str>) -> Result<(Config, Backb
     let c = checkpoint::load(path)?;
     let mut config: Config = toml::from_str(&c.state.config)
         .with_context(|| format!("checkpoint {}: its config", path.display()))?;
-    if config.is_audio() {
+    if config.is_audio() || config.is_text() {
         anyhow::bail!(
-            "checkpoint {} is an audio run (method `{}`): `finetune`, `prove` and `report` take it; `eval`, `embed` and `export` are for image encoders so far",
+            "checkpoint {} is {} run (method `{}`): `finetune`, `prove` and `report` take it; `eval`, `embed` and `export` are for image encoders so far",
             path.display(),
+            if config.is_audio() {
+                "an audio"
+            } else {
+                "a text"
+            },
             config.method.name
         );
     }

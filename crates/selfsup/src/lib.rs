@@ -6,3 +6,4 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod runlog;
+pub mod text_config;

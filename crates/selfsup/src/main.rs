@@ -16,6 +16,7 @@ mod prove;
 mod quickstart;
 mod report;
 mod spectrogram_png;
+mod text;
 mod train_data;
 
 use std::path::{Path, PathBuf};
@@ -64,7 +65,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Pretrain an encoder without labels (images: SimCLR, MoCo, …; audio: masked_frames, cpc).
+    /// Pretrain an encoder without labels (images: SimCLR, MoCo, …; audio: masked_frames, cpc;
+    /// text: mlm, causal_lm).
     Pretrain(PretrainCmd),
     /// Evaluate a checkpoint's frozen backbone.
     #[command(subcommand)]

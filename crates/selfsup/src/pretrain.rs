@@ -1,4 +1,5 @@
-//! `selfsup pretrain`: self-supervised training of an encoder on unlabeled images or audio.
+//! `selfsup pretrain`: self-supervised training of an encoder on unlabeled images, audio or
+//! text.
 //!
 //! One loop ([`Session::train`]) serves every method and modality; a [`TrainData`] supplies
 //! the batches and the per-epoch evaluation.
@@ -31,7 +32,7 @@ use crate::checkpoint::{self, FORMAT, RunState};
 use crate::config::Config;
 use crate::data;
 use crate::device;
-use crate::train_data::TrainData;
+use crate::train_data::{Figures, TrainData, knn_figures};
 
 pub struct PretrainArgs {
     pub config: Config,
@@ -286,6 +287,9 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
     if session.config.is_audio() {
         return crate::audio::pretrain(session, &base_dir, &device);
     }
+    if session.config.is_text() {
+        return crate::text::pretrain(session, &base_dir, &device);
+    }
     let config = &session.config.clone();
     let data_path = config.data_path(&base_dir);
     let cache = data::cache_dir(config, Some(&session.out));
@@ -436,10 +440,7 @@ struct ImageData {
     loader: ViewLoader,
 }
 
-impl TrainData for ImageData {
-    type Input = ImageViews;
-    type Backbone = Backbone;
-
+impl<M: SslMethod<Input = ImageViews, Backbone = Backbone>> TrainData<M> for ImageData {
     fn samples(&self) -> usize {
         self.images
     }
@@ -465,8 +466,9 @@ impl TrainData for ImageData {
         }))
     }
 
-    fn evaluate(&self, backbone: &Backbone) -> Result<f64> {
-        Ok(knn_eval(&self.config, backbone, &self.data_path, &self.cache)?.0)
+    fn evaluate(&self, model: &M) -> Result<Figures> {
+        let (top1, _) = knn_eval(&self.config, model.backbone(), &self.data_path, &self.cache)?;
+        Ok(knn_figures(top1))
     }
 }
 
@@ -482,7 +484,7 @@ impl Session {
     ) -> Result<PretrainSummary>
     where
         M: SslMethod,
-        D: TrainData<Input = M::Input, Backbone = M::Backbone>,
+        D: TrainData<M>,
     {
         let Session {
             config,
@@ -627,16 +629,20 @@ impl Session {
             let epoch_seconds = epoch_start.elapsed().as_secs_f64();
             train_seconds += epoch_seconds;
             final_loss = loss_sum / steps_per_epoch as f64;
+            let throughput = epoch_views as f64 / epoch_seconds;
             let mut record = json!({"type": "epoch", "epoch": epoch + 1, "step": step, "loss": final_loss, "seconds": epoch_seconds,
-            "views_per_second": epoch_views as f64 / epoch_seconds, "diagnostics": diag});
+            "views_per_second": throughput, "diagnostics": diag});
+            let unit = data.throughput_unit();
+            if unit != "views" {
+                record[format!("{unit}_per_second")] = json!(throughput);
+            }
             if config.train.knn_every > 0 && (epoch + 1) % config.train.knn_every == 0 {
-                let top1 = data.evaluate(model.backbone())?;
-                record["knn_top1"] = json!(top1);
-                pb.println(format!(
-                    "epoch {}: kNN top-1 {:.2}%",
-                    epoch + 1,
-                    100.0 * top1
-                ));
+                let figures = data.evaluate(&model)?;
+                let shown: Vec<String> = figures.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                pb.println(format!("epoch {}: {}", epoch + 1, shown.join(", ")));
+                for (k, v) in figures {
+                    record[k] = v;
+                }
             }
             if let Some(rank) = record["diagnostics"]["effective_rank"].as_f64() {
                 if rank < 2.0 {

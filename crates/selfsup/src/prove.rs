@@ -402,6 +402,7 @@ fn finetune_task(args: &ProveArgs) -> Result<downstream::LoadedTask> {
         args.data.as_deref(),
         args.device.as_deref(),
         args.skip_corrupt,
+        args.recipe.pooling.as_deref(),
     )
 }
 

@@ -585,6 +585,8 @@ fn embedding_map(args: &ReportArgs, out_dir: &Path) -> Result<Option<MapSummary>
         .unwrap_or_else(|| PathBuf::from(&config.data.path));
     let (feats, subset_labels, class_names) = if config.is_audio() {
         crate::audio::test_embeddings(&c, &config, &data_path, args.points)?
+    } else if config.is_text() {
+        crate::text::test_embeddings(&c, &config, &data_path, args.points)?
     } else {
         drop(c);
         image_test_embeddings(args, &ckpt, &data_path)?
@@ -982,6 +984,33 @@ pub fn run(args: ReportArgs) -> Result<()> {
         draw_panels(&out_dir.join("knn.png"), &[panel], 1200, 420)?;
         plots.push("knn.png");
         html.push_str("<img src=\"knn.png\" alt=\"kNN top-1 per epoch\">");
+    }
+
+    // Text runs: the language model on held-out documents (metrics.jsonl `heldout_*`).
+    let heldout_accuracy = per_epoch(&metrics, |v| {
+        v["heldout_accuracy"].as_f64().map(|a| 100.0 * a)
+    });
+    if !heldout_accuracy.is_empty() {
+        let perplexity = per_epoch(&metrics, |v| v["heldout_perplexity"].as_f64());
+        let panels = [
+            epoch_panel(
+                "accuracy on the held-out documents' predicted tokens",
+                "accuracy (%)",
+                heldout_accuracy,
+                PALETTE[4],
+            ),
+            epoch_panel(
+                "perplexity on the held-out documents",
+                "perplexity",
+                perplexity,
+                PALETTE[5],
+            ),
+        ];
+        draw_panels(&out_dir.join("heldout.png"), &panels, 1200, 380)?;
+        plots.push("heldout.png");
+        html.push_str(
+            "<h2>Held-out language modelling</h2><img src=\"heldout.png\" alt=\"held-out accuracy and perplexity per epoch\">",
+        );
     }
 
     html.push_str("<h2>Collapse diagnostics (projector output, per epoch)</h2>");

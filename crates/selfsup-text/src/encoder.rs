@@ -1,0 +1,363 @@
+//! Transformer text encoder: token + learned position embeddings, burn's `TransformerEncoder`
+//! (post-norm as BERT, or pre-norm), optional causal mask, and [CLS] or mean pooling.
+
+use burn::nn::attention::generate_autoregressive_mask;
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+};
+use burn::prelude::*;
+use selfsup_models::mean_pool;
+
+/// Sizes of a [`TextEncoder`]; the defaults are BERT-mini (4 layers, 256 wide, 4 heads,
+/// 128 tokens; 5.2 M parameters with an 8,000-token vocabulary).
+#[derive(Config, Debug)]
+pub struct TextEncoderConfig {
+    pub vocab_size: usize,
+    #[config(default = 256)]
+    pub d_model: usize,
+    #[config(default = 4)]
+    pub n_layers: usize,
+    #[config(default = 4)]
+    pub n_heads: usize,
+    #[config(default = 1024)]
+    pub d_ff: usize,
+    /// Longest input (the position table's size).
+    #[config(default = 128)]
+    pub max_len: usize,
+    #[config(default = 0.1)]
+    pub dropout: f64,
+    /// Pre-norm blocks (and a final LayerNorm) instead of BERT's post-norm.
+    #[config(default = false)]
+    pub norm_first: bool,
+    /// Position t attends only to positions <= t (GPT-style language modelling).
+    #[config(default = false)]
+    pub causal: bool,
+}
+
+impl TextEncoderConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("d_ff", self.d_ff),
+            ("max_len", self.max_len),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("encoder {name} must be > 0"));
+        }
+        if self.d_model % self.n_heads != 0 {
+            return Err(format!(
+                "encoder d_model ({}) must be a multiple of n_heads ({})",
+                self.d_model, self.n_heads
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!(
+                "encoder dropout must be in [0, 1), got {}",
+                self.dropout
+            ));
+        }
+        Ok(())
+    }
+
+    /// Panics on an invalid config; call [`validate`](Self::validate) first to report it.
+    pub fn init(&self, device: &Device) -> TextEncoder {
+        self.validate().expect("valid text encoder config");
+        // BERT's N(0, 0.02) embeddings: with the tied decoder, N(0, 1) would start the MLM
+        // logits at a scale of sqrt(d_model).
+        let embedding = |n| {
+            EmbeddingConfig::new(n, self.d_model)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                })
+                .init(device)
+        };
+        TextEncoder {
+            tokens: embedding(self.vocab_size),
+            positions: embedding(self.max_len),
+            embed_norm: LayerNormConfig::new(self.d_model).init(device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            transformer: TransformerEncoderConfig::new(
+                self.d_model,
+                self.d_ff,
+                self.n_heads,
+                self.n_layers,
+            )
+            .with_dropout(self.dropout)
+            .with_norm_first(self.norm_first)
+            .init(device),
+            final_norm: self
+                .norm_first
+                .then(|| LayerNormConfig::new(self.d_model).init(device)),
+            d_model: self.d_model,
+            causal: self.causal,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct TextEncoder {
+    /// `[vocab_size, d_model]`; the language-model heads decode with this matrix too.
+    pub tokens: Embedding,
+    pub positions: Embedding,
+    pub embed_norm: LayerNorm,
+    pub dropout: Dropout,
+    pub transformer: TransformerEncoder,
+    pub final_norm: Option<LayerNorm>,
+    pub d_model: usize,
+    pub causal: bool,
+}
+
+/// How a sequence becomes one vector for classification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooling {
+    /// The output at `[CLS]` (position 0), as BERT.
+    #[default]
+    Cls,
+    /// The mean of the outputs at the non-padding positions.
+    Mean,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cls" => Ok(Self::Cls),
+            "mean" => Ok(Self::Mean),
+            _ => Err(format!("pooling must be \"cls\" or \"mean\", got {s:?}")),
+        }
+    }
+}
+
+impl TextEncoder {
+    /// Contextual outputs `[B, T, d_model]` of `batch`. Panics if `T` exceeds the position
+    /// table.
+    pub fn forward(&self, batch: &TokenBatch) -> Tensor<3> {
+        let [b, t] = batch.ids.dims();
+        let max_len = self.positions.weight.dims()[0];
+        assert!(
+            t <= max_len,
+            "sequence of {t} tokens exceeds the encoder's max_len {max_len}; truncate it"
+        );
+        let device = batch.ids.device();
+        let positions = self
+            .positions
+            .weight
+            .val()
+            .slice([0..t])
+            .reshape([1, t, self.d_model]);
+        let x = self.tokens.forward(batch.ids.clone()) + positions;
+        let x = self.dropout.forward(self.embed_norm.forward(x));
+        let mut input = TransformerEncoderInput::new(x).mask_pad(batch.pad_mask.clone());
+        if self.causal {
+            input = input.mask_attn(generate_autoregressive_mask(b, t, &device));
+        }
+        let out = self.transformer.forward(input);
+        match &self.final_norm {
+            Some(norm) => norm.forward(out),
+            None => out,
+        }
+    }
+
+    /// One vector `[B, d_model]` per sequence.
+    pub fn embed(&self, batch: &TokenBatch, pooling: Pooling) -> Tensor<2> {
+        pool(self.forward(batch), batch, pooling)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.weight.dims()[0]
+    }
+}
+
+/// Pools encoder outputs `[B, T, D]` to `[B, D]`.
+pub fn pool(hidden: Tensor<3>, batch: &TokenBatch, pooling: Pooling) -> Tensor<2> {
+    let [b, _, d] = hidden.dims();
+    match pooling {
+        Pooling::Cls => hidden.slice([0..b, 0..1]).reshape([b, d]),
+        Pooling::Mean => mean_pool(hidden, &batch.lengths),
+    }
+}
+
+/// Token ids padded on the right to a common length.
+#[derive(Debug, Clone)]
+pub struct TokenBatch {
+    /// `[B, T]`.
+    pub ids: Tensor<2, Int>,
+    /// `[B, T]`, true at padding.
+    pub pad_mask: Tensor<2, Bool>,
+    pub lengths: Vec<usize>,
+}
+
+impl TokenBatch {
+    /// Pads `seqs` with `pad_id` to the longest one, or to `pad_to` when given (which must be
+    /// at least the longest). Panics on an empty batch or an empty sequence.
+    pub fn collate(seqs: &[Vec<u32>], pad_id: u32, pad_to: Option<usize>, device: &Device) -> Self {
+        let (ids, lengths, t) = pad_rows(seqs, pad_id, pad_to);
+        let b = seqs.len();
+        let pad: Vec<bool> = lengths
+            .iter()
+            .flat_map(|&len| (0..t).map(move |i| i >= len))
+            .collect();
+        let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
+        Self {
+            ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
+            pad_mask: Tensor::from_data(TensorData::new(pad, [b, t]), device),
+            lengths,
+        }
+    }
+}
+
+/// Rows of `seqs` padded with `pad_id` to a common width, row-major; returns `(ids, lengths,
+/// width)`.
+pub fn pad_rows(
+    seqs: &[Vec<u32>],
+    pad_id: u32,
+    pad_to: Option<usize>,
+) -> (Vec<u32>, Vec<usize>, usize) {
+    assert!(!seqs.is_empty(), "cannot collate an empty batch");
+    assert!(
+        seqs.iter().all(|s| !s.is_empty()),
+        "a sequence without tokens"
+    );
+    let longest = seqs.iter().map(Vec::len).max().unwrap();
+    let t = pad_to.unwrap_or(longest);
+    assert!(
+        t >= longest,
+        "pad_to {t} is shorter than a sequence of {longest}"
+    );
+    let mut ids = vec![pad_id; seqs.len() * t];
+    for (row, s) in seqs.iter().enumerate() {
+        ids[row * t..row * t + s.len()].copy_from_slice(s);
+    }
+    (ids, seqs.iter().map(Vec::len).collect(), t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> TextEncoderConfig {
+        TextEncoderConfig::new(50)
+            .with_d_model(16)
+            .with_n_layers(2)
+            .with_n_heads(2)
+            .with_d_ff(32)
+            .with_max_len(12)
+            .with_dropout(0.0)
+    }
+
+    fn values(x: Tensor<2>) -> Vec<f32> {
+        x.into_data().try_into_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn padding_does_not_change_a_sequence_embedding() {
+        let device = Device::flex();
+        device.seed(1);
+        let enc = tiny().init(&device);
+        let short = vec![2, 10, 11, 3];
+        let long = vec![2, 12, 13, 14, 15, 16, 3];
+        for pooling in [Pooling::Cls, Pooling::Mean] {
+            let alone = values(enc.embed(
+                &TokenBatch::collate(&[short.clone()], 0, None, &device),
+                pooling,
+            ));
+            let padded = values(enc.embed(
+                &TokenBatch::collate(&[short.clone(), long.clone()], 0, Some(12), &device),
+                pooling,
+            ));
+            for (x, y) in alone.iter().zip(&padded[..16]) {
+                assert!((x - y).abs() < 1e-4, "{pooling:?}: {x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn causal_encoder_does_not_look_ahead() {
+        let device = Device::flex();
+        device.seed(2);
+        let enc = tiny().with_causal(true).init(&device);
+        let a = vec![2, 10, 11, 12, 13, 3];
+        let mut b = a.clone();
+        b[4] = 40;
+        let out = |s: &Vec<u32>| {
+            let h = enc.forward(&TokenBatch::collate(
+                std::slice::from_ref(s),
+                0,
+                None,
+                &device,
+            ));
+            h.into_data().try_into_vec::<f32>().unwrap()
+        };
+        let (x, y) = (out(&a), out(&b));
+        let d = 16;
+        for i in 0..4 * d {
+            assert!((x[i] - y[i]).abs() < 1e-5, "position {} changed", i / d);
+        }
+        assert!(
+            (4 * d..6 * d).any(|i| (x[i] - y[i]).abs() > 1e-3),
+            "no effect at all"
+        );
+        // Without the causal mask, earlier positions do see the change.
+        let enc = tiny().init(&device);
+        let full = |s: &Vec<u32>| {
+            enc.forward(&TokenBatch::collate(
+                std::slice::from_ref(s),
+                0,
+                None,
+                &device,
+            ))
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+        };
+        let (x, y) = (full(&a), full(&b));
+        assert!((0..d).any(|i| (x[i] - y[i]).abs() > 1e-4));
+    }
+
+    #[test]
+    fn collate_pads_right_and_bad_configs_are_named() {
+        let (ids, lengths, t) = pad_rows(&[vec![5, 6], vec![7]], 0, Some(4));
+        assert_eq!(
+            (ids, lengths, t),
+            (vec![5, 6, 0, 0, 7, 0, 0, 0], vec![2, 1], 4)
+        );
+        assert!(
+            tiny()
+                .with_n_heads(3)
+                .validate()
+                .unwrap_err()
+                .contains("n_heads")
+        );
+        assert!(
+            TextEncoderConfig {
+                vocab_size: 0,
+                ..tiny()
+            }
+            .validate()
+            .unwrap_err()
+            .contains("vocab_size")
+        );
+        assert_eq!("mean".parse::<Pooling>(), Ok(Pooling::Mean));
+        assert!("max".parse::<Pooling>().unwrap_err().contains("cls"));
+    }
+
+    #[test]
+    fn default_is_bert_mini() {
+        let device = Device::flex();
+        let enc = TextEncoderConfig::new(8000).init(&device);
+        let params = enc.num_params();
+        // 8000*256 + 128*256 embeddings, 4 layers of 4*256*256 + 2*256*1024 weights plus
+        // biases and norms: 5.24 M.
+        assert_eq!(
+            params,
+            2_048_000 + 32_768 + 512 + 4 * (4 * 65_792 + 525_568 + 1_024)
+        );
+    }
+}
