@@ -3,11 +3,12 @@
 
 use std::time::Instant;
 
+use burn::module::Param;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use selfsup_data::SampleRng;
-use selfsup_eval::Features;
+use selfsup_eval::{Features, LinearProbeConfig, Normalization, linear_probe};
 use selfsup_methods::optim::{Optimizer, OptimizerConfig, OptimizerKind, cosine_with_warmup};
 
 use crate::encoder::{AudioEncoder, FrameBatch};
@@ -63,6 +64,11 @@ pub struct FinetuneConfig {
     /// Seeds the head, the batch order, the crops and the masks.
     pub seed: u64,
     pub classes: usize,
+    /// LP-FT (Kumar et al. 2022): start the head from a linear probe (these settings; features
+    /// used as they are) on the frozen encoder's embeddings of the whole labelled clips, instead
+    /// of a random head, so that the first fine-tuning steps do not push a random head's
+    /// gradients into the encoder.
+    pub probe_head: Option<LinearProbeConfig>,
 }
 
 /// What one fine-tuning run measured.
@@ -90,6 +96,9 @@ pub fn finetune(
     }
     device.seed(cfg.seed);
     let mut model = AudioClassifier::new(encoder, cfg.classes, device);
+    if let Some(probe) = &cfg.probe_head {
+        model.head = probed_head(&model.encoder, train, cfg.classes, probe, device)?;
+    }
     let mut optim = adamw(cfg.weight_decay);
     let ce = CrossEntropyLossConfig::new().init(device);
     let t0 = Instant::now();
@@ -134,6 +143,39 @@ pub fn finetune(
         final_loss: tail.iter().sum::<f64>() / tail.len().max(1) as f64,
         train_seconds,
         test_seconds: t1.elapsed().as_secs_f64(),
+    })
+}
+
+/// A linear head `[d_model → classes]` fitted by a linear probe on `encoder`'s frozen
+/// embeddings (inference mode, whole clips) of `train`, on `device`.
+fn probed_head(
+    encoder: &AudioEncoder,
+    train: &[(Spectrogram, u32)],
+    classes: usize,
+    probe: &LinearProbeConfig,
+    device: &Device,
+) -> Result<burn::nn::Linear, String> {
+    let specs: Vec<Spectrogram> = train.iter().map(|c| c.0.clone()).collect();
+    let labels: Vec<u32> = train.iter().map(|c| c.1).collect();
+    let feats = embed_all(encoder, &specs, 64);
+    let cfg = LinearProbeConfig {
+        // The head sees the embeddings unnormalised, so the probe must too.
+        normalization: Normalization::None,
+        num_classes: Some(classes),
+        ..probe.clone()
+    };
+    // The probe's test set is its train set: only the weights are used here.
+    let fit = linear_probe(&feats, &labels, &feats, &labels, &cfg)
+        .map_err(|e| format!("LP-FT linear probe: {e}"))?;
+    let dim = feats.dim;
+    // The probe's weights are [classes, dim]; burn's Linear holds [dim, classes].
+    let weight = Tensor::<2>::from_data(TensorData::new(fit.weights, [classes, dim]), device)
+        .transpose()
+        .require_grad();
+    let bias = Tensor::<1>::from_data(TensorData::new(fit.bias, [classes]), device).require_grad();
+    Ok(burn::nn::Linear {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(bias)),
     })
 }
 
@@ -190,5 +232,78 @@ mod tests {
         assert_eq!(seen.len(), 9);
         assert_ne!(shuffled_batches(10, 3, 7, 1), b, "a new order each pass");
         assert_eq!(shuffled_batches(4, 8, 0, 0).len(), 1, "batch capped at n");
+    }
+
+    /// The probed head, placed in the classifier, reproduces the linear probe's own logits on
+    /// the frozen embeddings (so the [classes, dim] → [dim, classes] layout is right).
+    #[test]
+    fn probed_head_carries_the_probe_weights() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let (n_mels, classes) = (8, 3);
+        let cfg = crate::AudioEncoderConfig::new(n_mels)
+            .with_d_model(16)
+            .with_d_ff(32)
+            .with_n_layers(1);
+        let encoder = cfg.init(&device);
+        // Class c: a sine over mel bins with a class-specific frequency.
+        let train: Vec<(Spectrogram, u32)> = (0..12)
+            .map(|i| {
+                let (c, frames) = ((i % classes) as u32, 10 + i);
+                let data = (0..frames * n_mels)
+                    .map(|j| ((1.0 + c as f32) * 0.5 * (j % n_mels) as f32 + 0.1 * i as f32).sin())
+                    .collect();
+                let spec = Spectrogram {
+                    frames,
+                    n_mels,
+                    data,
+                };
+                (spec, c)
+            })
+            .collect();
+        let probe = LinearProbeConfig {
+            epochs: 200,
+            lr: 1e-2,
+            ..Default::default()
+        };
+        let head = probed_head(&encoder, &train, classes, &probe, &device).unwrap();
+        assert_eq!(head.weight.dims(), [16, classes]);
+
+        // Independent route: the probe's weights applied by hand to the embeddings.
+        let specs: Vec<Spectrogram> = train.iter().map(|c| c.0.clone()).collect();
+        let labels: Vec<u32> = train.iter().map(|c| c.1).collect();
+        let feats = embed_all(&encoder, &specs, 64);
+        let fit = linear_probe(
+            &feats,
+            &labels,
+            &feats,
+            &labels,
+            &LinearProbeConfig {
+                normalization: Normalization::None,
+                num_classes: Some(classes),
+                ..probe
+            },
+        )
+        .unwrap();
+        assert!(fit.train_top1 > 0.5, "the probe learns: {}", fit.train_top1);
+        let model = AudioClassifier { encoder, head }.valid();
+        let logits = model
+            .forward(&FrameBatch::collate(&specs, &model.head.weight.device()))
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for i in 0..train.len() {
+            let x = &feats.data[i * 16..(i + 1) * 16];
+            for c in 0..classes {
+                let w = &fit.weights[c * 16..(c + 1) * 16];
+                let by_hand: f32 = fit.bias[c] + w.iter().zip(x).map(|(a, b)| a * b).sum::<f32>();
+                let got = logits[i * classes + c];
+                assert!(
+                    (got - by_hand).abs() < 1e-4,
+                    "clip {i} class {c}: {got} vs {by_hand}"
+                );
+            }
+        }
     }
 }
