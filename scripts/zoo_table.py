@@ -29,7 +29,7 @@ def wall_minutes(stderr: Path):
 def main():
     runs = Path(sys.argv[1])
     floor = float(sys.argv[2]) if len(sys.argv) > 2 else 32.95
-    print("| method | kNN top-1 | − floor | effective rank (of 128) | embedding std | final loss | "
+    print("| method | kNN top-1 | − floor | effective rank / dim | embedding std (1/√dim) | final loss | "
           "training min | wall min | views/s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for metrics in sorted(runs.glob("*/metrics.jsonl")):
@@ -44,7 +44,8 @@ def main():
         wall = wall_minutes(metrics.parent.parent / f"{metrics.parent.name}.stderr")
         wall_text = f"{wall:.1f}" if wall is not None else "–"
         print(f"| {metrics.parent.name} (epoch {last['epoch']}) | {knn:.1f} | {knn - floor:+.1f} | "
-              f"{d['effective_rank']:.1f} | {d['embedding_std']:.3f} | {last['loss']:.3f} | "
+              f"{d['effective_rank']:.1f} / {d['dim']} | {d['embedding_std']:.3f} ({d['dim'] ** -0.5:.3f}) | "
+              f"{last['loss']:.3f} | "
               f"{train_min:.1f} | {wall_text} | {views:.0f} |")
 
 

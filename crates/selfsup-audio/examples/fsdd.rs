@@ -204,6 +204,7 @@ fn main() {
                 augment: SpecAugmentConfig::speech(),
                 seed,
                 classes: 10,
+                probe_head: None,
             };
             let run = |encoder, mult| {
                 finetune(encoder, &subset, &test_set, &recipe(mult), &device)

@@ -3,11 +3,12 @@
 
 use std::time::Instant;
 
+use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
 use selfsup_data::SampleRng;
 pub use selfsup_data::shuffled_batches;
-use selfsup_eval::Features;
+use selfsup_eval::{Features, LinearProbeConfig, Normalization, linear_probe};
 pub use selfsup_methods::finetune::adamw;
 use selfsup_methods::finetune::{ClassifierSchedule, EncoderWithHead, train_classifier};
 
@@ -40,6 +41,11 @@ pub struct FinetuneConfig {
     /// Seeds the head, the batch order, the crops and the masks.
     pub seed: u64,
     pub classes: usize,
+    /// LP-FT (Kumar et al. 2022): start the head from a linear probe (these settings; features
+    /// used as they are) on the frozen encoder's embeddings of the whole labelled clips, instead
+    /// of a random head, so that the first fine-tuning steps do not push a random head's
+    /// gradients into the encoder.
+    pub probe_head: Option<LinearProbeConfig>,
 }
 
 /// What one fine-tuning run measured.
@@ -66,7 +72,10 @@ pub fn finetune(
         return Err("fine-tuning needs labelled train clips and test clips".into());
     }
     device.seed(cfg.seed);
-    let model = AudioClassifier::new(encoder, cfg.classes, device);
+    let mut model = AudioClassifier::new(encoder, cfg.classes, device);
+    if let Some(probe) = &cfg.probe_head {
+        model.head = probed_head(&model.encoder, train, cfg.classes, probe, device)?;
+    }
     let schedule = ClassifierSchedule {
         steps: cfg.steps,
         batch_size: cfg.batch_size,
@@ -109,6 +118,39 @@ impl EncoderWithHead for AudioClassifier {
     }
 }
 
+/// A linear head `[d_model → classes]` fitted by a linear probe on `encoder`'s frozen
+/// embeddings (inference mode, whole clips) of `train`, on `device`.
+fn probed_head(
+    encoder: &AudioEncoder,
+    train: &[(Spectrogram, u32)],
+    classes: usize,
+    probe: &LinearProbeConfig,
+    device: &Device,
+) -> Result<Linear, String> {
+    let specs: Vec<Spectrogram> = train.iter().map(|c| c.0.clone()).collect();
+    let labels: Vec<u32> = train.iter().map(|c| c.1).collect();
+    let feats = embed_all(encoder, &specs, 64);
+    let cfg = LinearProbeConfig {
+        // The head sees the embeddings unnormalised, so the probe must too.
+        normalization: Normalization::None,
+        num_classes: Some(classes),
+        ..probe.clone()
+    };
+    // The probe's test set is its train set: only the weights are used here.
+    let fit = linear_probe(&feats, &labels, &feats, &labels, &cfg)
+        .map_err(|e| format!("LP-FT linear probe: {e}"))?;
+    let dim = feats.dim;
+    // The probe's weights are [classes, dim]; burn's Linear holds [dim, classes].
+    let weight = Tensor::<2>::from_data(TensorData::new(fit.weights, [classes, dim]), device)
+        .transpose()
+        .require_grad();
+    let bias = Tensor::<1>::from_data(TensorData::new(fit.bias, [classes]), device).require_grad();
+    Ok(Linear {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(bias)),
+    })
+}
+
 /// Top-1 accuracy of `model` on whole clips.
 pub fn accuracy(model: &AudioClassifier, test: &[(Spectrogram, u32)], batch: usize) -> f64 {
     let device = model.head.weight.device();
@@ -146,4 +188,82 @@ pub fn embed_all(encoder: &AudioEncoder, specs: &[Spectrogram], batch: usize) ->
         );
     }
     Features::new(values, specs.len(), encoder.d_model).expect("one embedding per clip")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The probed head, placed in the classifier, reproduces the linear probe's own logits on
+    /// the frozen embeddings (so the [classes, dim] → [dim, classes] layout is right).
+    #[test]
+    fn probed_head_carries_the_probe_weights() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let (n_mels, classes) = (8, 3);
+        let cfg = crate::AudioEncoderConfig::new(n_mels)
+            .with_d_model(16)
+            .with_d_ff(32)
+            .with_n_layers(1);
+        let encoder = cfg.init(&device);
+        // Class c: a sine over mel bins with a class-specific frequency.
+        let train: Vec<(Spectrogram, u32)> = (0..12)
+            .map(|i| {
+                let (c, frames) = ((i % classes) as u32, 10 + i);
+                let data = (0..frames * n_mels)
+                    .map(|j| ((1.0 + c as f32) * 0.5 * (j % n_mels) as f32 + 0.1 * i as f32).sin())
+                    .collect();
+                let spec = Spectrogram {
+                    frames,
+                    n_mels,
+                    data,
+                };
+                (spec, c)
+            })
+            .collect();
+        let probe = LinearProbeConfig {
+            epochs: 200,
+            lr: 1e-2,
+            ..Default::default()
+        };
+        let head = probed_head(&encoder, &train, classes, &probe, &device).unwrap();
+        assert_eq!(head.weight.dims(), [16, classes]);
+
+        // Independent route: the probe's weights applied by hand to the embeddings.
+        let specs: Vec<Spectrogram> = train.iter().map(|c| c.0.clone()).collect();
+        let labels: Vec<u32> = train.iter().map(|c| c.1).collect();
+        let feats = embed_all(&encoder, &specs, 64);
+        let fit = linear_probe(
+            &feats,
+            &labels,
+            &feats,
+            &labels,
+            &LinearProbeConfig {
+                normalization: Normalization::None,
+                num_classes: Some(classes),
+                ..probe
+            },
+        )
+        .unwrap();
+        assert!(fit.train_top1 > 0.5, "the probe learns: {}", fit.train_top1);
+        let model = AudioClassifier { encoder, head }.valid();
+        let logits = model
+            .forward(&FrameBatch::collate(&specs, &model.head.weight.device()))
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for i in 0..train.len() {
+            let x = &feats.data[i * 16..(i + 1) * 16];
+            for c in 0..classes {
+                let w = &fit.weights[c * 16..(c + 1) * 16];
+                let by_hand: f32 = fit.bias[c] + w.iter().zip(x).map(|(a, b)| a * b).sum::<f32>();
+                let got = logits[i * classes + c];
+                assert!(
+                    (got - by_hand).abs() < 1e-4,
+                    "clip {i} class {c}: {got} vs {by_hand}"
+                );
+            }
+        }
+    }
 }

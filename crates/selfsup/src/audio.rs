@@ -367,6 +367,9 @@ impl Downstream for AudioTask {
             augment: SpecAugmentConfig::speech(),
             seed: recipe.seed,
             classes: s.class_names.len(),
+            // LP-FT applies to both arms: a scratch encoder's head is probed on its random
+            // features just as a pretrained one's.
+            probe_head: recipe.lp_ft.then(|| recipe.linear_probe_config()),
         };
         let r = selfsup_audio::finetune(encoder, &train, &test, &cfg, &ad)
             .map_err(anyhow::Error::msg)?;

@@ -132,6 +132,12 @@ pub struct Recipe {
     /// tokens). Default: the checkpoint's text.pooling.
     #[arg(long)]
     pub pooling: Option<String>,
+    /// LP-FT (Kumar et al. 2022), audio only, full mode: start the head from a linear probe
+    /// (--linear-epochs, Adam lr 1e-3) on the frozen encoder's embeddings of the labelled clips
+    /// instead of at random, then fine-tune as usual. Applies alike to a pretrained encoder and
+    /// to --from-scratch (the scratch head is probed on random features).
+    #[arg(long)]
+    pub lp_ft: bool,
     /// Filled in from the checkpoint's modality.
     #[arg(skip = RecipeDefaults::IMAGE)]
     pub defaults: RecipeDefaults,
@@ -165,6 +171,19 @@ impl Recipe {
             bail!("--linear-epochs must be ≥ 1");
         }
         Ok(())
+    }
+
+    /// This recipe with a modality's defaults; refuses flags the modality does not implement.
+    pub fn for_modality(&self, defaults: RecipeDefaults, modality: &str) -> Result<Recipe> {
+        if self.lp_ft && modality != "audio" {
+            bail!(
+                "--lp-ft is implemented for audio checkpoints only; this checkpoint is {modality}"
+            );
+        }
+        Ok(Recipe {
+            defaults,
+            ..self.clone()
+        })
     }
 
     pub fn batch_size(&self) -> usize {
@@ -207,6 +226,7 @@ impl Recipe {
             "lr": self.lr(), "backbone_lr_mult": self.backbone_lr_mult(),
             "weight_decay": self.weight_decay(), "batch_size": self.batch_size(),
             "linear_epochs": self.linear_epochs, "steps": self.steps, "budget": self.budget,
+            "lp_ft": self.lp_ft,
         })
     }
 
@@ -499,10 +519,7 @@ pub fn run(args: FinetuneArgs) -> Result<serde_json::Value> {
         args.skip_corrupt,
         args.recipe.pooling.as_deref(),
     )?;
-    let recipe = &Recipe {
-        defaults: task.defaults,
-        ..args.recipe.clone()
-    };
+    let recipe = &args.recipe.for_modality(task.defaults, task.modality)?;
     let (train_labels, test_labels) = (task.task.train_labels(), task.task.test_labels());
     let subset = label_subset(train_labels, spec, recipe.seed)?;
     let init = if args.from_scratch {
@@ -601,8 +618,25 @@ mod tests {
             linear_epochs: 100,
             seed: 0,
             pooling: None,
+            lp_ft: false,
             defaults: RecipeDefaults::IMAGE,
         }
+    }
+
+    #[test]
+    fn lp_ft_is_refused_for_images() {
+        let lp_ft = Recipe {
+            lp_ft: true,
+            ..recipe()
+        };
+        let e = lp_ft
+            .for_modality(RecipeDefaults::IMAGE, "image")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--lp-ft") && e.contains("audio"), "{e}");
+        let audio = lp_ft.for_modality(RecipeDefaults::AUDIO, "audio").unwrap();
+        assert!(audio.lp_ft);
+        assert_eq!(audio.lr(), RecipeDefaults::AUDIO.lr);
     }
 
     /// The default budget reproduces the reference run's step counts.

@@ -251,10 +251,7 @@ pub fn run(args: ProveArgs) -> Result<Value> {
         args.seeds.clone()
     };
     let loaded = finetune_task(&args)?;
-    let recipe = &Recipe {
-        defaults: loaded.defaults,
-        ..args.recipe.clone()
-    };
+    let recipe = &args.recipe.for_modality(loaded.defaults, loaded.modality)?;
     let task = loaded.task.as_ref();
     let out_dir = match &args.out {
         Some(d) => d.clone(),

@@ -132,6 +132,13 @@ fn audio_pretrain_finetune_prove_report() {
     assert_eq!(j["backbone_lr_mult"], 1.0);
     let j = finetune(&["--mode", "linear", "--linear-epochs", "5"]);
     assert!((0.0..=1.0).contains(&j["top1"].as_f64().unwrap()), "{j}");
+    // LP-FT (head from a probe on frozen features, then fine-tuning), both arms; the probe's
+    // weight layout is checked in selfsup-audio's finetune tests.
+    for extra in [&[][..], &["--from-scratch"][..]] {
+        let j = finetune(&[&["--lp-ft", "--linear-epochs", "5"][..], extra].concat());
+        assert_eq!(j["steps"], 4, "{j}");
+        assert!((0.0..=1.0).contains(&j["top1"].as_f64().unwrap()), "{j}");
+    }
 
     // prove: 5 per digit and 50 %, seeds 0 and 1, mean ± std per subset.
     let o = run(bin()
