@@ -197,18 +197,7 @@ fn mlm_pretrain_resume_finetune_prove_report() {
     assert_eq!(j["modality"], "text");
     let rows = j["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "2 subsets × 1 seed");
-    for r in rows {
-        for k in [
-            "knn_random_init_top1",
-            "knn_top1",
-            "linear_top1",
-            "finetune_top1",
-            "scratch_top1",
-        ] {
-            let v = r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
-            assert!((0.0..=1.0).contains(&v), "{k} = {v}");
-        }
-    }
+    assert_prove_rows_are_accuracies(rows);
     let md = std::fs::read_to_string(out.join("prove.md")).unwrap();
     assert!(md.contains("| 5/class (10) | 1 |"), "{md}");
 
