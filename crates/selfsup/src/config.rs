@@ -169,6 +169,9 @@ pub struct OptimConfig {
     pub final_lr: f64,
     /// No weight decay (and no LARS adaptation) on BatchNorm and bias parameters.
     pub exclude_bias_and_norm: bool,
+    /// LARS only: solo-learn's `clip_lr`, each layer's rate is `min(trust ratio, lr)` instead of
+    /// `lr · trust ratio`.
+    pub lars_clip_lr: bool,
     pub betas: [f64; 2],
 }
 
@@ -301,6 +304,7 @@ impl Default for OptimConfig {
             warmup_epochs: 0.0,
             final_lr: 0.0,
             exclude_bias_and_norm: true,
+            lars_clip_lr: false,
             betas: [0.9, 0.999],
         }
     }
@@ -599,6 +603,12 @@ impl Config {
             other => {
                 bail!("config `optim.name`: unknown optimizer `{other}`; use sgd, lars or adamw")
             }
+        }
+        if self.optim.lars_clip_lr && self.optim.name != "lars" {
+            bail!(
+                "config `optim.lars_clip_lr` applies to optim.name = \"lars\" only (got `{}`)",
+                self.optim.name
+            );
         }
         positive("optim.lr", self.optim.lr)?;
         probability("optim.momentum", self.optim.momentum)?;
@@ -954,6 +964,7 @@ mod tests {
             ("model.backbone=vgg", "model.backbone"),
             ("augment.grayscale_prob=1.5", "augment.grayscale_prob"),
             ("optim.name=rmsprop", "optim.name"),
+            ("optim.lars_clip_lr=true", "optim.lars_clip_lr"),
             ("train.device=tpu", "train.device"),
             ("augment.crop_scale=[0.2, 1.5]", "augment.crop_scale"),
             (

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use burn::prelude::*;
 use selfsup_data::{ImageDataset, LoaderConfig, Pipeline, Split, ViewLoader};
-use selfsup_eval::Features;
+use selfsup_eval::{Features, SubsetSpec, stratified_subset};
 use selfsup_models::Backbone;
 
 use crate::config::Config;
@@ -76,8 +76,30 @@ pub fn require_labels(labels: Vec<Option<u32>>) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// Labelled features of the train and test splits of `data_path`, with the config's eval
-/// transform, batch size, loader threads and device: what kNN and linear probes consume.
+/// Labelled features of one split with the config's eval transform, batch size, loader threads
+/// and device.
+fn labelled_split(
+    config: &Config,
+    backbone: &Backbone,
+    data_path: &Path,
+    cache: &Path,
+    skip_corrupt: bool,
+    split: Split,
+) -> Result<(Features, Vec<u32>)> {
+    let dataset = data::open(data_path, split, cache, skip_corrupt)?;
+    let (features, labels) = extract_all(
+        backbone,
+        dataset,
+        data::eval_pipeline(config)?,
+        config.eval.batch_size,
+        config.data.workers,
+        &device::select(&config.train.device)?,
+    )?;
+    Ok((features, require_labels(labels)?))
+}
+
+/// Labelled features of the train and test splits of `data_path`: what kNN and linear probes
+/// consume.
 pub fn train_test(
     config: &Config,
     backbone: &Backbone,
@@ -85,19 +107,45 @@ pub fn train_test(
     cache: &Path,
     skip_corrupt: bool,
 ) -> Result<[(Features, Vec<u32>); 2]> {
-    let pipe = data::eval_pipeline(config)?;
-    let dev = device::select(&config.train.device)?;
-    let split = |split: Split| -> Result<(Features, Vec<u32>)> {
-        let dataset = data::open(data_path, split, cache, skip_corrupt)?;
-        let (features, labels) = extract_all(
-            backbone,
-            dataset,
-            pipe.clone(),
-            config.eval.batch_size,
-            config.data.workers,
-            &dev,
-        )?;
-        Ok((features, require_labels(labels)?))
-    };
+    let split = |s| labelled_split(config, backbone, data_path, cache, skip_corrupt, s);
     Ok([split(Split::Train)?, split(Split::Test)?])
+}
+
+/// The train split cut in two for choosing hyper-parameters without the test images: a
+/// stratified, seeded `fraction` of it as the queries (second), the rest as the labelled bank
+/// (first), in the shape `train_test` returns.
+pub fn train_validation(
+    config: &Config,
+    backbone: &Backbone,
+    data_path: &Path,
+    cache: &Path,
+    skip_corrupt: bool,
+    fraction: f64,
+) -> Result<[(Features, Vec<u32>); 2]> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        anyhow::bail!(
+            "--validation must be a fraction in (0, 1) of the train split, got {fraction}"
+        );
+    }
+    let (features, labels) = labelled_split(
+        config,
+        backbone,
+        data_path,
+        cache,
+        skip_corrupt,
+        Split::Train,
+    )?;
+    let held_out = stratified_subset(&labels, SubsetSpec::Fraction(fraction), config.train.seed)?;
+    let mut is_held_out = vec![false; labels.len()];
+    for &i in &held_out {
+        is_held_out[i] = true;
+    }
+    let bank: Vec<usize> = (0..labels.len()).filter(|&i| !is_held_out[i]).collect();
+    let pick = |idx: &[usize]| {
+        (
+            features.select(idx),
+            idx.iter().map(|&i| labels[i]).collect(),
+        )
+    };
+    Ok([pick(&bank), pick(&held_out)])
 }

@@ -154,6 +154,11 @@ struct EvalCommon {
     /// Compute device (default: the checkpoint's train.device): cpu, vulkan, libtorch.
     #[arg(long)]
     device: Option<String>,
+    /// Leave the test split alone: hold out this stratified fraction of the train split
+    /// (seeded by train.seed) as the queries and use the rest as the labelled train set, for
+    /// choosing hyper-parameters.
+    #[arg(long, value_name = "FRACTION")]
+    validation: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -248,9 +253,24 @@ fn eval_setup(common: &EvalCommon) -> Result<EvalData> {
 
 fn eval_features(
     e: &EvalData,
-    skip_corrupt: bool,
+    common: &EvalCommon,
 ) -> Result<[(selfsup_eval::Features, Vec<u32>); 2]> {
-    features::train_test(&e.config, &e.backbone, &e.data_path, &e.cache, skip_corrupt)
+    let skip = common.skip_corrupt;
+    match common.validation {
+        Some(f) => {
+            features::train_validation(&e.config, &e.backbone, &e.data_path, &e.cache, skip, f)
+        }
+        None => features::train_test(&e.config, &e.backbone, &e.data_path, &e.cache, skip),
+    }
+}
+
+/// What the evaluated queries are: the test split, or the held-out part of the train split.
+fn query_split(common: &EvalCommon) -> &'static str {
+    if common.validation.is_some() {
+        "held-out train (validation)"
+    } else {
+        "test"
+    }
 }
 
 fn eval_cmd(cmd: EvalCmd) -> Result<()> {
@@ -266,7 +286,7 @@ fn eval_cmd(cmd: EvalCmd) -> Result<()> {
             if k == 0 || !(t > 0.0) {
                 anyhow::bail!("--k must be ≥ 1 and --temperature > 0 (got k={k}, temperature={t})");
             }
-            let [(ftr, ltr), (fte, lte)] = eval_features(&e, common.skip_corrupt)?;
+            let [(ftr, ltr), (fte, lte)] = eval_features(&e, &common)?;
             let r = knn_classify(
                 &ftr,
                 &ltr,
@@ -282,19 +302,21 @@ fn eval_cmd(cmd: EvalCmd) -> Result<()> {
                 eprintln!("note: {n}");
             }
             eprintln!(
-                "kNN (k={}, T={t}) top-1 {:.2}% on {} test images",
+                "kNN (k={}, T={t}) top-1 {:.2}% on {} {} images",
                 r.k,
                 100.0 * r.top1,
-                fte.n
+                fte.n,
+                query_split(&common)
             );
             print_json(
                 json!({"knn_top1": r.top1, "knn_top5": r.top5, "k": r.k, "temperature": t,
-                "images": fte.n, "train_images": ftr.n, "random_init": common.random_init}),
+                "images": fte.n, "train_images": ftr.n, "random_init": common.random_init,
+                "validation": common.validation}),
             );
         }
         EvalCmd::Linear { common, epochs, lr } => {
             let e = eval_setup(&common)?;
-            let [(ftr, ltr), (fte, lte)] = eval_features(&e, common.skip_corrupt)?;
+            let [(ftr, ltr), (fte, lte)] = eval_features(&e, &common)?;
             let cfg = LinearProbeConfig {
                 epochs,
                 lr,
@@ -303,13 +325,16 @@ fn eval_cmd(cmd: EvalCmd) -> Result<()> {
             };
             let r = linear_probe(&ftr, &ltr, &fte, &lte, &cfg)?;
             eprintln!(
-                "linear probe top-1 {:.2}% (train {:.2}%)",
+                "linear probe top-1 {:.2}% on {} {} images (train {:.2}%)",
                 100.0 * r.test_top1,
+                fte.n,
+                query_split(&common),
                 100.0 * r.train_top1
             );
             print_json(
                 json!({"linear_top1": r.test_top1, "linear_top5": r.test_top5, "train_top1": r.train_top1,
-                "images": fte.n, "train_images": ftr.n, "epochs": epochs, "random_init": common.random_init}),
+                "images": fte.n, "train_images": ftr.n, "epochs": epochs, "random_init": common.random_init,
+                "validation": common.validation}),
             );
         }
     }

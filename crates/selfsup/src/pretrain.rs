@@ -90,6 +90,7 @@ pub fn optimizer(config: &Config) -> Result<Optimizer> {
         "lars" => OptimizerKind::Lars {
             momentum: o.momentum,
             eta: 0.02,
+            clip: o.lars_clip_lr,
         },
         "adamw" => OptimizerKind::AdamW {
             beta1: o.betas[0],

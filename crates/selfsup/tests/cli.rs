@@ -87,6 +87,36 @@ fn pretrain_resume_and_evaluate() {
     let acc = j["knn_top1"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
 
+    // Validation: a stratified quarter of the 48 train images (4 of each of the 3 classes) are
+    // the queries, the other 36 the bank; the test split is not read.
+    let knn_validation = |fraction: &str| {
+        run(bin()
+            .args(["eval", "knn", "--checkpoint"])
+            .arg(&ckpt)
+            .arg("--data")
+            .arg(&data)
+            .args(["--k", "10", "--validation", fraction]))
+    };
+    let o = knn_validation("0.25");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = last_json(&o);
+    assert_eq!(
+        (j["images"].as_u64(), j["train_images"].as_u64()),
+        (Some(12), Some(36))
+    );
+    assert!(
+        stderr(&o).contains("held-out train (validation)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = knn_validation("1");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--validation must be a fraction in (0, 1)"),
+        "{}",
+        stderr(&o)
+    );
+
     let o = run(bin()
         .args(["eval", "linear", "--checkpoint"])
         .arg(&ckpt)

@@ -23,7 +23,11 @@ pub enum OptimizerKind {
     /// Unlike lightly, which skips the adaptation of any parameter whose group has
     /// `weight_decay == 0`, adaptation here depends only on the exclusion rule (as in solo-learn);
     /// the two agree whenever `weight_decay > 0`.
-    Lars { momentum: f64, eta: f64 },
+    ///
+    /// `clip` is solo-learn's `clip_lr`: the trust ratio becomes `min(trust, lr) / lr`, so each
+    /// layer steps by `min(trust, lr)·(g + wd·p)` — the scheduled `lr` caps the layer-wise rate
+    /// instead of scaling it (solo-learn's CIFAR recipes for BYOL, Barlow Twins and DINO).
+    Lars { momentum: f64, eta: f64, clip: bool },
     /// `torch.optim.AdamW`: `p *= 1 - lr·wd`, Adam moments with bias correction,
     /// `p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps)`.
     AdamW { beta1: f64, beta2: f64, eps: f64 },
@@ -88,7 +92,7 @@ impl OptimizerConfig {
                 "in [0, 1)",
                 (0.0..1.0).contains(&momentum),
             )?,
-            OptimizerKind::Lars { momentum, eta } => {
+            OptimizerKind::Lars { momentum, eta, .. } => {
                 check(
                     "momentum",
                     momentum,
@@ -364,11 +368,15 @@ impl Optimizer {
                 let d = momentum_step(state, d, momentum, nesterov, unflat, flat);
                 param - d.mul_scalar(lr)
             }
-            OptimizerKind::Lars { momentum, eta } => {
+            OptimizerKind::Lars {
+                momentum,
+                eta,
+                clip,
+            } => {
                 let d = if excluded {
                     grad
                 } else {
-                    lars_direction(param.clone(), grad, wd, eta)
+                    lars_direction(param.clone(), grad, wd, eta, clip.then_some(lr))
                 };
                 let d = momentum_step(state, d, momentum, false, unflat, flat);
                 param - d.mul_scalar(lr)
@@ -449,12 +457,14 @@ fn momentum_step<const D: usize>(
 }
 
 /// LARS' scaled direction, computed on the device (no host sync per parameter): where both norms
-/// are non-zero `η‖p‖/(‖g‖ + wd‖p‖ + ε) · (g + wd·p)`, otherwise the raw gradient.
+/// are non-zero `trust · (g + wd·p)` with `trust = η‖p‖/(‖g‖ + wd‖p‖ + ε)` (with `clip_lr`:
+/// `min(trust / lr, 1)`), otherwise the raw gradient.
 fn lars_direction<const D: usize>(
     param: Tensor<D>,
     grad: Tensor<D>,
     wd: f64,
     eta: f64,
+    clip_lr: Option<f64>,
 ) -> Tensor<D> {
     let p_norm = param.clone().square().sum().sqrt();
     let g_norm = grad.clone().square().sum().sqrt();
@@ -462,9 +472,13 @@ fn lars_direction<const D: usize>(
         .clone()
         .greater_elem(0.0)
         .bool_and(g_norm.clone().greater_elem(0.0));
-    let trust = (p_norm.clone().mul_scalar(eta)
-        / (g_norm + p_norm.mul_scalar(wd)).add_scalar(LARS_EPS))
-    .mask_where(adapt.clone().bool_not(), Tensor::ones([1], &param.device()));
+    let trust =
+        p_norm.clone().mul_scalar(eta) / (g_norm + p_norm.mul_scalar(wd)).add_scalar(LARS_EPS);
+    let trust = match clip_lr {
+        Some(lr) => trust.div_scalar(lr).clamp_max(1.0),
+        None => trust,
+    };
+    let trust = trust.mask_where(adapt.clone().bool_not(), Tensor::ones([1], &param.device()));
     let wd_used = Tensor::<1>::zeros([1], &param.device())
         .add_scalar(wd)
         .mask_fill(adapt.bool_not(), 0.0);
@@ -618,6 +632,7 @@ mod tests {
             "lars" => OptimizerKind::Lars {
                 momentum: f("momentum"),
                 eta: f("eta"),
+                clip: case["clip"].as_bool().unwrap_or(false),
             },
             "adamw" => OptimizerKind::AdamW {
                 beta1: f("beta1"),
@@ -782,6 +797,7 @@ mod tests {
             kind: OptimizerKind::Lars {
                 momentum: 0.9,
                 eta: 0.02,
+                clip: true,
             },
             weight_decay: 1e-4,
             exclude_bias_and_norm: true,
@@ -836,7 +852,8 @@ mod tests {
             bad(
                 OptimizerKind::Lars {
                     momentum: 0.9,
-                    eta: 0.0
+                    eta: 0.0,
+                    clip: false
                 },
                 0.0
             ),
