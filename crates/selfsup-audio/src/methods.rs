@@ -24,10 +24,6 @@ impl SslMethod for MaskedFrameModel {
             self.loss_and_embedding(&clips, (progress.seed, progress.step as u64), &device);
         StepOutput::one_view(loss, z, ())
     }
-
-    fn update(self, _: (), _: &Progress) -> Self {
-        self
-    }
 }
 
 impl SslMethod for CpcModel {
@@ -44,9 +40,5 @@ impl SslMethod for CpcModel {
         let device = self.predictors[0].weight.device();
         let (loss, z) = self.loss_and_embedding(&FrameBatch::collate(&clips, &device));
         StepOutput::one_view(loss, z, ())
-    }
-
-    fn update(self, _: (), _: &Progress) -> Self {
-        self
     }
 }

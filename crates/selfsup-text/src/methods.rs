@@ -24,8 +24,4 @@ impl SslMethod for LmModel {
         let z = pool(hidden, &batch.input, Pooling::Mean);
         StepOutput::one_view(loss.loss, z, ())
     }
-
-    fn update(self, _: (), _: &Progress) -> Self {
-        self
-    }
 }
