@@ -1,0 +1,183 @@
+"""PyTorch + LightlySSL reference runs of the method zoo at the SimCLR reference budget.
+
+Each method mirrors its selfsup config (configs/<method>_cifar10.toml: ResNet-18 CIFAR width 16,
+batch 256, SGD lr 0.06 momentum 0.9 wd 5e-4 with a per-step cosine schedule, the same heads,
+losses and augmentations) built from LightlySSL's modules, so a selfsup run can be compared with
+what the reference code does on the same data and budget. Prints one JSON line per step
+({"step", "loss", "lr"}) and a final summary line; with --knn, the weighted kNN top-1 (k=200,
+T=0.1) of the test split against the train split's backbone features.
+
+  /work/venv/bin/python bench/zoo_reference.py dino --data ../shared/data/cifar10 --limit 5120 --epochs 4
+  /work/venv/bin/python bench/zoo_reference.py dino --data ../shared/data/cifar10 --epochs 4 --knn
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from reference import load_images, resnet18_cifar  # noqa: E402
+
+MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+
+
+def dino(width, steps_per_epoch):
+    """configs/dino_cifar10.toml: head Linear-BN-ReLU 128-512-512, bottleneck 64, 1024
+    weight-normalised prototypes; student T 0.1, teacher T 0.04 -> 0.07 over the first epoch,
+    centre momentum 0.9, teacher EMA cosine 0.99 -> 1; 2 global 32 px crops (scale 0.4-1) and 4
+    local 16 px crops (0.05-0.4), colour jitter 0.8/0.8/0.8/0.2 with p 0.8, grey 0.2, no blur."""
+    import torch
+    from lightly.loss import DINOLoss
+    from lightly.models.modules import DINOProjectionHead
+    from lightly.models.utils import update_momentum
+    from lightly.transforms import DINOTransform
+    from lightly.utils.scheduler import cosine_schedule
+
+    def make_head():
+        head = DINOProjectionHead(dim, 512, 64, 1024, batch_norm=True, freeze_last_layer=-1)
+        # lightly's head uses GELU; selfsup's (and the config's) Linear-BN-ReLU blocks use ReLU.
+        for i, m in enumerate(head.layers):
+            if isinstance(m, torch.nn.GELU):
+                head.layers[i] = torch.nn.ReLU()
+        return head
+
+    backbone, dim = resnet18_cifar(width)
+    student = torch.nn.Sequential(backbone, make_head())
+    # deepcopy cannot copy the weight-normalised last layer: a fresh head with the same values.
+    teacher = torch.nn.Sequential(copy.deepcopy(backbone), make_head())
+    teacher[1].load_state_dict(student[1].state_dict())
+    for p in teacher.parameters():
+        p.requires_grad = False
+    loss_fn = DINOLoss(
+        output_dim=1024,
+        warmup_teacher_temp=0.04,
+        teacher_temp=0.07,
+        warmup_teacher_temp_epochs=1,
+        student_temp=0.1,
+        center_momentum=0.9,
+    )
+    transform = DINOTransform(
+        global_crop_size=32,
+        global_crop_scale=(0.4, 1.0),
+        local_crop_size=16,
+        local_crop_scale=(0.05, 0.4),
+        n_local_views=4,
+        hf_prob=0.5,
+        cj_prob=0.8,
+        cj_strength=1.0,
+        cj_bright=0.8,
+        cj_contrast=0.8,
+        cj_sat=0.8,
+        cj_hue=0.2,
+        random_gray_scale=0.2,
+        gaussian_blur=(0.0, 0.0, 0.0),
+        solarization_prob=0.0,
+        normalize={"mean": MEAN, "std": STD},
+    )
+
+    def step(views, global_step, total_steps):
+        m = cosine_schedule(global_step, total_steps, 0.99, 1.0)
+        update_momentum(student, teacher, m)
+        with torch.no_grad():
+            t_out = [teacher(v) for v in views[:2]]
+        s_out = [student(v) for v in views]
+        # lightly's own warm-up is per whole epoch; selfsup's is per step (fractional epochs).
+        epoch = global_step / steps_per_epoch
+        return loss_fn(t_out, s_out, teacher_temp=0.04 + 0.03 * min(epoch, 1.0)), epoch
+
+    return student, backbone, transform, step
+
+
+METHODS = {"dino": dino}
+
+
+def knn_top1(backbone, data, k=200, t=0.1, batch=512):
+    """Weighted kNN (Wu et al. 2018, as selfsup eval knn): cosine similarity on L2-normalised
+    features, weights exp(s/T), top-k neighbours of each test image among the train images."""
+    import torch
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    tf = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
+    backbone.eval()
+
+    def feats(split):
+        ds = ImageFolder(os.path.join(data, split), transform=tf)
+        dl = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=2)
+        out, labels = [], []
+        with torch.no_grad():
+            for x, y in dl:
+                out.append(torch.nn.functional.normalize(backbone(x), dim=1))
+                labels.append(y)
+        return torch.cat(out), torch.cat(labels)
+
+    ftr, ltr = feats("train")
+    fte, lte = feats("test")
+    correct = 0
+    for i in range(0, len(fte), batch):
+        sim = fte[i : i + batch] @ ftr.T
+        s, idx = sim.topk(k, dim=1)
+        w = (s / t).exp()
+        votes = torch.zeros(len(s), 10).scatter_add_(1, ltr[idx], w)
+        correct += (votes.argmax(1) == lte[i : i + batch]).sum().item()
+    return correct / len(fte)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("method", choices=sorted(METHODS))
+    p.add_argument("--data", required=True)
+    p.add_argument("--limit", type=int, default=50000)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--knn", action="store_true")
+    args = p.parse_args()
+
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    images = load_images(args.data, args.limit)
+    steps_per_epoch = len(images) // args.batch
+    total = steps_per_epoch * args.epochs
+    model, backbone, transform, step = METHODS[args.method](args.width, steps_per_epoch)
+
+    class Views(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            return transform(images[i])
+
+    loader = torch.utils.data.DataLoader(
+        Views(), batch_size=args.batch, shuffle=True, drop_last=True, num_workers=args.workers
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
+    start, global_step = time.perf_counter(), 0
+    for _ in range(args.epochs):
+        model.train()
+        for views in loader:
+            lr = 0.06 * 0.5 * (1 + math.cos(math.pi * global_step / total))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss, _ = step(views, global_step, total)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            global_step += 1
+            print(json.dumps({"step": global_step, "loss": loss.item(), "lr": lr}), flush=True)
+    summary = {"method": args.method, "steps": global_step, "images": len(images),
+               "train_seconds": time.perf_counter() - start}
+    if args.knn:
+        summary["knn_top1"] = knn_top1(backbone, args.data)
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
