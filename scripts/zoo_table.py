@@ -12,11 +12,13 @@ its top-1 on the held-out train images is the "validation" column. F (default 32
 random-init kNN of the same encoder) gives the "− floor" column.
 
 With several RUNS_DIRs (recipes of the same methods), a second table keeps, for each method,
-the run with the best validation kNN: the choice never looks at the test figures.
+the run with the best validation kNN (runs grouped by the `method.name` of their config.toml):
+the choice never looks at the test figures.
 """
 import argparse
 import json
 import re
+import tomllib
 from pathlib import Path
 
 
@@ -56,7 +58,8 @@ def rows(runs: Path, floor: float):
                 f"{'–' if val is None else f'{val:.1f}'} | {knn:.1f} | {knn - floor:+.1f} | "
                 f"{d['effective_rank']:.1f} / {d['dim']} | {d['embedding_std']:.3f} ({d['dim'] ** -0.5:.3f}) | "
                 f"{last['loss']:.3f} | {train_min:.1f} | {'–' if wall is None else f'{wall:.1f}'} | {views:.0f} |")
-        yield run.name, val, text
+        method = tomllib.loads((run / "config.toml").read_text())["method"]["name"]
+        yield method, val, text
 
 
 def main():
