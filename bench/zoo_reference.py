@@ -1,6 +1,7 @@
 """PyTorch + LightlySSL reference runs of the method zoo at the SimCLR reference budget.
 
-Each method mirrors its selfsup config (configs/<method>_cifar10.toml: ResNet-18 CIFAR width 16,
+Implemented so far: DINO (the method whose selfsup run stays below the random-init floor; BYOL,
+SimSiam and MoCo would be added to METHODS the same way). Each method mirrors its selfsup config (configs/<method>_cifar10.toml: ResNet-18 CIFAR width 16,
 batch 256, SGD lr 0.06 momentum 0.9 wd 5e-4 with a per-step cosine schedule, the same heads,
 losses and augmentations) built from LightlySSL's modules, so a selfsup run can be compared with
 what the reference code does on the same data and budget. Prints one JSON line per step
