@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use burn::prelude::*;
 use selfsup_data::{ImageDataset, LoaderConfig, Pipeline, Split, ViewLoader};
-use selfsup_eval::{Features, SubsetSpec, stratified_subset};
+use selfsup_eval::{Features, SubsetSpec, select_labels, stratified_subset};
 use selfsup_models::Backbone;
 
 use crate::config::Config;
@@ -141,11 +141,6 @@ pub fn train_validation(
         is_held_out[i] = true;
     }
     let bank: Vec<usize> = (0..labels.len()).filter(|&i| !is_held_out[i]).collect();
-    let pick = |idx: &[usize]| {
-        (
-            features.select(idx),
-            idx.iter().map(|&i| labels[i]).collect(),
-        )
-    };
+    let pick = |idx: &[usize]| (features.select(idx), select_labels(&labels, idx));
     Ok([pick(&bank), pick(&held_out)])
 }
