@@ -13,6 +13,7 @@ use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
 pub use selfsup_models::mean_pool;
+use selfsup_models::validate_encoder_sizes;
 
 use crate::features::Spectrogram;
 
@@ -58,28 +59,13 @@ impl AudioEncoderConfig {
             ("d_ff", self.d_ff),
             ("max_frames", self.max_frames),
         ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("encoder {name} must be > 0"));
-        }
         if self.conv_kernel % 2 == 0 {
             return Err(format!(
                 "encoder conv_kernel must be odd, got {}",
                 self.conv_kernel
             ));
         }
-        if self.d_model % self.n_heads != 0 {
-            return Err(format!(
-                "encoder d_model ({}) must be a multiple of n_heads ({})",
-                self.d_model, self.n_heads
-            ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
-                "encoder dropout must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
-        Ok(())
+        validate_encoder_sizes(&positive, self.d_model, self.n_heads, self.dropout)
     }
 
     /// Panics on an invalid config; call [`validate`](Self::validate) first to report it.

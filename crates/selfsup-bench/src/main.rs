@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use clap::{Parser, Subcommand};
 use selfsup_data::{CacheOptions, Normalization, Pipeline, SampleRng, Split, open_dataset};
-use selfsup_methods::optim::{OptimizerConfig, OptimizerKind};
+use selfsup_methods::optim::OptimizerConfig;
 use selfsup_methods::simclr::{ContrastiveObjective, SimClrConfig};
 use selfsup_models::ResNetConfig;
 
@@ -99,16 +99,9 @@ fn simclr_step(
     };
     let mut model = cfg.init(&device);
     // The recipe of configs/simclr_cifar10.toml; reference.py uses the same.
-    let mut optim = OptimizerConfig {
-        kind: OptimizerKind::Sgd {
-            momentum: 0.9,
-            nesterov: false,
-        },
-        weight_decay: 5e-4,
-        exclude_bias_and_norm: false,
-    }
-    .init()
-    .expect("valid optimizer");
+    let mut optim = OptimizerConfig::sgd_momentum(5e-4, false)
+        .init()
+        .expect("valid optimizer");
     let views =
         |_| Tensor::<4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
     let (a, b) = (views(0), views(1));

@@ -5,7 +5,7 @@ use std::time::Instant;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use selfsup_methods::loss::TripletMining;
-use selfsup_methods::optim::{OptimizerConfig, OptimizerKind};
+use selfsup_methods::optim::OptimizerConfig;
 use selfsup_methods::simclr::{ContrastiveObjective, SimClrConfig};
 use selfsup_models::ResNetConfig;
 
@@ -27,16 +27,7 @@ fn main() {
     };
     let _ = TripletMining::Hardest;
     let mut model = cfg.init(&device);
-    let mut optim = OptimizerConfig {
-        kind: OptimizerKind::Sgd {
-            momentum: 0.9,
-            nesterov: false,
-        },
-        weight_decay: 5e-4,
-        exclude_bias_and_norm: true,
-    }
-    .init()
-    .unwrap();
+    let mut optim = OptimizerConfig::sgd_momentum(5e-4, true).init().unwrap();
     let mut times = Vec::new();
     for s in 0..steps + 1 {
         let a = Tensor::<4>::random(

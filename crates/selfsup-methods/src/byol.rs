@@ -85,7 +85,7 @@ impl SslMethod for Byol {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::{GradientsParams, OptimizerConfig, OptimizerKind};
+    use crate::optim::{GradientsParams, OptimizerConfig};
     use burn::module::{ModuleVisitor, Param};
     use selfsup_models::{ResNetConfig, named_tensors};
 
@@ -112,16 +112,7 @@ mod tests {
             momentum: [0.99, 1.0],
         }
         .init(&device);
-        let mut optim = OptimizerConfig {
-            kind: OptimizerKind::Sgd {
-                momentum: 0.9,
-                nesterov: false,
-            },
-            weight_decay: 5e-4,
-            exclude_bias_and_norm: false,
-        }
-        .init()
-        .unwrap();
+        let mut optim = OptimizerConfig::sgd_momentum(5e-4, false).init().unwrap();
         let view = || {
             Tensor::<4>::random(
                 [4, 3, 16, 16],

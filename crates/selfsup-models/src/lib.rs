@@ -6,6 +6,7 @@
 //! - [`vit`]: Vision Transformer (patch embedding, sin-cos or learned positions, pre-norm
 //!   blocks, [CLS] or mean pooling), with the pieces MAE needs.
 //! - [`backbone`]: [`Backbone`], either of the two, which every consumer uses.
+//! - [`transformer`]: the size checks the text and audio Transformer encoders share.
 //! - [`heads`]: MLP projection / prediction heads (Linear-BN-ReLU-…-Linear), as LightlySSL's
 //!   `ProjectionHead` family.
 //!
@@ -16,6 +17,7 @@ pub mod heads;
 pub mod named;
 pub mod pool;
 pub mod resnet;
+pub mod transformer;
 pub mod vit;
 
 pub use backbone::{Backbone, BackboneConfig};
@@ -23,4 +25,5 @@ pub use heads::{MlpHead, MlpHeadConfig};
 pub use named::{NamedTensor, load_named_tensors, named_tensors};
 pub use pool::mean_pool;
 pub use resnet::{ResNet, ResNetConfig, ResNetStem};
+pub use transformer::validate_encoder_sizes;
 pub use vit::{Vit, VitConfig, VitPooling, VitPositions};

@@ -9,7 +9,7 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
 };
 use burn::prelude::*;
-use selfsup_models::mean_pool;
+use selfsup_models::{mean_pool, validate_encoder_sizes};
 
 /// Sizes of a [`TextEncoder`]; the defaults are BERT-mini (4 layers, 256 wide, 4 heads,
 /// 128 tokens; 5.2 M parameters with an 8,000-token vocabulary).
@@ -47,22 +47,7 @@ impl TextEncoderConfig {
             ("d_ff", self.d_ff),
             ("max_len", self.max_len),
         ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("encoder {name} must be > 0"));
-        }
-        if self.d_model % self.n_heads != 0 {
-            return Err(format!(
-                "encoder d_model ({}) must be a multiple of n_heads ({})",
-                self.d_model, self.n_heads
-            ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
-                "encoder dropout must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
-        Ok(())
+        validate_encoder_sizes(&positive, self.d_model, self.n_heads, self.dropout)
     }
 
     /// Panics on an invalid config; call [`validate`](Self::validate) first to report it.

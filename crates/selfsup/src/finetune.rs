@@ -21,7 +21,7 @@ use selfsup_eval::{
     Features, LinearProbeConfig, LinearProbeResult, SubsetSpec, linear_probe, stratified_subset,
     top_k_accuracy,
 };
-use selfsup_methods::optim::{OptimizerConfig, OptimizerKind, cosine_with_warmup};
+use selfsup_methods::optim::{OptimizerConfig, cosine_with_warmup};
 use selfsup_models::{Backbone, load_named_tensors, named_tensors};
 use serde_json::json;
 
@@ -341,16 +341,9 @@ pub fn train_full(
             subset: Some(subset.to_vec()),
         },
     )?;
-    let mut optim = OptimizerConfig {
-        kind: OptimizerKind::Sgd {
-            momentum: 0.9,
-            nesterov: false,
-        },
-        weight_decay: recipe.weight_decay(),
-        exclude_bias_and_norm: false,
-    }
-    .init()
-    .map_err(|e| anyhow::anyhow!("fine-tuning optimizer: {e}"))?;
+    let mut optim = OptimizerConfig::sgd_momentum(recipe.weight_decay(), false)
+        .init()
+        .map_err(|e| anyhow::anyhow!("fine-tuning optimizer: {e}"))?;
     let backbone_mult = if pretrained {
         recipe.backbone_lr_mult()
     } else {

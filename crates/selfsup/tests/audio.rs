@@ -141,17 +141,8 @@ fn audio_pretrain_finetune_prove_report() {
     }
 
     // prove: 5 per digit and 50 %, seeds 0 and 1, mean ± std per subset.
-    let o = run(bin()
-        .args(["prove", "--quiet", "--checkpoint"])
-        .arg(&ckpt)
-        .args(["--labels-per-class", "5", "--fractions", "0.5"])
-        .args(["--seeds", "0,1", "--steps", "3", "--linear-epochs", "5"]));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let j = last_json(&o);
-    assert_eq!(j["modality"], "audio");
+    let j = prove_small(&ckpt, "audio", "0,1", 3);
     let rows = j["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 4, "2 subsets × 2 seeds");
-    assert_prove_rows_are_accuracies(rows);
     let summary = j["summary"].as_array().unwrap();
     assert_eq!(summary.len(), 2);
     assert_eq!(summary[0]["subset"], "50%");
@@ -192,9 +183,7 @@ fn audio_pretrain_finetune_prove_report() {
     assert!(masked > 0, "masked spans are painted");
     let html = std::fs::read_to_string(out.join("report/report.html")).unwrap();
     // Image-only commands say so instead of failing on tensor names.
-    let o = run(bin().args(["eval", "knn", "--checkpoint"]).arg(&ckpt));
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("is an audio run"), "{}", stderr(&o));
+    assert_image_commands_refuse(&ckpt, "is an audio run");
     assert!(
         html.contains("spectrograms.png") && html.contains("5/class"),
         "report html"

@@ -187,17 +187,7 @@ fn mlm_pretrain_resume_finetune_prove_report() {
     assert!((0.0..=1.0).contains(&j["top1"].as_f64().unwrap()), "{j}");
 
     // prove: 5 per class and 50 %, one seed.
-    let o = run(bin()
-        .args(["prove", "--quiet", "--checkpoint"])
-        .arg(&ckpt)
-        .args(["--labels-per-class", "5", "--fractions", "0.5"])
-        .args(["--seeds", "0", "--steps", "2", "--linear-epochs", "5"]));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let j = last_json(&o);
-    assert_eq!(j["modality"], "text");
-    let rows = j["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2, "2 subsets × 1 seed");
-    assert_prove_rows_are_accuracies(rows);
+    prove_small(&ckpt, "text", "0", 2);
     let md = std::fs::read_to_string(out.join("prove.md")).unwrap();
     assert!(md.contains("| 5/class (10) | 1 |"), "{md}");
 
@@ -210,9 +200,7 @@ fn mlm_pretrain_resume_finetune_prove_report() {
         "{plots}"
     );
     // Image-only commands say so.
-    let o = run(bin().args(["eval", "knn", "--checkpoint"]).arg(&ckpt));
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("is a text run"), "{}", stderr(&o));
+    assert_image_commands_refuse(&ckpt, "is a text run");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

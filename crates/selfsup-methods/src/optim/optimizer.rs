@@ -81,6 +81,19 @@ fn check(
 }
 
 impl OptimizerConfig {
+    /// SGD with momentum 0.9 and no Nesterov term: the CIFAR ResNet recipe of SimCLR and of
+    /// supervised fine-tuning.
+    pub fn sgd_momentum(weight_decay: f64, exclude_bias_and_norm: bool) -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            weight_decay,
+            exclude_bias_and_norm,
+        }
+    }
+
     /// Validates the hyper-parameters and builds an optimizer with empty state.
     pub fn init(self) -> Result<Optimizer, OptimizerConfigError> {
         let wd = self.weight_decay;

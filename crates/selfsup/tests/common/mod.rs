@@ -112,6 +112,36 @@ pub fn assert_prove_rows_are_accuracies(rows: &[serde_json::Value]) {
     }
 }
 
+/// `selfsup prove` on 5 labels per class and 50 % of a sequence (audio or text) checkpoint,
+/// short budgets; checks the modality, one row per subset and seed, and that every row holds
+/// accuracies. Returns the JSON result.
+pub fn prove_small(ckpt: &Path, modality: &str, seeds: &str, steps: usize) -> serde_json::Value {
+    let o = run(bin()
+        .args(["prove", "--quiet", "--checkpoint"])
+        .arg(ckpt)
+        .args(["--labels-per-class", "5", "--fractions", "0.5"])
+        .args(["--seeds", seeds, "--steps", &steps.to_string()])
+        .args(["--linear-epochs", "5"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = last_json(&o);
+    assert_eq!(j["modality"], modality);
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        2 * seeds.split(',').count(),
+        "2 subsets × seeds"
+    );
+    assert_prove_rows_are_accuracies(rows);
+    j
+}
+
+/// Image-only commands refuse a checkpoint of another modality with a message naming it.
+pub fn assert_image_commands_refuse(ckpt: &Path, says: &str) {
+    let o = run(bin().args(["eval", "knn", "--checkpoint"]).arg(ckpt));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(says), "{}", stderr(&o));
+}
+
 pub fn tiny_args<'a>(data: &'a Path, out: &'a Path) -> Vec<String> {
     vec![
         "pretrain".into(),
