@@ -154,12 +154,13 @@ pub fn sample_color_jitter(
 }
 
 impl Transform {
-    /// Applies this step to `img`, drawing randomness from `rng`.
-    pub fn apply(&self, img: RgbImage, rng: &mut SampleRng) -> RgbImage {
-        match *self {
+    /// The steps that only read their input (crops and resizes) applied to a view; `None`
+    /// (and nothing drawn from `rng`) for the others.
+    fn apply_crop(&self, img: ImageView, rng: &mut SampleRng) -> Option<RgbImage> {
+        Some(match *self {
             Transform::RandomResizedCrop { size, scale, ratio } => {
                 let b = sample_resized_crop(img.h, img.w, scale, ratio, rng);
-                ops::resized_crop(img.view(), b.top, b.left, b.height, b.width, size.0, size.1)
+                ops::resized_crop(img, b.top, b.left, b.height, b.width, size.0, size.1)
             }
             Transform::RandomCrop { size, padding } => {
                 let (ph, pw) = (img.h + 2 * padding, img.w + 2 * padding);
@@ -169,9 +170,29 @@ impl Transform {
                 );
                 let top = rng.below((ph - size.0 + 1) as u64) as usize;
                 let left = rng.below((pw - size.1 + 1) as u64) as usize;
-                ops::padded_crop(img.view(), padding, top, left, size.0, size.1)
+                ops::padded_crop(img, padding, top, left, size.0, size.1)
             }
-            Transform::ResizeCenterCrop { size } => ops::resize_center_crop(img.view(), size),
+            Transform::ResizeCenterCrop { size } => ops::resize_center_crop(img, size),
+            _ => return None,
+        })
+    }
+
+    /// [`Self::apply`] to a borrowed image: copies it only for the steps that change their
+    /// input in place.
+    pub fn apply_to_view(&self, img: ImageView, rng: &mut SampleRng) -> RgbImage {
+        self.apply_crop(img, rng)
+            .unwrap_or_else(|| self.apply(img.to_owned(), rng))
+    }
+
+    /// Applies this step to `img`, drawing randomness from `rng`.
+    pub fn apply(&self, img: RgbImage, rng: &mut SampleRng) -> RgbImage {
+        if let Some(out) = self.apply_crop(img.view(), rng) {
+            return out;
+        }
+        match *self {
+            Transform::RandomResizedCrop { .. }
+            | Transform::RandomCrop { .. }
+            | Transform::ResizeCenterCrop { .. } => unreachable!("handled by apply_crop"),
             Transform::HorizontalFlip { p } => {
                 let mut img = img;
                 if rng.chance(p) {
@@ -382,9 +403,11 @@ impl Pipeline {
 
     /// Runs the u8 steps (no normalisation).
     pub fn augment(&self, img: ImageView, rng: &mut SampleRng) -> RgbImage {
-        self.steps
-            .iter()
-            .fold(img.to_owned(), |acc, s| s.apply(acc, rng))
+        // `new` guarantees at least one step; the first reads `img` without copying it
+        // when it is a crop, as it usually is.
+        let (first, rest) = self.steps.split_first().expect("a pipeline has steps");
+        let start = first.apply_to_view(img, rng);
+        rest.iter().fold(start, |acc, s| s.apply(acc, rng))
     }
 
     /// Runs the pipeline and writes normalised f32 CHW into `out` (len [`Self::output_len`]).
