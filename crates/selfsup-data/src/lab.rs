@@ -75,9 +75,50 @@ pub fn lab_to_rgb(lab: [f32; 3]) -> [f32; 3] {
     out
 }
 
+/// The grey image R = G = B = L*/100 of `img`, normalised with `mean`/`std` into f32 CHW `out`
+/// (len 3·h·w): what a colorization encoder is pretrained on, and so what it is evaluated on.
+pub fn lightness_into(img: crate::ImageView, mean: [f32; 3], std: [f32; 3], out: &mut [f32]) {
+    let plane = img.h * img.w;
+    assert_eq!(
+        out.len(),
+        3 * plane,
+        "lightness output buffer has wrong length"
+    );
+    for (i, p) in img.data.chunks_exact(3).enumerate() {
+        let l = rgb_to_lab([p[0], p[1], p[2]].map(|v| v as f32 / 255.0))[0] / 100.0;
+        for c in 0..3 {
+            out[c * plane + i] = (l - mean[c]) / std[c];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lightness_input_is_normalised_l_star_in_every_channel() {
+        // White, black and pure red (L* 100, 0, 53.24 by the D65 tables), one row of 3 pixels.
+        let data = vec![255, 255, 255, 0, 0, 0, 255, 0, 0];
+        let img = crate::ImageView {
+            h: 1,
+            w: 3,
+            data: &data,
+        };
+        let (mean, std) = ([0.5, 0.4, 0.3], [0.2, 0.25, 0.5]);
+        let mut out = vec![0.0; 9];
+        lightness_into(img, mean, std, &mut out);
+        for c in 0..3 {
+            for (i, l) in [1.0f32, 0.0, 0.5324].into_iter().enumerate() {
+                let want = (l - mean[c]) / std[c];
+                let got = out[c * 3 + i];
+                assert!(
+                    (got - want).abs() < 1e-3,
+                    "channel {c} pixel {i}: {got} vs {want}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn matches_skimage_and_round_trips() {

@@ -33,7 +33,8 @@ pub use pixels::{ImageView, RgbImage};
 pub use rng::{SampleRng, shuffled_batches};
 pub use sources::Split;
 pub use transforms::{
-    CropBox, Jitter, Normalization, Pipeline, Transform, sample_color_jitter, sample_resized_crop,
+    CropBox, EncoderInput, Jitter, Normalization, Pipeline, Transform, sample_color_jitter,
+    sample_resized_crop,
 };
 
 /// Root of the shared data (`.../shared/data`): `$SELFSUP_DATA` if set, else the first

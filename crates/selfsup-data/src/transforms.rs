@@ -305,6 +305,17 @@ impl Transform {
     }
 }
 
+/// What a [`Pipeline`] hands the encoder after its u8 steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EncoderInput {
+    /// The RGB image, normalised per channel.
+    #[default]
+    Rgb,
+    /// The grey image R = G = B = L*/100 (CIE Lab, D65), normalised per channel: the input of a
+    /// colorization encoder, which never saw colour during pretraining.
+    Lightness,
+}
+
 /// A list of [`Transform`]s followed by normalisation to f32 CHW.
 /// The last geometric step (crop/resize) fixes the output size.
 #[derive(Clone, Debug, PartialEq)]
@@ -312,6 +323,7 @@ pub struct Pipeline {
     steps: Vec<Transform>,
     norm: Normalization,
     out_size: (usize, usize),
+    input: EncoderInput,
 }
 
 impl Pipeline {
@@ -334,7 +346,14 @@ impl Pipeline {
             steps,
             norm,
             out_size,
+            input: EncoderInput::Rgb,
         })
+    }
+
+    /// The same steps, handing the encoder `input` (RGB by default).
+    pub fn with_input(mut self, input: EncoderInput) -> Self {
+        self.input = input;
+        self
     }
 
     /// SimCLR view as LightlySSL's `SimCLRTransform` (cj_strength 1.0: jitter
@@ -418,6 +437,13 @@ impl Pipeline {
             self.out_size,
             "pipeline output size changed after its last crop step"
         );
-        ops::normalize_into(aug.view(), self.norm.mean, self.norm.std, out);
+        match self.input {
+            EncoderInput::Rgb => {
+                ops::normalize_into(aug.view(), self.norm.mean, self.norm.std, out)
+            }
+            EncoderInput::Lightness => {
+                crate::lab::lightness_into(aug.view(), self.norm.mean, self.norm.std, out)
+            }
+        }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Views arrive normalised with the dataset mean/std; they are un-normalised to sRGB and
 //! converted to CIE Lab (selfsup-data's `lab`) on the host. The encoder's input is the grey
-//! image R = G = B = L*/100, normalised like the colour images evaluation feeds it.
+//! image R = G = B = L*/100, normalised with the dataset mean/std; evaluation feeds the encoder
+//! the same grey image (selfsup-data's `EncoderInput::Lightness`), never colour.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};

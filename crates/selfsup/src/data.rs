@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use selfsup_data::{
-    CacheOptions, ImageDataset, Normalization, Pipeline, Split, Transform, open_dataset,
+    CacheOptions, EncoderInput, ImageDataset, Normalization, Pipeline, Split, Transform,
+    open_dataset,
 };
 
 use crate::config::Config;
@@ -131,9 +132,61 @@ fn view_pipeline(config: &Config, s: usize, scale: [f64; 2]) -> Result<Pipeline>
     Ok(Pipeline::new(steps, normalization(config))?)
 }
 
+/// The evaluation view in RGB (pictures of the data itself, e.g. the colorization grid).
 pub fn eval_pipeline(config: &Config) -> Result<Pipeline> {
     Ok(Pipeline::eval(
         config.data.input_size,
         normalization(config),
     )?)
+}
+
+/// What the run's encoder takes: a colorization encoder was pretrained on L* alone, so every
+/// evaluation (kNN, probes, fine-tuning, embeddings) feeds it L*, and its random-init and
+/// from-scratch baselines too, as Zhang et al. (2016) evaluate their encoder on grey images.
+pub fn encoder_input(config: &Config) -> EncoderInput {
+    if config.method.name == "colorization" {
+        EncoderInput::Lightness
+    } else {
+        EncoderInput::Rgb
+    }
+}
+
+/// The evaluation view as the run's encoder takes it (see [`encoder_input`]).
+pub fn encoder_eval_pipeline(config: &Config) -> Result<Pipeline> {
+    Ok(eval_pipeline(config)?.with_input(encoder_input(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use selfsup_data::{ImageView, SampleRng};
+
+    /// The shipped colorization config's encoder sees R = G = B (L*); SimCLR's sees colour.
+    #[test]
+    fn colorization_encoders_are_evaluated_on_lightness() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let pixels: Vec<u8> = (0..32 * 32)
+            .flat_map(|i| [(i % 256) as u8, (i * 7 % 256) as u8, (255 - i % 256) as u8])
+            .collect();
+        let img = ImageView {
+            h: 32,
+            w: 32,
+            data: &pixels,
+        };
+        for (file, grey) in [
+            ("colorization_cifar10.toml", true),
+            ("simclr_cifar10.toml", false),
+        ] {
+            let config = Config::load(Some(&configs.join(file)), &[]).unwrap();
+            let pipe = encoder_eval_pipeline(&config).unwrap();
+            let mut out = vec![0f32; pipe.output_len()];
+            pipe.apply_into(img, &mut SampleRng::from_key(&[0]), &mut out);
+            let norm = normalization(&config);
+            let plane = 32 * 32;
+            let unnormalised = |c: usize, p: usize| out[c * plane + p] * norm.std[c] + norm.mean[c];
+            let same = (0..plane)
+                .all(|p| (1..3).all(|c| (unnormalised(c, p) - unnormalised(0, p)).abs() < 1e-5));
+            assert_eq!(same, grey, "{file}");
+        }
+    }
 }

@@ -327,7 +327,8 @@ pub fn train_full(
         config.data.input_size,
         CROP_PADDING,
         data::normalization(config),
-    )?;
+    )?
+    .with_input(data::encoder_input(config));
     let loader = ViewLoader::new(
         train,
         vec![pipe],
@@ -427,7 +428,7 @@ fn test_classifier(
     let num_classes = model.head.weight.dims()[1];
     let loader = ViewLoader::eval(
         test,
-        data::eval_pipeline(config)?,
+        data::encoder_eval_pipeline(config)?,
         config.eval.batch_size,
         config.data.workers,
     )?;
