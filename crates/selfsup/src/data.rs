@@ -132,14 +132,6 @@ fn view_pipeline(config: &Config, s: usize, scale: [f64; 2]) -> Result<Pipeline>
     Ok(Pipeline::new(steps, normalization(config))?)
 }
 
-/// The evaluation view in RGB (pictures of the data itself, e.g. the colorization grid).
-pub fn eval_pipeline(config: &Config) -> Result<Pipeline> {
-    Ok(Pipeline::eval(
-        config.data.input_size,
-        normalization(config),
-    )?)
-}
-
 /// What the run's encoder takes: a colorization encoder was pretrained on L* alone, so every
 /// evaluation (kNN, probes, fine-tuning, embeddings) feeds it L*, and its random-init and
 /// from-scratch baselines too, as Zhang et al. (2016) evaluate their encoder on grey images.
@@ -151,9 +143,13 @@ pub fn encoder_input(config: &Config) -> EncoderInput {
     }
 }
 
-/// The evaluation view as the run's encoder takes it (see [`encoder_input`]).
-pub fn encoder_eval_pipeline(config: &Config) -> Result<Pipeline> {
-    Ok(eval_pipeline(config)?.with_input(encoder_input(config)))
+/// The evaluation view (resize, centre crop, normalise) as the run's encoder takes it (see
+/// [`encoder_input`]); pictures of the images themselves ask for `EncoderInput::Rgb`.
+pub fn eval_pipeline(config: &Config) -> Result<Pipeline> {
+    Ok(
+        Pipeline::eval(config.data.input_size, normalization(config))?
+            .with_input(encoder_input(config)),
+    )
 }
 
 #[cfg(test)]
@@ -178,7 +174,7 @@ mod tests {
             ("simclr_cifar10.toml", false),
         ] {
             let config = Config::load(Some(&configs.join(file)), &[]).unwrap();
-            let pipe = encoder_eval_pipeline(&config).unwrap();
+            let pipe = eval_pipeline(&config).unwrap();
             let mut out = vec![0f32; pipe.output_len()];
             pipe.apply_into(img, &mut SampleRng::from_key(&[0]), &mut out);
             let norm = normalization(&config);

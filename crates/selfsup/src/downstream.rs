@@ -170,7 +170,7 @@ impl Downstream for ImageTask {
 
     fn features(&self, init: Init, train_rows: &[usize]) -> Result<(Features, Features)> {
         let (b, w) = (self.config.eval.batch_size, self.config.data.workers);
-        let pipe = data::encoder_eval_pipeline(&self.config)?;
+        let pipe = data::eval_pipeline(&self.config)?;
         self.with_backbone(init, |backbone| {
             let (train, _) = features::extract(
                 backbone,

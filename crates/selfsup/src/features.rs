@@ -90,7 +90,7 @@ fn labelled_split(
     let (features, labels) = extract_all(
         backbone,
         dataset,
-        data::encoder_eval_pipeline(config)?,
+        data::eval_pipeline(config)?,
         config.eval.batch_size,
         config.data.workers,
         &device::select(&config.train.device)?,

@@ -428,7 +428,7 @@ fn test_classifier(
     let num_classes = model.head.weight.dims()[1];
     let loader = ViewLoader::eval(
         test,
-        data::encoder_eval_pipeline(config)?,
+        data::eval_pipeline(config)?,
         config.eval.batch_size,
         config.data.workers,
     )?;

@@ -359,7 +359,7 @@ fn embed_cmd(common: EvalCommon, split: &str, out: &Path, limit: Option<usize>) 
     let e = eval_setup(&common)?;
     let dataset = data::open(&e.data_path, split, &e.cache, common.skip_corrupt)?;
     let dev = device::select(&e.config.train.device)?;
-    let pipe = data::encoder_eval_pipeline(&e.config)?;
+    let pipe = data::eval_pipeline(&e.config)?;
     let indices = match limit {
         Some(n) => evenly_spaced(dataset.len(), n),
         None => (0..dataset.len()).collect(),

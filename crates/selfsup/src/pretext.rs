@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
-use selfsup_data::{SampleRng, Split};
+use selfsup_data::{EncoderInput, SampleRng, Split};
 use selfsup_methods::colorization::{Colorization, ColorizationConfig, lab_pictures, lab_split};
 use selfsup_methods::mae::{Mae, MaeConfig};
 use selfsup_models::load_named_tensors;
@@ -94,7 +94,8 @@ pub fn write_pictures(args: &ReportArgs, out_dir: &Path) -> Result<Option<Pictur
             picked.push(i);
         }
     }
-    let pipeline = data::eval_pipeline(&config)?;
+    // The grid shows the images themselves, in colour, whatever the encoder is fed.
+    let pipeline = data::eval_pipeline(&config)?.with_input(EncoderInput::Rgb);
     let s = config.data.input_size;
     let mut pixels = vec![0f32; picked.len() * 3 * s * s];
     let mut rng = SampleRng::for_sample(0, 0, 0, 0);

@@ -625,7 +625,7 @@ fn image_test_embeddings(
         &backbone,
         dataset,
         Some(subset),
-        data::encoder_eval_pipeline(&config)?,
+        data::eval_pipeline(&config)?,
         config.eval.batch_size,
         config.data.workers,
         &dev,
