@@ -20,5 +20,8 @@ pub use features::{FeatureStats, LogMel, LogMelConfig, MelScale, SpecAugmentConf
 pub use finetune::{FinetuneConfig, FinetuneResult, embed_all, finetune};
 pub use loss::{Reconstruction, cpc_info_nce_loss, masked_frame_loss};
 pub use masking::SpanMaskConfig;
-pub use models::{AudioClassifier, CpcModel, MaskedClips, MaskedFrameModel};
+pub use models::{
+    AudioClassifier, AudioViewConfig, ContrastiveAudioModel, CpcModel, MaskedClips,
+    MaskedFrameModel,
+};
 pub use wav::{Clip, load_mono, read_wav, resample};

@@ -5,7 +5,7 @@ use selfsup_methods::method::{Progress, SslMethod, StepOutput};
 
 use crate::encoder::{AudioEncoder, FrameBatch};
 use crate::features::Spectrogram;
-use crate::models::{CpcModel, MaskedFrameModel};
+use crate::models::{ContrastiveAudioModel, CpcModel, MaskedFrameModel};
 
 impl SslMethod for MaskedFrameModel {
     type Input = Vec<Spectrogram>;
@@ -40,5 +40,29 @@ impl SslMethod for CpcModel {
         let device = self.predictors[0].weight.device();
         let (loss, z) = self.loss_and_embedding(&FrameBatch::collate(&clips, &device));
         StepOutput::one_view(loss, z, ())
+    }
+}
+
+impl SslMethod for ContrastiveAudioModel {
+    type Input = Vec<Spectrogram>;
+    type Update = ();
+    type Backbone = AudioEncoder;
+    const PAIRED_VIEWS: bool = true;
+
+    fn backbone(&self) -> &AudioEncoder {
+        &self.backbone
+    }
+
+    /// Views are drawn from the run's seed and the global step.
+    fn train_step(&self, clips: Vec<Spectrogram>, progress: &Progress) -> StepOutput<()> {
+        let device = self.projection.layers[0].linear.weight.device();
+        let (loss, z_a, z_b) =
+            self.loss_and_embeddings(&clips, (progress.seed, progress.step as u64), &device);
+        StepOutput {
+            loss,
+            z_a: z_a.detach(),
+            z_b: z_b.detach(),
+            update: (),
+        }
     }
 }

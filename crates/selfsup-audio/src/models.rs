@@ -4,8 +4,11 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use selfsup_data::SampleRng;
 
+use selfsup_methods::loss::nt_xent_loss;
+use selfsup_models::{MlpHead, MlpHeadConfig};
+
 use crate::encoder::{AudioEncoder, AudioEncoderConfig, FrameBatch, mean_pool};
-use crate::features::Spectrogram;
+use crate::features::{SpecAugmentConfig, Spectrogram};
 use crate::loss::{Reconstruction, cpc_info_nce_loss, masked_frame_loss};
 use crate::masking::SpanMaskConfig;
 
@@ -150,6 +153,111 @@ impl CpcModel {
     }
 }
 
+/// How a contrastive view of a clip is drawn: a random window of `min_crop..=1` of its frames,
+/// a loudness shift (a constant in `±max_gain` added to the normalised log-mel), then
+/// SpecAugment masks filled with 0 (the per-bin mean of normalised features).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioViewConfig {
+    pub min_crop: f64,
+    pub max_gain: f32,
+    pub augment: SpecAugmentConfig,
+}
+
+impl AudioViewConfig {
+    /// 60–100 % windows, ±0.5 gain, two frequency bands and two time spans.
+    pub fn speech() -> Self {
+        Self {
+            min_crop: 0.6,
+            max_gain: 0.5,
+            augment: SpecAugmentConfig::speech(),
+        }
+    }
+
+    pub fn view(&self, clip: &Spectrogram, rng: &mut SampleRng) -> Spectrogram {
+        let len = ((clip.frames as f64 * rng.uniform(self.min_crop, 1.0)).ceil() as usize)
+            .clamp(1, clip.frames.max(1));
+        let start = rng.below((clip.frames - len) as u64 + 1) as usize;
+        let mut view = clip.crop(start, len);
+        let gain = rng.uniform(-self.max_gain as f64, self.max_gain as f64) as f32;
+        view.data.iter_mut().for_each(|v| *v += gain);
+        self.augment.apply(&mut view, rng, 0.0);
+        view
+    }
+}
+
+/// Contrastive utterance embeddings (SimCLR on spectrograms, as COLA / BYOL-A's setting): two
+/// views of each clip, the encoder's mean-pooled context through a projection head, NT-Xent
+/// between the views of the batch.
+#[derive(Module, Debug)]
+pub struct ContrastiveAudioModel {
+    pub backbone: AudioEncoder,
+    pub projection: MlpHead,
+    #[module(skip)]
+    pub temperature: f64,
+    #[module(skip)]
+    pub views: AudioViewConfig,
+}
+
+impl ContrastiveAudioModel {
+    /// `projection_dims`: the head's widths after the encoder (hidden…, output).
+    pub fn new(
+        encoder: &AudioEncoderConfig,
+        projection_dims: &[usize],
+        temperature: f64,
+        views: AudioViewConfig,
+        device: &Device,
+    ) -> Self {
+        Self {
+            backbone: encoder.init(device),
+            projection: MlpHeadConfig::on(encoder.d_model, projection_dims).init(device),
+            temperature,
+            views,
+        }
+    }
+
+    /// Pooled utterance embeddings `[B, d_model]`.
+    pub fn embed(&self, batch: &FrameBatch) -> Tensor<2> {
+        let out = self
+            .backbone
+            .forward(batch.features.clone(), batch.pad_mask.clone());
+        mean_pool(out.context, &batch.lengths)
+    }
+
+    /// The NT-Xent loss and both views' pooled embeddings; clip `i`'s view `v` (1 or 2) is
+    /// drawn from `SampleRng::for_sample(seed, step, i, v)`.
+    pub fn loss_and_embeddings(
+        &self,
+        clips: &[Spectrogram],
+        (seed, step): (u64, u64),
+        device: &Device,
+    ) -> (Tensor<1>, Tensor<2>, Tensor<2>) {
+        let n = clips.len();
+        // Both views in one batch: one encoder pass, and the head's BatchNorm sees both.
+        let views: Vec<Spectrogram> = (1..=2u64)
+            .flat_map(|v| {
+                clips.iter().enumerate().map(move |(i, clip)| {
+                    self.views
+                        .view(clip, &mut SampleRng::for_sample(seed, step, i as u64, v))
+                })
+            })
+            .collect();
+        let h = self.embed(&FrameBatch::collate(&views, device));
+        let z = self.projection.forward(h.clone());
+        let d = z.dims()[1];
+        let loss = nt_xent_loss(
+            z.clone().slice([0..n, 0..d]),
+            z.slice([n..2 * n, 0..d]),
+            self.temperature,
+        );
+        let e = h.dims()[1];
+        (
+            loss,
+            h.clone().slice([0..n, 0..e]),
+            h.slice([n..2 * n, 0..e]),
+        )
+    }
+}
+
 /// Encoder + mean pooling + a linear classifier.
 #[derive(Module, Debug)]
 pub struct AudioClassifier {
@@ -249,5 +357,49 @@ mod tests {
         }
         let last = cpc.loss(&batch).into_scalar::<f32>();
         assert!(last < 0.7 * first, "CPC loss {first} -> {last}");
+
+        let mut contrastive =
+            ContrastiveAudioModel::new(&cfg, &[32, 16], 0.5, AudioViewConfig::speech(), &device);
+        let mut optim = adamw();
+        let mut losses = Vec::new();
+        for _ in 0..60 {
+            // Same views every step.
+            let (loss, _, _) = contrastive.loss_and_embeddings(&data, (1, 0), &device);
+            losses.push(loss.clone().into_scalar::<f32>());
+            let grads = GradientsParams::from_grads(loss.backward(), &contrastive);
+            contrastive = optim.step(3e-3, contrastive, grads);
+        }
+        assert!(losses[59] < 0.5 * losses[0], "contrastive loss {losses:?}");
+    }
+
+    #[test]
+    fn contrastive_views_are_windows_shifted_and_masked() {
+        let clip = &clips(1, 8)[0];
+        let views = AudioViewConfig {
+            min_crop: 0.6,
+            max_gain: 0.5,
+            augment: SpecAugmentConfig {
+                freq_masks: 0,
+                max_freq_width: 0,
+                time_masks: 0,
+                max_time_width: 0,
+                max_time_fraction: 0.0,
+            },
+        };
+        for seed in 0..20 {
+            let v = views.view(clip, &mut SampleRng::for_sample(seed, 0, 0, 1));
+            assert!(v.frames >= (0.6 * clip.frames as f64).ceil() as usize);
+            assert!(v.frames <= clip.frames);
+            // Some window of the clip plus one constant within ±0.5.
+            let shifted_window = (0..=clip.frames - v.frames).any(|s| {
+                let gain = v.data[0] - clip.data[s * 8];
+                gain.abs() <= 0.5 + 1e-6
+                    && v.data
+                        .iter()
+                        .zip(&clip.data[s * 8..])
+                        .all(|(a, b)| (a - b - gain).abs() < 1e-5)
+            });
+            assert!(shifted_window, "seed {seed}: not a shifted window");
+        }
     }
 }

@@ -1,6 +1,8 @@
-//! Colorization (Zhang et al. 2016, regression variant): the ResNet encoder sees the lightness
-//! L* of an image (as a grey image in the run's normalisation) and an upsampling decoder on its
-//! last feature map predicts the a*b* chroma of every pixel.
+//! Colorization (Zhang et al. 2016): the ResNet encoder sees the lightness L* of an image (as a
+//! grey image in the run's normalisation) and an upsampling decoder on its last feature map
+//! predicts the a*b* chroma: either regressed at every pixel (their baseline) or, as their
+//! method does, classified over quantised a*b* bins at half resolution with rebalanced soft
+//! targets (`crate::ab_bins`), turned back into colours by the annealed mean.
 //!
 //! Views arrive normalised with the dataset mean/std; they are un-normalised to sRGB and
 //! converted to CIE Lab (selfsup-data's `lab`) on the host. The encoder's input is the grey
@@ -14,7 +16,8 @@ use burn::tensor::activation::relu;
 use selfsup_data::lab::{lab_to_rgb, rgb_to_lab};
 use selfsup_models::{Backbone, BackboneConfig, ResNet, ResNetConfig};
 
-use crate::loss::{AB_SCALE, ab_regression_loss};
+use crate::ab_bins::{ANNEALED_TEMPERATURE, AbBins, SOFT_NEIGHBOURS, block_mean};
+use crate::loss::{AB_SCALE, ab_classification_loss, ab_regression_loss};
 use crate::method::{Progress, SslMethod, StepOutput, one_view};
 
 #[derive(Debug, Clone)]
@@ -23,6 +26,27 @@ pub struct ColorizationConfig {
     /// The normalisation of the views (to recover sRGB).
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    pub target: ChromaTarget,
+}
+
+/// What the decoder predicts and the loss compares it with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChromaTarget {
+    /// a*b*/110 at every pixel; mean squared error.
+    Regression,
+    /// Logits over [`AbBins::srgb`] at half the input resolution; cross-entropy against the
+    /// soft-encoded colour of each 2×2 block, weighted by `bin_weights` of its nearest bin
+    /// ([`AbBins::rebalancing_weights`]; all 1 for no rebalancing).
+    Classification { bin_weights: Vec<f32> },
+}
+
+impl ChromaTarget {
+    /// Classification without rebalancing (enough to load a model and draw its pictures).
+    pub fn unweighted_classification() -> Self {
+        ChromaTarget::Classification {
+            bin_weights: vec![1.0; AbBins::srgb().len()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -38,8 +62,9 @@ pub struct UpBlock {
     pub bn: BatchNorm,
 }
 
-/// The encoder's last feature map (stride s) → `[N, 2, H, W]` scaled a*b*: log2(s) stages
-/// halving the channels, then a 3×3 conv to 2 channels.
+/// The encoder's last feature map → upsampling stages halving the channels, then a conv to
+/// the outputs: regression, log2(stride) stages and a 3×3 conv to `[N, 2, H, W]` scaled a*b*;
+/// classification, one stage fewer and a 1×1 conv to `[N, Q, H/2, W/2]` bin logits.
 #[derive(Module, Debug)]
 pub struct ColorDecoder {
     pub up: Vec<UpBlock>,
@@ -62,8 +87,8 @@ fn upsample2(x: Tensor<4>) -> Tensor<4> {
 }
 
 impl ColorDecoder {
-    pub fn new(in_channels: usize, stride: usize, device: &Device) -> Self {
-        let stages = stride.trailing_zeros() as usize;
+    /// `out`'s input channel count is replaced by the last stage's.
+    pub fn new(in_channels: usize, stages: usize, mut out: Conv2dConfig, device: &Device) -> Self {
         let mut c = in_channels;
         let up = (0..stages)
             .map(|_| {
@@ -76,9 +101,10 @@ impl ColorDecoder {
                 block
             })
             .collect();
+        out.channels[0] = c;
         Self {
             up,
-            out: conv3(c, 2, device),
+            out: out.init(device),
         }
     }
 
@@ -97,21 +123,42 @@ pub struct Colorization {
     pub decoder: ColorDecoder,
     #[module(skip)]
     pub norm: Normalization,
+    #[module(skip)]
+    pub target: ChromaTarget,
 }
 
 impl ColorizationConfig {
     pub fn init(&self, device: &Device) -> Colorization {
-        let stride = match self.backbone.stem {
-            selfsup_models::ResNetStem::Cifar => 8,
-            selfsup_models::ResNetStem::Imagenet => 32,
+        let stages = match self.backbone.stem {
+            selfsup_models::ResNetStem::Cifar => 3,
+            selfsup_models::ResNetStem::Imagenet => 5,
+        };
+        let (stages, out) = match &self.target {
+            ChromaTarget::Regression => (
+                stages,
+                Conv2dConfig::new([0, 2], [3, 3])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            ),
+            ChromaTarget::Classification { bin_weights } => {
+                assert_eq!(
+                    bin_weights.len(),
+                    AbBins::srgb().len(),
+                    "one weight per bin"
+                );
+                (
+                    stages - 1,
+                    Conv2dConfig::new([0, bin_weights.len()], [1, 1]),
+                )
+            }
         };
         Colorization {
-            decoder: ColorDecoder::new(self.backbone.out_dim(), stride, device),
+            decoder: ColorDecoder::new(self.backbone.out_dim(), stages, out, device),
             backbone: BackboneConfig::ResNet(self.backbone.clone()).init(device),
             norm: Normalization {
                 mean: self.mean,
                 std: self.std,
             },
+            target: self.target.clone(),
         }
     }
 }
@@ -119,9 +166,27 @@ impl ColorizationConfig {
 /// Normalised RGB views `[N, 3, H, W]` → (the encoder's grey input `[N, 3, H, W]`, the scaled
 /// a*b* target `[N, 2, H, W]`, L* `[N, H, W]` row-major for rebuilding pictures).
 pub fn lab_split(x: Tensor<4>, norm: &Normalization) -> (Tensor<4>, Tensor<4>, Vec<f32>) {
+    let [n, _, h, w] = x.dims();
+    let device = x.device();
+    let lab = lab_planes(x, norm);
+    (
+        Tensor::from_data(TensorData::new(lab.grey, [n, 3, h, w]), &device),
+        Tensor::from_data(TensorData::new(lab.ab, [n, 2, h, w]), &device),
+        lab.lightness,
+    )
+}
+
+/// A batch in Lab on the host, row-major: the encoder's grey input `[N, 3, H, W]`, scaled a*b*
+/// `[N, 2, H, W]` and L* `[N, H, W]`.
+struct LabPlanes {
+    grey: Vec<f32>,
+    ab: Vec<f32>,
+    lightness: Vec<f32>,
+}
+
+fn lab_planes(x: Tensor<4>, norm: &Normalization) -> LabPlanes {
     let [n, c, h, w] = x.dims();
     assert_eq!(c, 3, "colorization needs RGB images, got {c} channels");
-    let device = x.device();
     let v = x
         .into_data()
         .convert::<f32>()
@@ -145,11 +210,53 @@ pub fn lab_split(x: Tensor<4>, norm: &Normalization) -> (Tensor<4>, Tensor<4>, V
             ab[(i * 2 + 1) * hw + p] = b / AB_SCALE;
         }
     }
-    (
-        Tensor::from_data(TensorData::new(grey, [n, 3, h, w]), &device),
-        Tensor::from_data(TensorData::new(ab, [n, 2, h, w]), &device),
+    LabPlanes {
+        grey,
+        ab,
         lightness,
-    )
+    }
+}
+
+/// The classification targets of scaled a*b* planes `[N, 2, H, W]`: for each 2×2 block, its
+/// mean colour's [`SOFT_NEIGHBOURS`] nearest bins `[N, K, H/2, W/2]` and their soft-encoding
+/// weights times the nearest bin's rebalancing weight.
+pub fn class_targets(
+    ab: &[f32],
+    [n, h, w]: [usize; 3],
+    bin_weights: &[f32],
+) -> (Vec<i64>, Vec<f32>) {
+    let bins = AbBins::srgb();
+    let (oh, ow) = (h / 2, w / 2);
+    let plane = oh * ow;
+    let mut idx = vec![0i64; n * SOFT_NEIGHBOURS * plane];
+    let mut weight = vec![0f32; n * SOFT_NEIGHBOURS * plane];
+    for i in 0..n {
+        let pixel = |y: usize, x: usize| {
+            let at = y * w + x;
+            [
+                ab[(i * 2) * h * w + at] * AB_SCALE,
+                ab[(i * 2 + 1) * h * w + at] * AB_SCALE,
+            ]
+        };
+        for y in 0..oh {
+            for x in 0..ow {
+                let colour = block_mean([
+                    pixel(2 * y, 2 * x),
+                    pixel(2 * y, 2 * x + 1),
+                    pixel(2 * y + 1, 2 * x),
+                    pixel(2 * y + 1, 2 * x + 1),
+                ]);
+                let soft = bins.soft_encode(colour);
+                let rebalance = bin_weights[soft[0].0 as usize];
+                for (k, (q, wt)) in soft.into_iter().enumerate() {
+                    let at = (i * SOFT_NEIGHBOURS + k) * plane + y * ow + x;
+                    idx[at] = q as i64;
+                    weight[at] = wt * rebalance;
+                }
+            }
+        }
+    }
+    (idx, weight)
 }
 
 /// sRGB pictures `[N][H·W·3]` (interleaved, in [0, 1]) from L* and scaled a*b* maps.
@@ -183,8 +290,8 @@ impl Colorization {
             .expect("colorization's backbone is a ResNet (built by ColorizationConfig::init)")
     }
 
-    /// Predicted scaled a*b* `[N, 2, H, W]` for the encoder input `grey`, and the pooled
-    /// encoder features.
+    /// The decoder's output for the encoder input `grey` (scaled a*b* `[N, 2, H, W]` or bin
+    /// logits `[N, Q, H/2, W/2]`, by [`ChromaTarget`]), and the pooled encoder features.
     pub fn predict(&self, grey: Tensor<4>) -> (Tensor<4>, Tensor<2>) {
         let features = self.resnet().forward_features(grey);
         let [n, c, _, _] = features.dims();
@@ -194,6 +301,40 @@ impl Colorization {
             .mean_dim(2)
             .reshape([n, c]);
         (self.decoder.forward(features), pooled)
+    }
+
+    /// Predicted scaled a*b* `[N, 2, H, W]` at the input's resolution: the regression output,
+    /// or the annealed mean of the bin logits upsampled ×2.
+    pub fn predict_ab(&self, grey: Tensor<4>) -> Tensor<4> {
+        let (out, _) = self.predict(grey);
+        if self.target == ChromaTarget::Regression {
+            return out;
+        }
+        let [n, q, h, w] = out.dims();
+        let device = out.device();
+        let logits = out
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 logits");
+        let bins = AbBins::srgb();
+        let plane = h * w;
+        let mut ab = vec![0f32; n * 2 * plane];
+        let mut pixel = vec![0f32; q];
+        for i in 0..n {
+            for p in 0..plane {
+                for (k, v) in pixel.iter_mut().enumerate() {
+                    *v = logits[(i * q + k) * plane + p];
+                }
+                let [a, b] = bins.annealed_mean(&pixel, ANNEALED_TEMPERATURE);
+                ab[(i * 2) * plane + p] = a / AB_SCALE;
+                ab[(i * 2 + 1) * plane + p] = b / AB_SCALE;
+            }
+        }
+        upsample2(Tensor::from_data(
+            TensorData::new(ab, [n, 2, h, w]),
+            &device,
+        ))
     }
 }
 
@@ -212,9 +353,27 @@ impl SslMethod for Colorization {
     /// input (there is no second view to align).
     fn train_step(&self, views: Vec<Tensor<4>>, _: &Progress) -> StepOutput<()> {
         let x = one_view("colorization", views);
-        let (grey, target, _) = lab_split(x, &self.norm);
+        let [n, _, h, w] = x.dims();
+        let device = x.device();
+        let lab = lab_planes(x, &self.norm);
+        let grey = Tensor::from_data(TensorData::new(lab.grey, [n, 3, h, w]), &device);
         let (pred, pooled) = self.predict(grey);
-        StepOutput::one_view(ab_regression_loss(pred, target), pooled, ())
+        let loss = match &self.target {
+            ChromaTarget::Regression => {
+                let target = Tensor::from_data(TensorData::new(lab.ab, [n, 2, h, w]), &device);
+                ab_regression_loss(pred, target)
+            }
+            ChromaTarget::Classification { bin_weights } => {
+                let (idx, weight) = class_targets(&lab.ab, [n, h, w], bin_weights);
+                let shape = [n, SOFT_NEIGHBOURS, h / 2, w / 2];
+                ab_classification_loss(
+                    pred,
+                    Tensor::from_data(TensorData::new(idx, shape), &device),
+                    Tensor::from_data(TensorData::new(weight, shape), &device),
+                )
+            }
+        };
+        StepOutput::one_view(loss, pooled, ())
     }
 }
 
@@ -229,6 +388,7 @@ mod tests {
             backbone: ResNetConfig::new().with_width(4),
             mean: [0.5, 0.4, 0.3],
             std: [0.2, 0.25, 0.3],
+            target: ChromaTarget::Regression,
         };
         let model = config.init(&device);
         // Pixels chosen in sRGB, normalised as the loader does.
@@ -258,5 +418,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn classification_predicts_bin_logits_at_half_resolution_and_trains() {
+        let device = Device::flex().autodiff();
+        let bins = AbBins::srgb();
+        let mut bin_weights = vec![1.0; bins.len()];
+        let red = {
+            let [_, a, b] = rgb_to_lab([1.0, 0.0, 0.0]);
+            bins.nearest([a, b]) as usize
+        };
+        bin_weights[red] = 3.0;
+        let config = ColorizationConfig {
+            backbone: ResNetConfig::new().with_width(4),
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            target: ChromaTarget::Classification { bin_weights },
+        };
+        let model = config.init(&device);
+        // Two 8×8 images: pure red, then left half grey and right half red.
+        let mut rgb = vec![0f32; 2 * 3 * 64];
+        for p in 0..64 {
+            rgb[p] = 1.0;
+            let v = if p % 8 < 4 { [0.5; 3] } else { [1.0, 0.0, 0.0] };
+            for ch in 0..3 {
+                rgb[(3 + ch) * 64 + p] = v[ch];
+            }
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(rgb, [2, 3, 8, 8]), &device);
+        let ChromaTarget::Classification { bin_weights } = &model.target else {
+            unreachable!()
+        };
+        let lab = lab_planes(x.clone(), &model.norm);
+        let (idx, weight) = class_targets(&lab.ab, [2, 8, 8], bin_weights);
+        assert_eq!(idx.len(), 2 * SOFT_NEIGHBOURS * 16);
+        // Every red block: nearest bin red, weights summing to red's rebalancing weight 3.
+        for p in 0..16 {
+            assert_eq!(idx[p], red as i64);
+            let sum: f32 = (0..SOFT_NEIGHBOURS).map(|k| weight[k * 16 + p]).sum();
+            assert!((sum - 3.0).abs() < 1e-5, "block {p}: {sum}");
+        }
+        // The second image's first block is grey: weight 1.
+        let second = SOFT_NEIGHBOURS * 16;
+        let sum: f32 = (0..SOFT_NEIGHBOURS).map(|k| weight[second + k * 16]).sum();
+        assert!((sum - 1.0).abs() < 1e-5);
+
+        let (grey, _, _) = lab_split(x.clone(), &model.norm);
+        let (logits, _) = model.predict(grey.clone());
+        assert_eq!(logits.dims(), [2, bins.len(), 4, 4]);
+        assert_eq!(model.predict_ab(grey).dims(), [2, 2, 8, 8]);
+        let progress = Progress {
+            step: 0,
+            total_steps: 1,
+            steps_per_epoch: 1,
+            seed: 0,
+        };
+        let loss = model
+            .train_step(vec![x], &progress)
+            .loss
+            .into_scalar::<f32>();
+        // Untrained logits are near uniform: the cross-entropy is near ln Q per unit weight.
+        assert!(
+            loss.is_finite() && loss > 0.5 * (bins.len() as f32).ln(),
+            "{loss}"
+        );
     }
 }

@@ -1,3 +1,4 @@
+pub mod ab_bins;
 pub mod barlow_twins;
 pub mod byol;
 pub mod colorization;

@@ -1,5 +1,6 @@
 //! Audio in the CLI: clip datasets (FSDD-style CSV manifest or `ROOT/{train,test}/<label>/`)
-//! as normalised log-mel spectrograms, pretraining data for the one loop (masked_frames, cpc),
+//! as normalised log-mel spectrograms, pretraining data for the one loop (masked_frames, cpc,
+//! audio_simclr),
 //! kNN on mean-pooled utterance embeddings, and the few-label task of `finetune` / `prove`.
 
 use std::path::Path;
@@ -8,8 +9,9 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use selfsup_audio::finetune::random_crop;
 use selfsup_audio::{
-    AudioDataset, AudioEncoder, AudioEncoderConfig, CpcModel, FeatureStats, FinetuneConfig,
-    FrameBatch, MaskedClips, MaskedFrameModel, SpecAugmentConfig, Spectrogram, Split, embed_all,
+    AudioDataset, AudioEncoder, AudioEncoderConfig, AudioViewConfig, ContrastiveAudioModel,
+    CpcModel, FeatureStats, FinetuneConfig, FrameBatch, MaskedClips, MaskedFrameModel,
+    SpecAugmentConfig, Spectrogram, Split, embed_all,
 };
 use selfsup_data::SampleRng;
 use selfsup_data::shuffled_batches;
@@ -202,7 +204,8 @@ pub fn encoder_config(config: &Config) -> Result<AudioEncoderConfig> {
         .with_causal(config.method.name == "cpc"))
 }
 
-/// `selfsup pretrain` for `masked_frames` and `cpc`: the session's loop on audio batches.
+/// `selfsup pretrain` for `masked_frames`, `cpc` and `audio_simclr`: the session's loop on
+/// audio batches.
 pub(crate) fn pretrain(
     session: Session,
     base_dir: &Path,
@@ -244,6 +247,17 @@ pub(crate) fn pretrain(
                 &encoder,
                 config.audio.cpc_steps,
                 config.method.temperature,
+                device,
+            ),
+            &data,
+            device,
+        ),
+        "audio_simclr" => session.train(
+            ContrastiveAudioModel::new(
+                &encoder,
+                &config.method.projection_dims,
+                config.method.temperature,
+                AudioViewConfig::speech(),
                 device,
             ),
             &data,

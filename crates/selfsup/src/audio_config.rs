@@ -1,4 +1,4 @@
-//! Config sections of audio runs (`method.name` = masked_frames or cpc): `[audio]` for the
+//! Config sections of audio runs (`method.name` = masked_frames, cpc or audio_simclr): `[audio]` for the
 //! clips, log-mel features and pretext masks, `[audio_encoder]` for the conv + Transformer
 //! encoder. Image runs ignore both.
 
@@ -7,7 +7,7 @@ use selfsup_audio::{AudioEncoderConfig, LogMelConfig, Reconstruction, SpanMaskCo
 use serde::{Deserialize, Serialize};
 
 /// The audio pretext methods.
-pub const AUDIO_METHODS: [&str; 2] = ["masked_frames", "cpc"];
+pub const AUDIO_METHODS: [&str; 3] = ["masked_frames", "cpc", "audio_simclr"];
 
 pub fn is_audio_method(name: &str) -> bool {
     AUDIO_METHODS.contains(&name)

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// The values `method.name` accepts (the audio methods are configured in `audio_config`, the
 /// text methods in `text_config`).
-pub const METHODS: [&str; 14] = [
+pub const METHODS: [&str; 15] = [
     "simclr",
     "moco",
     "byol",
@@ -23,6 +23,7 @@ pub const METHODS: [&str; 14] = [
     "colorization",
     "masked_frames",
     "cpc",
+    "audio_simclr",
     "mlm",
     "causal_lm",
 ];
@@ -155,6 +156,12 @@ pub struct MethodConfig {
     pub decoder_dim: usize,
     pub decoder_depth: usize,
     pub decoder_heads: usize,
+    /// Colorization: `regression` (MSE on a*b* at every pixel) or `classification` (Zhang et
+    /// al.'s cross-entropy over quantised a*b* bins with soft, rebalanced targets).
+    pub colorization_target: String,
+    /// Colorization classification: λ of the class rebalancing, mixing the colour prior with a
+    /// uniform distribution (1 = no rebalancing; Zhang et al. use 0.5).
+    pub colorization_rebalance: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -290,6 +297,8 @@ impl Default for MethodConfig {
             decoder_dim: 128,
             decoder_depth: 2,
             decoder_heads: 4,
+            colorization_target: "regression".into(),
+            colorization_rebalance: 0.5,
         }
     }
 }
@@ -786,6 +795,18 @@ impl Config {
                 "config `model.backbone` = `vit`: colorization decodes a ResNet's feature map; use resnet18, resnet34 or resnet50"
             );
         }
+        if !["regression", "classification"].contains(&m.colorization_target.as_str()) {
+            bail!(
+                "config `method.colorization_target` must be `regression` or `classification`, got `{}`",
+                m.colorization_target
+            );
+        }
+        if !(m.colorization_rebalance > 0.0 && m.colorization_rebalance <= 1.0) {
+            bail!(
+                "config `method.colorization_rebalance` (λ) must be within (0, 1] (1 = no rebalancing), got {}",
+                m.colorization_rebalance
+            );
+        }
         if m.name == "dino" && m.projection_dims.len() < 2 {
             bail!(
                 "config `method.projection_dims` for dino is hidden…, bottleneck, prototypes (at least 2 widths), got {:?}",
@@ -1024,6 +1045,14 @@ mod tests {
             (
                 vec!["method.name=colorization", "model.backbone=vit"],
                 "model.backbone",
+            ),
+            (
+                vec!["method.colorization_target=bins"],
+                "method.colorization_target",
+            ),
+            (
+                vec!["method.colorization_rebalance=0"],
+                "method.colorization_rebalance",
             ),
             (
                 vec![

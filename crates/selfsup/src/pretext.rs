@@ -6,8 +6,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
+use selfsup_data::ImageDataset;
 use selfsup_data::{EncoderInput, SampleRng, Split};
-use selfsup_methods::colorization::{Colorization, ColorizationConfig, lab_pictures, lab_split};
+use selfsup_methods::ab_bins::AbBins;
+use selfsup_methods::colorization::{
+    ChromaTarget, Colorization, ColorizationConfig, lab_pictures, lab_split,
+};
 use selfsup_methods::mae::{Mae, MaeConfig};
 use selfsup_models::load_named_tensors;
 
@@ -29,11 +33,34 @@ pub fn mae_config(c: &Config) -> Result<MaeConfig> {
     })
 }
 
-pub fn colorization_config(c: &Config) -> Result<ColorizationConfig> {
+/// Training images the colour prior of colorization's class rebalancing is counted on.
+const PRIOR_IMAGES: usize = 5000;
+
+/// The colorization module of config `c`. With classification targets, the rebalancing
+/// weights come from the colour prior of up to [`PRIOR_IMAGES`] of `prior`'s first `images`
+/// (evenly spaced: the same on resume); without `prior` every bin weighs 1 (enough to load a
+/// model and draw its pictures).
+pub fn colorization_config(
+    c: &Config,
+    prior: Option<(&ImageDataset, usize)>,
+) -> Result<ColorizationConfig> {
+    let target = match (c.method.colorization_target.as_str(), prior) {
+        ("regression", _) => ChromaTarget::Regression,
+        (_, None) => ChromaTarget::unweighted_classification(),
+        (_, Some((dataset, images))) => {
+            let step = images.div_ceil(PRIOR_IMAGES).max(1);
+            let bins = AbBins::srgb();
+            let counts = bins.count_images((0..images).step_by(step).map(|i| dataset.image(i)));
+            ChromaTarget::Classification {
+                bin_weights: bins.rebalancing_weights(&counts, c.method.colorization_rebalance),
+            }
+        }
+    };
     Ok(ColorizationConfig {
         backbone: c.resnet_config()?,
         mean: c.data.mean,
         std: c.data.std,
+        target,
     })
 }
 
@@ -166,16 +193,19 @@ pub fn write_pictures(args: &ReportArgs, out_dir: &Path) -> Result<Option<Pictur
             ),
         )
     } else {
-        let model: Colorization =
-            load_named_tensors(colorization_config(&config)?.init(&dev), &model_tensors, "")
-                .map_err(fit)?;
+        let model: Colorization = load_named_tensors(
+            colorization_config(&config, None)?.init(&dev),
+            &model_tensors,
+            "",
+        )
+        .map_err(fit)?;
         let model = model.valid();
         let normalization = selfsup_methods::colorization::Normalization {
             mean: norm.mean,
             std: norm.std,
         };
         let (grey, target, lightness) = lab_split(x, &normalization);
-        let (pred, _) = model.predict(grey);
+        let pred = model.predict_ab(grey);
         let zero = Tensor::<4>::zeros(target.dims(), &dev);
         (
             vec![

@@ -413,7 +413,7 @@ pub fn run(args: PretrainArgs) -> Result<PretrainSummary> {
         "rotation" => session.train(RotationConfig { backbone }.init(&device), data, &device),
         "mae" => session.train(crate::pretext::mae_config(c)?.init(&device), data, &device),
         "colorization" => session.train(
-            crate::pretext::colorization_config(c)?.init(&device),
+            crate::pretext::colorization_config(c, Some((&dataset, images)))?.init(&device),
             data,
             &device,
         ),

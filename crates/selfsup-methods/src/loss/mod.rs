@@ -16,7 +16,7 @@ mod triplet;
 mod vicreg;
 
 pub use barlow_twins::{barlow_twins_loss, check_lambda};
-pub use colorization::{AB_SCALE, ab_regression_loss};
+pub use colorization::{AB_SCALE, ab_classification_loss, ab_regression_loss};
 pub use dino::{check_dino, dino_center_update, dino_loss, teacher_temperature};
 pub use info_nce_queue::{InfoNceQueueConfig, enqueue, info_nce_queue_loss, random_queue};
 pub use mae::{PatchMask, mae_loss, mae_target};
