@@ -86,15 +86,35 @@ fn antialias_taps(in_size: usize, out_size: usize) -> AxisTaps {
     taps
 }
 
-/// `v.round_ties_even().clamp(0.0, 255.0) as u8`, computed as clamp-then-round: adding and
-/// subtracting 2^23 rounds an f32 in [0, 2^23) half-to-even exactly, which auto-vectorises
-/// where `round_ties_even` is a libm call (baseline x86-64 has no `roundps`).  The result is
-/// an integer in [0, 255] (or NaN, which both casts send to 0), so going through i32, whose
-/// conversion vectorises, gives what a direct `as u8` gives.
+/// 2^23: f32 values in [2^23, 2^24) are exactly the integers there (their ulp is 1).
+const TWO_POW_23: f32 = 8_388_608.0;
+
+/// The f32 integer `n` in [0, 255] as u8, with operations that vectorise: `n + 2^23` is
+/// exact and its bits are those of 2^23 plus `n` in the low mantissa bits.  (Rust's
+/// saturating `as i32` / `as u8` from f32 compiles to one scalar conversion per value, with
+/// its NaN and range checks, even inside loops that otherwise vectorise.)
+#[inline(always)]
+fn small_int_to_u8(n: f32) -> u8 {
+    (n + TWO_POW_23).to_bits() as u8
+}
+
+/// `x.floor()` for `x` in [0, 2^22], exactly, with operations that vectorise (`floor` is a
+/// libm call on baseline x86-64): `(x + 2^23) - 2^23` is `x` rounded to the nearest
+/// integer, one less where that rounded up.
+#[inline(always)]
+fn floor_small(x: f32) -> f32 {
+    let nearest = (x + TWO_POW_23) - TWO_POW_23;
+    if nearest > x { nearest - 1.0 } else { nearest }
+}
+
+/// `v.round_ties_even().clamp(0.0, 255.0) as u8`, computed as clamp-then-round: adding
+/// 2^23 to an f32 in [0, 255] rounds it half-to-even exactly ([`small_int_to_u8`]), which
+/// auto-vectorises where `round_ties_even` is a libm call (baseline x86-64 has no
+/// `roundps`).  NaN fails both comparisons of the clamp and becomes 0, as `as u8` makes it.
 #[inline(always)]
 fn round_u8(v: f32) -> u8 {
-    const TWO_POW_23: f32 = 8_388_608.0;
-    ((v.clamp(0.0, 255.0) + TWO_POW_23) - TWO_POW_23) as i32 as u8
+    let clamped = if v > 0.0 { min_f32(v, 255.0) } else { 0.0 };
+    small_int_to_u8(clamped)
 }
 
 dispatch_avx2! {
@@ -253,41 +273,66 @@ fn axpy(acc: &mut [f32], weight: f32, src: &[f32]) {
     acc.iter_mut().zip(src).for_each(|(a, &s)| *a += weight * s);
 }
 
-/// Output values per block of [`weighted_sum_rows`]: its accumulators stay in registers
+/// Output values per block of [`symmetric_sum_rows`]: its accumulators stay in registers
 /// across all taps (eight AVX registers), enough independent additions to hide their
 /// latency.
 const SUM_BLOCK: usize = 64;
 
-/// `out[i] = Σ_k weights[k] * src[starts[k] + i]`, summed in order of `k` from 0, as a
-/// per-value loop over the taps would.  Blocked so that each block of `out` is loaded and
+/// `out[i] = Σ_k weights[k] * src[starts[k] + i]` for a symmetric kernel of odd length `n`
+/// (`weights[k] == weights[n - 1 - k]`), summed as pairs of mirrored taps:
+/// `acc = 0; acc += weights[k] * (src[starts[k] + i] + src[starts[n - 1 - k] + i])` for `k`
+/// from 0 to `n / 2 - 1` (outer pair first), then `acc += weights[n / 2] * src[starts[n / 2] + i]`
+/// (the centre tap).  One multiply per pair instead of two, and only one addition per pair
+/// on the accumulator's dependency chain.  Blocked so that each block of `out` is loaded and
 /// stored once rather than once per tap.
 #[inline(always)]
-fn weighted_sum_rows(out: &mut [f32], weights: &[f32], starts: &[usize], src: &[f32]) {
+fn symmetric_sum_rows(out: &mut [f32], weights: &[f32], starts: &[usize], src: &[f32]) {
+    let taps = weights.len();
+    debug_assert!(taps % 2 == 1 && starts.len() == taps);
+    let half = taps / 2;
+    let (outer, inner) = starts.split_at(half);
+    let (&centre, inner) = inner.split_first().unwrap();
+    let centre_weight = weights[half];
+    let pairs = || weights[..half].iter().zip(outer).zip(inner.iter().rev());
     let n = out.len();
     let mut blocks = out.chunks_exact_mut(SUM_BLOCK);
     for (b, out_block) in blocks.by_ref().enumerate() {
         let offset = b * SUM_BLOCK;
-        let mut acc = [0.0f32; SUM_BLOCK];
-        for (&weight, &start) in weights.iter().zip(starts) {
-            let taps: &[f32; SUM_BLOCK] = src[start + offset..start + offset + SUM_BLOCK]
+        let block = |start: usize| -> &[f32; SUM_BLOCK] {
+            src[start + offset..start + offset + SUM_BLOCK]
                 .try_into()
-                .unwrap();
-            for (a, &t) in acc.iter_mut().zip(taps) {
-                *a += weight * t;
+                .unwrap()
+        };
+        let mut acc = [0.0f32; SUM_BLOCK];
+        for ((&weight, &left), &right) in pairs() {
+            let (left, right) = (block(left), block(right));
+            for ((a, &l), &r) in acc.iter_mut().zip(left).zip(right) {
+                *a += weight * (l + r);
             }
+        }
+        for (a, &c) in acc.iter_mut().zip(block(centre)) {
+            *a += centre_weight * c;
         }
         out_block.copy_from_slice(&acc);
     }
     let tail = blocks.into_remainder();
     let offset = n - tail.len();
+    let len = tail.len();
     tail.fill(0.0);
-    for (&weight, &start) in weights.iter().zip(starts) {
-        axpy(
-            tail,
-            weight,
-            &src[start + offset..start + offset + tail.len()],
+    for ((&weight, &left), &right) in pairs() {
+        let (left, right) = (
+            &src[left + offset..left + offset + len],
+            &src[right + offset..right + offset + len],
         );
+        for ((a, &l), &r) in tail.iter_mut().zip(left).zip(right) {
+            *a += weight * (l + r);
+        }
     }
+    axpy(
+        tail,
+        centre_weight,
+        &src[centre + offset..centre + offset + len],
+    );
 }
 
 /// `out[i] = round_u8(acc[i])` over a row.
@@ -319,22 +364,29 @@ fn load_planes(chunk: &[u8], planes: &mut Planes) {
 }
 
 /// Writes planes back into interleaved RGB, truncated toward zero.  The ops leave every
-/// value in [0, 256), where `as i32 as u8` (which vectorises) equals `as u8`.
+/// value in [0, 256), where `as u8` is [`floor_small`] then [`small_int_to_u8`], which
+/// vectorise; converted plane by plane first, then interleaved as bytes.
 #[inline(always)]
 fn store_planes(planes: &Planes, chunk: &mut [u8]) {
+    let mut bytes = [[0u8; BLOCK]; 3];
+    for (plane_bytes, plane) in bytes.iter_mut().zip(planes) {
+        for (byte, &v) in plane_bytes.iter_mut().zip(plane) {
+            *byte = small_int_to_u8(floor_small(v));
+        }
+    }
     for (i, px) in chunk.chunks_exact_mut(3).enumerate() {
-        px[0] = planes[0][i] as i32 as u8;
-        px[1] = planes[1][i] as i32 as u8;
-        px[2] = planes[2][i] as i32 as u8;
+        px[0] = bytes[0][i];
+        px[1] = bytes[1][i];
+        px[2] = bytes[2][i];
     }
 }
 
 /// torchvision's uint8 grayscale of one pixel given as f32 channel values:
 /// `(0.2989 r + 0.587 g + 0.114 b)` truncated to u8, returned as f32.  For channel values
-/// in [0, 255] the sum is in [0, 255), where truncating through i32 equals `as u8`.
+/// in [0, 255] the sum is in [0, 255), where truncating is [`floor_small`].
 #[inline(always)]
 fn luma_of(r: f32, g: f32, b: f32) -> f32 {
-    (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b) as i32 as f32
+    floor_small(LUMA[0] * r + LUMA[1] * g + LUMA[2] * b)
 }
 
 dispatch_avx2! {
@@ -390,7 +442,7 @@ fn luma_sum_portable(data: &[u8]) -> f64 {
         let [r, g, b] = &planes;
         let mut block_sum = 0u32;
         for i in 0..pixels {
-            block_sum += luma_of(r[i], g[i], b[i]) as u32;
+            block_sum += small_int_to_u8(luma_of(r[i], g[i], b[i])) as u32;
         }
         sum += block_sum as u64;
     }
@@ -485,14 +537,18 @@ fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     let cr = maxc - minc;
     let s = cr / if eqc { 1.0 } else { maxc };
     let div = if eqc { 1.0 } else { cr };
-    let (rc, gc, bc) = ((maxc - r) / div, (maxc - g) / div, (maxc - b) / div);
-    let h = if maxc == r {
-        bc - gc
+    // torchvision: with rc = (maxc - r) / div (gc, bc alike), h is bc - gc where maxc == r,
+    // else 2 + rc - bc where maxc == g, else 4 + gc - rc.  Each case uses two of the three
+    // quotients, so the numerators are selected first and only two are divided; the same
+    // operations on the same values (0 + bc is exactly bc, as bc >= 0).
+    let (base, first, second) = if maxc == r {
+        (0.0, maxc - b, maxc - g)
     } else if maxc == g {
-        2.0 + rc - bc
+        (2.0, maxc - r, maxc - b)
     } else {
-        4.0 + gc - rc
+        (4.0, maxc - g, maxc - r)
     };
+    let h = (base + first / div) - second / div;
     // torch.fmod(h / 6 + 1, 1); the argument is in [5/6, 11/6], where fmod is exactly
     // a conditional subtraction of 1.
     let h = h / 6.0 + 1.0;
@@ -503,33 +559,42 @@ fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
 /// torchvision `_hsv2rgb` for one pixel, `h` in [0, 1]; selects only, as [`rgb_to_hsv`].
 #[inline(always)]
 fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
-    // floor(h * 6) of a value in [0, 6] is its truncation.
-    let sector = (h * 6.0) as i32;
-    let i = sector as f32;
-    let f = h * 6.0 - i;
+    // floor(h * 6) of a value in [0, 6], kept in f32 (see `small_int_to_u8` on `as i32`).
+    let h6 = h * 6.0;
+    let i = floor_small(h6);
+    let f = h6 - i;
     let p = (v * (1.0 - s)).clamp(0.0, 1.0);
     let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
     let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
     // Sector 6 (h == 1) is sector 0. Per sector 0..5, (r, g, b) is
     // (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q).
-    let sector = if sector >= 6 { sector - 6 } else { sector };
-    let r = match sector {
-        1 => q,
-        2 | 3 => p,
-        4 => t,
-        _ => v,
+    let sector = if i >= 6.0 { i - 6.0 } else { i };
+    let r = if sector == 1.0 {
+        q
+    } else if sector == 2.0 || sector == 3.0 {
+        p
+    } else if sector == 4.0 {
+        t
+    } else {
+        v
     };
-    let g = match sector {
-        0 => t,
-        1 | 2 => v,
-        3 => q,
-        _ => p,
+    let g = if sector == 0.0 {
+        t
+    } else if sector == 1.0 || sector == 2.0 {
+        v
+    } else if sector == 3.0 {
+        q
+    } else {
+        p
     };
-    let b = match sector {
-        0 | 1 => p,
-        2 => t,
-        3 | 4 => v,
-        _ => q,
+    let b = if sector <= 1.0 {
+        p
+    } else if sector == 2.0 {
+        t
+    } else if sector == 3.0 || sector == 4.0 {
+        v
+    } else {
+        q
     };
     [r, g, b]
 }
@@ -608,10 +673,13 @@ dispatch_avx2! {
     /// The outer taps of negligible weight are left out ([`BLUR_TAIL`], [`trim_tails`]): an
     /// output value can differ by 1 from the full kernel's, rarely (near half-integers).
     ///
-    /// Each output value sums its taps in kernel order, as torch's convolution does:
-    /// horizontally into an f32 image, then vertically.  Both passes are
-    /// [`weighted_sum_rows`] over contiguous rows, so the reflection is resolved once per row
-    /// (horizontal: a reflect-padded copy of the row) or once per tap and output row (vertical).
+    /// Each output value sums its taps as mirrored pairs, `w_k * (a + b)` from the outer pair
+    /// inwards, then the centre tap (the kernel is symmetric; torch's convolution sums the
+    /// taps one by one in kernel order, which rounds differently in the last bit of the f32
+    /// sum, so an output can rarely differ by 1 from torch's): horizontally into an f32
+    /// image, then vertically.  Both passes are [`symmetric_sum_rows`] over contiguous rows,
+    /// so the reflection is resolved once per row (horizontal: a reflect-padded copy of the
+    /// row) or once per tap and output row (vertical).
     pub fn gaussian_blur(img: ImageView, kernel_size: usize, sigma: f64) -> RgbImage
         => gaussian_blur_portable
 }
@@ -653,7 +721,7 @@ fn gaussian_blur_portable(img: ImageView, kernel_size: usize, sigma: f64) -> Rgb
             let sx = reflect((w + j) as isize, w);
             px.copy_from_slice(&[0, 1, 2].map(|c| src[sx * 3 + c] as f32));
         }
-        weighted_sum_rows(dst, kernel, &padded_starts, &padded);
+        symmetric_sum_rows(dst, kernel, &padded_starts, &padded);
     }
 
     let mut out = vec![0u8; h * row_len];
@@ -663,7 +731,7 @@ fn gaussian_blur_portable(img: ImageView, kernel_size: usize, sigma: f64) -> Rgb
         for (k, start) in row_starts.iter_mut().enumerate() {
             *start = reflect((y + k) as isize - half as isize, h) * row_len;
         }
-        weighted_sum_rows(&mut acc, kernel, &row_starts, &horizontal);
+        symmetric_sum_rows(&mut acc, kernel, &row_starts, &horizontal);
         round_row(out_row, &acc);
     }
     RgbImage::new(h, w, out)
@@ -787,30 +855,60 @@ mod tests {
             }
         }
 
+        /// Separable blur with reflect padding; each value sums the mirrored pairs of taps
+        /// `kernel[k] * (a + b)` from the outer pair inwards, then the centre tap, as
+        /// `ops::gaussian_blur` does.  `kernel_order` sums the taps one by one in kernel
+        /// order instead (torch's order, and the op's before the pairing).
         pub fn gaussian_blur(data: &[u8], h: usize, w: usize, kernel: &[f32]) -> Vec<u8> {
+            blur(data, h, w, kernel, false)
+        }
+
+        pub fn gaussian_blur_kernel_order(
+            data: &[u8],
+            h: usize,
+            w: usize,
+            kernel: &[f32],
+        ) -> Vec<u8> {
+            blur(data, h, w, kernel, true)
+        }
+
+        /// `Σ_k kernel[k] * value(k)`, in the order described at [`gaussian_blur`].
+        fn tap_sum(kernel: &[f32], kernel_order: bool, value: impl Fn(usize) -> f32) -> f32 {
+            let n = kernel.len();
+            let mut acc = 0.0f32;
+            if kernel_order {
+                for (k, &kw) in kernel.iter().enumerate() {
+                    acc += kw * value(k);
+                }
+            } else {
+                for (k, &kw) in kernel[..n / 2].iter().enumerate() {
+                    acc += kw * (value(k) + value(n - 1 - k));
+                }
+                acc += kernel[n / 2] * value(n / 2);
+            }
+            acc
+        }
+
+        fn blur(data: &[u8], h: usize, w: usize, kernel: &[f32], kernel_order: bool) -> Vec<u8> {
             let half = (kernel.len() / 2) as isize;
             let mut tmp = vec![0.0f32; h * w * 3];
             for y in 0..h {
                 for x in 0..w {
-                    let mut acc = [0.0f32; 3];
-                    for (k, &kw) in kernel.iter().enumerate() {
-                        let sx = reflect(x as isize + k as isize - half, w);
-                        let p = &data[(y * w + sx) * 3..(y * w + sx) * 3 + 3];
-                        acc[0] += kw * p[0] as f32;
-                        acc[1] += kw * p[1] as f32;
-                        acc[2] += kw * p[2] as f32;
+                    for c in 0..3 {
+                        tmp[(y * w + x) * 3 + c] = tap_sum(kernel, kernel_order, |k| {
+                            let sx = reflect(x as isize + k as isize - half, w);
+                            data[(y * w + sx) * 3 + c] as f32
+                        });
                     }
-                    tmp[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&acc);
                 }
             }
             let mut out = vec![0u8; h * w * 3];
             for y in 0..h {
                 for x in 0..w * 3 {
-                    let mut acc = 0.0f32;
-                    for (k, &kw) in kernel.iter().enumerate() {
+                    let acc = tap_sum(kernel, kernel_order, |k| {
                         let sy = reflect(y as isize + k as isize - half, h);
-                        acc += kw * tmp[sy * w * 3 + x];
-                    }
+                        tmp[sy * w * 3 + x]
+                    });
                     out[y * w * 3 + x] = round_u8(acc);
                 }
             }
@@ -1060,10 +1158,12 @@ mod tests {
         }
     }
 
-    /// Trimming the kernel ([`BLUR_TAIL`]) against the full 23-tap kernel, per-pixel
+    /// The op (trimmed kernel, [`BLUR_TAIL`]; mirrored taps summed in pairs) against the
+    /// full 23-tap kernel summed tap by tap in kernel order (torch's order), per-pixel
     /// reference, over the sigmas SimCLR draws: outputs differ by at most 1, and only
     /// rarely (an output moves only when the full kernel's sum lies within ~5e-5 of a
-    /// half-integer).  The torchvision fixtures allow 1 in 100 values off by 1.
+    /// half-integer; 12 of 1,354,752 values here).  The torchvision fixtures allow 1 in 100
+    /// values off by 1.
     #[test]
     fn truncated_blur_is_within_one_of_the_full_kernel() {
         let (h, w) = (224, 224);
@@ -1075,14 +1175,19 @@ mod tests {
         {
             let img = random_image(h, w, 7000 + i as u64);
             let got = gaussian_blur(img.view(), 23, sigma);
-            let full = reference::gaussian_blur(&img.data, h, w, &gaussian_kernel(23, sigma));
+            // The full kernel summed tap by tap in kernel order, as torch does (and as this
+            // op did before trimming and pairing).
+            let full =
+                reference::gaussian_blur_kernel_order(&img.data, h, w, &gaussian_kernel(23, sigma));
             for (&a, &b) in got.data.iter().zip(&full) {
                 assert!(a.abs_diff(b) <= 1, "sigma {sigma}: {a} vs {b}");
                 differing += (a != b) as usize;
             }
             total += full.len();
         }
-        println!("trimmed vs full kernel: {differing} of {total} values differ by 1");
+        println!(
+            "trimmed, paired vs full kernel in kernel order: {differing} of {total} values differ by 1"
+        );
         assert!(
             differing * 10_000 <= total,
             "{differing} of {total} values differ"
