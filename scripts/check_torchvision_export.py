@@ -78,6 +78,17 @@ def build_resnet(architecture: str, width: int, stem: str) -> torch.nn.Module:
     return model
 
 
+def lightness_image(rgb: torch.Tensor) -> torch.Tensor:
+    """CIE L* (D65, as skimage.color.rgb2lab) of a [3, H, W] sRGB tensor in [0, 1], as
+    L*/100 repeated in 3 channels."""
+    c = rgb.double()
+    lin = torch.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    y = 0.212671 * lin[0] + 0.715160 * lin[1] + 0.072169 * lin[2]
+    f = torch.where(y > 0.008856, torch.pow(y, 1.0 / 3.0), 7.787 * y + 16.0 / 116.0)
+    light = (116.0 * f - 16.0) / 100.0
+    return light.float().expand(3, -1, -1).clone()
+
+
 def write_png_subset(src_root: str, n: int, out_root: str):
     """N images evenly spaced over SRC_ROOT/test/<class>/ (sorted), as PNG under OUT_ROOT/test/<class>/."""
     import os
@@ -126,11 +137,14 @@ def main():
             file=sys.stderr,
         )
     size = int(meta["input_size"])
+    # A colorization encoder was trained on R = G = B = L*/100 (`input` = lightness), not colour.
+    to_input = {"rgb": lambda x: x, "lightness": lightness_image}[meta.get("input", "rgb")]
     preprocess = transforms.Compose(
         [
             transforms.Resize(size),
             transforms.CenterCrop(size),
             transforms.ToTensor(),
+            transforms.Lambda(to_input),
             transforms.Normalize(json.loads(meta["normalize_mean"]), json.loads(meta["normalize_std"])),
         ]
     )

@@ -80,9 +80,19 @@ pub fn metadata(config: &Config, checkpoint: &Path, epoch: usize) -> HashMap<Str
         ("normalize_mean".into(), json(&config.data.mean)),
         ("normalize_std".into(), json(&config.data.std)),
         ("method".into(), config.method.name.clone()),
+        // What the encoder was trained on: `lightness` (colorization) = R = G = B = L*/100
+        // before the normalisation, not the colour image.
+        ("input".into(), encoder_input_name(config).into()),
         ("epoch".into(), epoch.to_string()),
         ("source_checkpoint".into(), checkpoint.display().to_string()),
     ])
+}
+
+fn encoder_input_name(config: &Config) -> &'static str {
+    match crate::data::encoder_input(config) {
+        selfsup_data::EncoderInput::Rgb => "rgb",
+        selfsup_data::EncoderInput::Lightness => "lightness",
+    }
 }
 
 /// Writes `tensors` and `metadata` as one safetensors file (atomically).

@@ -101,6 +101,8 @@ fn report_export_and_limited_embed() {
     assert_eq!(meta["stem"], "cifar");
     let mean: Vec<f32> = serde_json::from_str(&meta["normalize_mean"]).unwrap();
     assert_eq!(mean.len(), 3);
+    // A SimCLR encoder takes colour (a colorization one would say `lightness`).
+    assert_eq!(meta["input"], "rgb");
 
     let o = run(bin()
         .args(["export", "--format", "onnx", "--checkpoint"])
