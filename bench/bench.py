@@ -69,6 +69,21 @@ def machine():
     return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
+def merge_sections(existing: str, sections) -> str:
+    """`existing` RESULTS.md with each `## title` section in `sections` replaced (or appended
+    when new); the other sections and the header stay as they were."""
+    head, *parts = existing.split("\n## ")
+    old = [("## " + p).rstrip("\n") + "\n" for p in parts]
+    titles = [o.splitlines()[0][3:] for o in old]
+    for title, body in sections:
+        if title in titles:
+            old[titles.index(title)] = body
+        else:
+            old.append(body)
+            titles.append(title)
+    return "\n".join([head.rstrip("\n") + "\n"] + old)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--selfsup-bench", required=True, help="the selfsup-bench binary")
@@ -179,7 +194,7 @@ def main():
         [args.python, "-c", "import torch, torchvision, lightly;"
          "print(torch.__version__, torchvision.__version__, lightly.__version__)"],
         capture_output=True, text=True).stdout.split()
-    lines = [
+    header = [
         "# selfsup vs PyTorch: benchmark results",
         "",
         f"Command: `{args.command}` (bench/bench.py, {args.reps} repetitions"
@@ -199,11 +214,18 @@ def main():
         "brackets. Ratio = selfsup / the first reference column.",
         "",
     ]
+    sections = []
     for key, title, sides in workloads:
         names = list(sides)
         med = {s: statistics.median(results[key][s]) for s in names}
-        lines.append(f"## {title}")
-        lines.append("")
+        lines = [f"## {title}", ""]
+        if args.only:
+            # A partial run replaces only its own sections: each says when and how it was made.
+            lines.append(
+                f"Measured {started:%Y-%m-%d %H:%M}–{finished:%H:%M} UTC by `{args.command}`, "
+                f"load average {load_before[0]:.1f} → {load_after[0]:.1f}."
+            )
+            lines.append("")
         lines.append("| side | views/s | [min–max] |")
         lines.append("|---|---:|---|")
         for s in names:
@@ -214,8 +236,12 @@ def main():
         for s in names[2:]:
             lines.append(f"; selfsup / {s}: {med[names[0]] / med[s]:.2f}×")
         lines.append("")
+        sections.append((title, "\n".join(lines)))
+    text = "\n".join(header + [body for _, body in sections])
+    if args.only and os.path.exists(args.out):
+        text = merge_sections(open(args.out).read(), sections)
     with open(args.out, "w") as f:
-        f.write("\n".join(lines))
+        f.write(text)
     with open(os.path.join(work, "raw_results.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(f"wrote {args.out}", file=sys.stderr)

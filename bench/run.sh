@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # selfsup vs PyTorch/LightlySSL, side by side in one run: writes bench/RESULTS.md.
 #
-#   bench/run.sh [--reps N] [--quick] [--only step16,aug32,...]
+#   bench/run.sh [--reps N] [--quick] [--only step16,aug32,...]   (--only replaces just those
+#   sections of RESULTS.md, each stamped with its date and command)
 #
 # Builds selfsup (release), sets up the Python reference (PyTorch + torchvision + LightlySSL from
 # PyPI) in bench/.venv, or reuses $BENCH_VENV / /work/venv when it already has them, then runs
