@@ -177,7 +177,7 @@ impl AbBins {
     }
 
     /// Hard bin counts of the a*b* colours of `images`' pixels, each image first averaged over
-    /// 2×2 blocks as the classification target is (odd last rows/columns dropped).
+    /// 2×2 blocks as the classification target is ([`block_means`]).
     pub fn count_images<'a>(&self, images: impl IntoIterator<Item = ImageView<'a>>) -> Vec<f64> {
         let mut counts = vec![0f64; self.len()];
         let mut ab = Vec::new();
@@ -187,12 +187,8 @@ impl AbBins {
                 let [_, a, b] = rgb_to_lab([p[0], p[1], p[2]].map(|v| v as f32 / 255.0));
                 [a, b]
             }));
-            for y in 0..img.h / 2 {
-                for x in 0..img.w / 2 {
-                    let at = |dy: usize, dx: usize| ab[(2 * y + dy) * img.w + 2 * x + dx];
-                    let mean = block_mean([at(0, 0), at(0, 1), at(1, 0), at(1, 1)]);
-                    counts[self.nearest(mean) as usize] += 1.0;
-                }
+            for colour in block_means(img.h, img.w, |y, x| ab[y * img.w + x]) {
+                counts[self.nearest(colour) as usize] += 1.0;
             }
         }
         counts
@@ -214,12 +210,23 @@ impl AbBins {
     }
 }
 
-/// The mean of four a*b* values.
-pub fn block_mean(block: [[f32; 2]; 4]) -> [f32; 2] {
-    let s = block
-        .iter()
-        .fold([0f32; 2], |acc, v| [acc[0] + v[0], acc[1] + v[1]]);
-    [s[0] / 4.0, s[1] / 4.0]
+/// The mean a*b* of each 2×2 block of an `h`×`w` image whose pixel (y, x) is `pixel(y, x)`,
+/// blocks in row-major order (an odd last row or column is dropped): the colour a
+/// classification target encodes.
+pub fn block_means<F>(h: usize, w: usize, pixel: F) -> impl Iterator<Item = [f32; 2]>
+where
+    F: Fn(usize, usize) -> [f32; 2] + Copy,
+{
+    (0..h / 2).flat_map(move |y| {
+        (0..w / 2).map(move |x| {
+            let block =
+                [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(dy, dx)| pixel(2 * y + dy, 2 * x + dx));
+            let s = block
+                .iter()
+                .fold([0f32; 2], |acc, v| [acc[0] + v[0], acc[1] + v[1]]);
+            [s[0] / 4.0, s[1] / 4.0]
+        })
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use burn::tensor::activation::relu;
 use selfsup_data::lab::{lab_to_rgb, rgb_to_lab};
 use selfsup_models::{Backbone, BackboneConfig, ResNet, ResNetConfig};
 
-use crate::ab_bins::{ANNEALED_TEMPERATURE, AbBins, SOFT_NEIGHBOURS, block_mean};
+use crate::ab_bins::{ANNEALED_TEMPERATURE, AbBins, SOFT_NEIGHBOURS, block_means};
 use crate::loss::{AB_SCALE, ab_classification_loss, ab_regression_loss};
 use crate::method::{Progress, SslMethod, StepOutput, one_view};
 
@@ -226,8 +226,7 @@ pub fn class_targets(
     bin_weights: &[f32],
 ) -> (Vec<i64>, Vec<f32>) {
     let bins = AbBins::srgb();
-    let (oh, ow) = (h / 2, w / 2);
-    let plane = oh * ow;
+    let plane = (h / 2) * (w / 2);
     let mut idx = vec![0i64; n * SOFT_NEIGHBOURS * plane];
     let mut weight = vec![0f32; n * SOFT_NEIGHBOURS * plane];
     for i in 0..n {
@@ -238,21 +237,13 @@ pub fn class_targets(
                 ab[(i * 2 + 1) * h * w + at] * AB_SCALE,
             ]
         };
-        for y in 0..oh {
-            for x in 0..ow {
-                let colour = block_mean([
-                    pixel(2 * y, 2 * x),
-                    pixel(2 * y, 2 * x + 1),
-                    pixel(2 * y + 1, 2 * x),
-                    pixel(2 * y + 1, 2 * x + 1),
-                ]);
-                let soft = bins.soft_encode(colour);
-                let rebalance = bin_weights[soft[0].0 as usize];
-                for (k, (q, wt)) in soft.into_iter().enumerate() {
-                    let at = (i * SOFT_NEIGHBOURS + k) * plane + y * ow + x;
-                    idx[at] = q as i64;
-                    weight[at] = wt * rebalance;
-                }
+        for (block, colour) in block_means(h, w, pixel).enumerate() {
+            let soft = bins.soft_encode(colour);
+            let rebalance = bin_weights[soft[0].0 as usize];
+            for (k, (q, wt)) in soft.into_iter().enumerate() {
+                let at = (i * SOFT_NEIGHBOURS + k) * plane + block;
+                idx[at] = q as i64;
+                weight[at] = wt * rebalance;
             }
         }
     }
