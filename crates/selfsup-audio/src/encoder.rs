@@ -3,14 +3,12 @@
 
 use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{
     LayerNorm, LayerNormConfig, PaddingConfig1d, PositionalEncoding, PositionalEncodingConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
+use selfsup_models::transformer::{encoder_forward, gelu};
 
 pub use selfsup_models::mean_pool;
 use selfsup_models::validate_encoder_sizes;
@@ -138,12 +136,15 @@ impl AudioEncoder {
             x = gelu(conv.forward(x)) * valid.clone();
         }
         let latents = self.conv_norm.forward(x.swap_dims(1, 2));
-        let mut input = TransformerEncoderInput::new(self.positions.forward(latents.clone()))
-            .mask_pad(pad_mask);
-        if self.causal {
-            input = input.mask_attn(generate_autoregressive_mask(b, t, &latents.device()));
-        }
-        let context = self.norm.forward(self.transformer.forward(input));
+        let causal_mask = self
+            .causal
+            .then(|| generate_autoregressive_mask(b, t, &latents.device()));
+        let context = self.norm.forward(encoder_forward(
+            &self.transformer,
+            self.positions.forward(latents.clone()),
+            Some(pad_mask),
+            causal_mask,
+        ));
         EncoderOutput { latents, context }
     }
 

@@ -2,12 +2,14 @@
 //! backend-extension mechanism (`#[backend_extension(Flex, Autodiff)]`) with a hand-written
 //! backward, so they take part in autodiff like burn's own ops.
 //!
-//! [`conv2d`] and [`batch_norm`] (fused with the ReLU after it) are the entry points; they fall
-//! back to burn's ops on other devices or dtypes, or when [`set_enabled(false)`](set_enabled) /
-//! `SELFSUP_KERNELS=burn` asks for burn's ops.
+//! [`conv2d`] and [`batch_norm`] (fused with the ReLU after it) are the ResNet entry points;
+//! [`gelu`], [`softmax_last`] and [`dropout`] the Transformer's. They fall back to burn's ops on
+//! other devices or dtypes, or when [`set_enabled(false)`](set_enabled) / `SELFSUP_KERNELS=burn`
+//! asks for burn's ops.
 
 pub mod batch_norm;
 pub mod conv;
+pub mod elementwise;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -78,6 +80,26 @@ pub trait BatchNormKernels: burn::backend::Backend {
         relu: bool,
         output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// Exact (erf) GELU, element-wise, with its gradient.
+#[backend_extension(Flex, Autodiff)]
+pub trait GeluKernels: burn::backend::Backend {
+    fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// ∂L/∂x from ∂L/∂y.
+    fn gelu_erf_grad(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// Softmax of `scale · x` along the last axis, with its gradient (from the output).
+#[backend_extension(Flex, Autodiff)]
+pub trait SoftmaxKernels: burn::backend::Backend {
+    fn softmax_last(x: FloatTensor<Self>, scale: f64) -> FloatTensor<Self>;
+    /// ∂L/∂x from the softmax's output `y` and ∂L/∂y.
+    fn softmax_last_grad(
+        y: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self>;
 }
 
 fn burn_options(stride: usize, padding: usize) -> ConvOptions<2> {
@@ -201,6 +223,141 @@ fn same_shape(data: Vec<f32>, like: &FlexTensor) -> FlexTensor {
         Layout::contiguous(like.layout().shape().clone()),
         DType::F32,
     )
+}
+
+fn last_axis(t: &FlexTensor) -> usize {
+    *t.layout()
+        .shape()
+        .last()
+        .expect("softmax_last: a tensor of rank >= 1")
+}
+
+fn assert_f32(t: &FlexTensor, op: &str) {
+    assert!(
+        t.dtype() == DType::F32,
+        "{op}: f32 only (selfsup_kernels routes other dtypes to burn)"
+    );
+}
+
+impl GeluKernels for Flex {
+    fn gelu_erf(x: FlexTensor) -> FlexTensor {
+        assert_f32(&x, "gelu_erf");
+        let x = x.to_contiguous();
+        same_shape(elementwise::gelu_forward(x.storage()), &x)
+    }
+
+    fn gelu_erf_grad(x: FlexTensor, output_grad: FlexTensor) -> FlexTensor {
+        let (x, dy) = (x.to_contiguous(), output_grad.to_contiguous());
+        same_shape(elementwise::gelu_backward(x.storage(), dy.storage()), &x)
+    }
+}
+
+impl SoftmaxKernels for Flex {
+    fn softmax_last(x: FlexTensor, scale: f64) -> FlexTensor {
+        assert_f32(&x, "softmax_last");
+        let x = x.to_contiguous();
+        let y = elementwise::softmax_rows(x.storage(), last_axis(&x), scale as f32);
+        same_shape(y, &x)
+    }
+
+    fn softmax_last_grad(y: FlexTensor, output_grad: FlexTensor, scale: f64) -> FlexTensor {
+        let (y, dy) = (y.to_contiguous(), output_grad.to_contiguous());
+        let dx = elementwise::softmax_rows_backward(
+            y.storage(),
+            dy.storage(),
+            last_axis(&y),
+            scale as f32,
+        );
+        same_shape(dx, &y)
+    }
+}
+
+/// Records GELU on the autodiff graph; the backward reads the checkpointed input.
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<B: Backend + GeluKernels> Backward<B, 1> for GeluBackward {
+    type State = NodeId;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let x = ckpt.retrieve_node_output::<B::FloatTensorPrimitive>(ops.state);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::gelu_erf_grad(x, grad));
+        }
+    }
+}
+
+impl<B: Backend + GeluKernels, C: CheckpointStrategy> GeluKernels for Autodiff<B, C> {
+    fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GeluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                prep.finish(state, B::gelu_erf(x.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::gelu_erf(x.into_primitive())),
+        }
+    }
+
+    /// No double backward: computed untracked.
+    fn gelu_erf_grad(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(B::gelu_erf_grad(
+            x.into_primitive(),
+            output_grad.into_primitive(),
+        ))
+    }
+}
+
+/// Records the softmax on the autodiff graph; its output travels in the state (the backward
+/// needs only it).
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl<B: Backend + SoftmaxKernels> Backward<B, 1> for SoftmaxBackward {
+    type State = (B::FloatTensorPrimitive, f64);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (y, scale) = ops.state;
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::softmax_last_grad(y, grad, scale));
+        }
+    }
+}
+
+impl<B: Backend + SoftmaxKernels, C: CheckpointStrategy> SoftmaxKernels for Autodiff<B, C> {
+    fn softmax_last(x: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        match SoftmaxBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::softmax_last(x.into_primitive(), scale);
+                prep.finish((y.clone(), scale), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::softmax_last(x.into_primitive(), scale)),
+        }
+    }
+
+    /// No double backward: computed untracked.
+    fn softmax_last_grad(
+        y: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(B::softmax_last_grad(
+            y.into_primitive(),
+            output_grad.into_primitive(),
+            scale,
+        ))
+    }
 }
 
 impl BatchNormKernels for Flex {
@@ -484,6 +641,61 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) ->
     } else {
         burn::tensor::module::conv2d(x, weight, None, burn_options(stride, padding))
     }
+}
+
+/// Whether the element-wise kernels take `x`: on, on flex, in f32.
+fn elementwise_on<const D: usize>(x: &Tensor<D>) -> bool {
+    enabled() && supports(&x.device()) && x.dtype() == burn::tensor::DType::F32
+}
+
+/// Exact GELU, `x·Φ(x)`: selfsup's kernel on flex in f32 (vectorised, parallel; erf to 3e−7),
+/// burn's `gelu` elsewhere. Differentiable either way.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if elementwise_on(&x) {
+        Tensor::from_dispatch(<Dispatch as GeluKernels>::gelu_erf(x.into_dispatch()))
+    } else {
+        burn::tensor::activation::gelu(x)
+    }
+}
+
+/// `softmax(scale · x)` along the last axis (`scale` > 0; attention's 1/√d_k folded in):
+/// selfsup's kernel on flex in f32, burn's `softmax` elsewhere. Differentiable either way.
+pub fn softmax_last<const D: usize>(x: Tensor<D>, scale: f64) -> Tensor<D> {
+    assert!(scale > 0.0, "softmax_last: scale must be > 0, got {scale}");
+    if elementwise_on(&x) {
+        Tensor::from_dispatch(<Dispatch as SoftmaxKernels>::softmax_last(
+            x.into_dispatch(),
+            scale,
+        ))
+    } else {
+        burn::tensor::activation::softmax(x.mul_scalar(scale), D - 1)
+    }
+}
+
+/// What `d.forward(x)` does (inverted dropout while training on an autodiff device), with the
+/// mask from [`elementwise::dropout_mask`] on flex: drawn in parallel, seeded by two draws
+/// from burn's generator (so `Device::seed` still makes runs repeatable).
+pub fn dropout<const D: usize>(d: &burn::nn::Dropout, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    if !d.training.is_enabled() || !device.is_autodiff() || d.prob == 0.0 {
+        return x;
+    }
+    if !elementwise_on(&x) {
+        return d.forward(x);
+    }
+    let draws = Tensor::<1>::random(
+        [2],
+        burn::tensor::Distribution::Uniform(0.0, 16_777_216.0),
+        &device.clone().without_autodiff(),
+    )
+    .into_data()
+    .convert::<f32>()
+    .try_into_vec::<f32>()
+    .expect("two f32 draws");
+    let seed = ((draws[0] as u64) << 24) | draws[1] as u64;
+    let dims = x.dims();
+    let mask = elementwise::dropout_mask(dims.iter().product(), 1.0 - d.prob, seed);
+    x * Tensor::<D>::from_data(TensorData::new(mask, dims), &device)
 }
 
 /// `bn` (then ReLU when `relu`) on `[B, C, H, W]`: selfsup's fused kernel when `bn` trains

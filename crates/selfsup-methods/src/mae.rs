@@ -6,7 +6,7 @@
 //! no pixels to reconstruct), and patch order is kept by gathering instead of shuffling.
 
 use burn::module::{Param, ParamId};
-use burn::nn::transformer::{TransformerEncoder, TransformerEncoderInput};
+use burn::nn::transformer::TransformerEncoder;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use selfsup_models::vit::{sincos_2d, token_param, transformer};
@@ -136,7 +136,12 @@ impl Mae {
             + self.decoder_positions.val();
         let decoded = self
             .decoder_norm
-            .forward(self.decoder.forward(TransformerEncoderInput::new(all)));
+            .forward(selfsup_models::transformer::encoder_forward(
+                &self.decoder,
+                all,
+                None,
+                None,
+            ));
         (self.decoder_pred.forward(decoded), pooled)
     }
 

@@ -7,9 +7,7 @@
 //! blocks on any subset of tokens).
 
 use burn::module::{Param, ParamId};
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -253,8 +251,12 @@ impl Vit {
             }
             None => tokens,
         };
-        self.norm
-            .forward(self.blocks.forward(TransformerEncoderInput::new(tokens)))
+        self.norm.forward(crate::transformer::encoder_forward(
+            &self.blocks,
+            tokens,
+            None,
+            None,
+        ))
     }
 
     /// The patch tokens of an [`encode`](Self::encode) output (the [CLS] token dropped).

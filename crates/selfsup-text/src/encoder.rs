@@ -2,13 +2,12 @@
 //! (post-norm as BERT, or pre-norm), optional causal mask, and [CLS] or mean pooling.
 
 use burn::nn::attention::generate_autoregressive_mask;
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
 };
 use burn::prelude::*;
+use selfsup_models::transformer::{dropout, encoder_forward};
 use selfsup_models::{mean_pool, validate_encoder_sizes};
 
 /// Sizes of a [`TextEncoder`]; the defaults are BERT-mini (4 layers, 256 wide, 4 heads,
@@ -138,12 +137,16 @@ impl TextEncoder {
             .slice([0..t])
             .reshape([1, t, self.d_model]);
         let x = self.tokens.forward(batch.ids.clone()) + positions;
-        let x = self.dropout.forward(self.embed_norm.forward(x));
-        let mut input = TransformerEncoderInput::new(x).mask_pad(batch.pad_mask.clone());
-        if self.causal {
-            input = input.mask_attn(generate_autoregressive_mask(b, t, &device));
-        }
-        let out = self.transformer.forward(input);
+        let x = dropout(&self.dropout, self.embed_norm.forward(x));
+        let causal_mask = self
+            .causal
+            .then(|| generate_autoregressive_mask(b, t, &device));
+        let out = encoder_forward(
+            &self.transformer,
+            x,
+            Some(batch.pad_mask.clone()),
+            causal_mask,
+        );
         match &self.final_norm {
             Some(norm) => norm.forward(out),
             None => out,

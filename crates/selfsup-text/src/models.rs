@@ -5,8 +5,8 @@
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 use selfsup_data::SampleRng;
+use selfsup_models::transformer::gelu;
 
 use crate::encoder::{Pooling, TextEncoder, TextEncoderConfig, TokenBatch, pad_rows, pool};
 use crate::loss::{IGNORE_INDEX, LmLoss, masked_lm_loss, next_token_labels};
