@@ -78,6 +78,25 @@ def collate(seqs, pad_id):
     return ids, ids == pad_id
 
 
+def score_heldout(model, held_ids, pad_id, structural, vocab, mask_id):
+    """Held-out MLM loss, correct and masked tokens; the same masks at every call (seed 4242)."""
+    model.eval()
+    eval_gen = torch.Generator().manual_seed(4242)
+    total, correct, loss_sum = 0, 0, 0.0
+    with torch.no_grad():
+        for start in range(0, len(held_ids), 64):
+            ids, pad = collate(held_ids[start : start + 64], pad_id)
+            inputs, labels = mask_tokens(ids, pad, torch.isin(ids, structural), vocab, mask_id, eval_gen)
+            logits = model(input_ids=inputs, attention_mask=(~pad).long()).logits
+            keep = labels != -100
+            n = int(keep.sum())
+            loss_sum += float(torch.nn.functional.cross_entropy(logits[keep], labels[keep])) * n
+            correct += int((logits[keep].argmax(-1) == labels[keep]).sum())
+            total += n
+    model.train()
+    return loss_sum / total, correct, total
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokenizer", required=True, help="RUN/tokenizer.json of a `selfsup pretrain` text run")
@@ -88,6 +107,8 @@ def main():
     ap.add_argument("--warmup-fraction", type=float, default=0.05,
                     help="linear warm-up over this fraction of the steps")
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--eval-at", default="",
+                    help="comma-separated steps after which to score the held-out text as well (e.g. one epoch)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
@@ -139,6 +160,8 @@ def main():
     order_gen = torch.Generator().manual_seed(99)
     model.train()
     step, tokens, recent = 0, 0, []
+    eval_at = {int(x) for x in args.eval_at.split(",") if x.strip()}
+    at = {}
     t0 = time.time()
     while step < steps:
         order = torch.randperm(len(pre_ids), generator=order_gen).tolist()
@@ -156,6 +179,13 @@ def main():
             optim.zero_grad(set_to_none=True)
             recent.append(out.loss.item())
             step += 1
+            if step in eval_at:
+                paused = time.time()
+                l, c, n = score_heldout(model, held_ids, pad_id, structural, vocab, mask_id)
+                at[step] = {"heldout_accuracy": round(c / n, 4), "heldout_perplexity": round(math.exp(l), 3)}
+                print(f"held-out after step {step}: accuracy {c / n:.4f}  perplexity {math.exp(l):.2f}",
+                      file=sys.stderr)
+                t0 += time.time() - paused  # scoring is not training time
             if step % args.log_every == 0 or step == steps:
                 secs = time.time() - t0
                 print(f"step {step:>5}/{steps}  loss {sum(recent) / len(recent):.3f}"
@@ -163,26 +193,14 @@ def main():
                 recent = []
     seconds = time.time() - t0
 
-    model.eval()
-    eval_gen = torch.Generator().manual_seed(4242)
-    total, correct, loss_sum = 0, 0, 0.0
-    with torch.no_grad():
-        for start in range(0, len(held_ids), 64):
-            ids, pad = collate(held_ids[start : start + 64], pad_id)
-            inputs, labels = mask_tokens(ids, pad, torch.isin(ids, structural), vocab, mask_id, eval_gen)
-            logits = model(input_ids=inputs, attention_mask=(~pad).long()).logits
-            keep = labels != -100
-            n = int(keep.sum())
-            loss_sum += float(torch.nn.functional.cross_entropy(logits[keep], labels[keep])) * n
-            correct += int((logits[keep].argmax(-1) == labels[keep]).sum())
-            total += n
-    loss = loss_sum / total
+    loss, correct, total = score_heldout(model, held_ids, pad_id, structural, vocab, mask_id)
     result = {
         "reference": "transformers", "transformers_version": __import__("transformers").__version__,
         "torch_threads": torch.get_num_threads(), "steps": steps, "batch": args.batch,
         "max_len": args.max_len, "vocab": vocab, "pretrain_seconds": round(seconds),
         "pretrain_tokens_per_second": round(tokens / seconds), "heldout_accuracy": round(correct / total, 4),
         "heldout_perplexity": round(math.exp(loss), 3), "heldout_tokens": total,
+        "heldout_at_steps": at,
     }
     print(f"held-out after {steps} steps: accuracy {correct / total:.4f}  perplexity {math.exp(loss):.2f}"
           f"  ({total} tokens)", file=sys.stderr)
