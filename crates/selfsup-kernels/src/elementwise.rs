@@ -73,19 +73,21 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π).
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
-/// Applies `f` to `CHUNK`-sized pieces of `out` and the matching pieces of `input`, in parallel.
-fn map_chunks(input: &[f32], f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
-    let mut out = vec![0.0f32; input.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(input.par_chunks(CHUNK))
-        .for_each(|(o, i)| f(i, o));
+/// A new `n`-element output filled in parallel: `fill(start, piece)` writes elements
+/// `start..start + piece.len()`, pieces being `job` long (the last may be shorter). Each kernel
+/// reads its inputs at the same offsets.
+fn par_fill(n: usize, job: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0.0f32; n];
+    out.par_chunks_mut(job)
+        .enumerate()
+        .for_each(|(i, piece)| fill(i * job, piece));
     out
 }
 
 /// `x·Φ(x)` with Φ the standard normal CDF (GELU without the tanh approximation).
 pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
-    map_chunks(x, |x, y| {
-        for (y, &x) in y.iter_mut().zip(x) {
+    par_fill(x.len(), CHUNK, |start, y| {
+        for (y, &x) in y.iter_mut().zip(&x[start..]) {
             *y = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
         }
     })
@@ -98,20 +100,16 @@ pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
         dy.len(),
         "gelu_backward: x and dy differ in length"
     );
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .for_each(|(dx, (x, dy))| {
-            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
-                let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
-                *dx = dy * (cdf + x * pdf);
-            }
-        });
-    dx
+    par_fill(x.len(), CHUNK, |start, dx| {
+        for ((dx, &x), &dy) in dx.iter_mut().zip(&x[start..]).zip(&dy[start..]) {
+            let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
+            let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
+            *dx = dy * (cdf + x * pdf);
+        }
+    })
 }
 
-/// Rows per rayon job for rows of `len` elements.
+/// Whole rows per rayon job for rows of `len` elements.
 fn rows_per_job(len: usize) -> usize {
     (CHUNK / len.max(1)).max(1) * len.max(1)
 }
@@ -124,23 +122,18 @@ pub fn softmax_rows(x: &[f32], len: usize, scale: f32) -> Vec<f32> {
         "softmax_rows: {} values are not rows of {len}",
         x.len()
     );
-    let job = rows_per_job(len);
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(job)
-        .zip(x.par_chunks(job))
-        .for_each(|(y, x)| {
-            for (y, x) in y.chunks_exact_mut(len).zip(x.chunks_exact(len)) {
-                let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
-                let mut sum = 0.0f32;
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = exp(x * scale - max);
-                    sum += *y;
-                }
-                let inv = 1.0 / sum;
-                y.iter_mut().for_each(|y| *y *= inv);
+    par_fill(x.len(), rows_per_job(len), |start, y| {
+        for (y, x) in y.chunks_exact_mut(len).zip(x[start..].chunks_exact(len)) {
+            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
+            let mut sum = 0.0f32;
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = exp(x * scale - max);
+                sum += *y;
             }
-        });
-    y
+            let inv = 1.0 / sum;
+            y.iter_mut().for_each(|y| *y *= inv);
+        }
+    })
 }
 
 /// Gradient of `softmax(scale · x)` from its output `y` and `dy`:
@@ -151,23 +144,17 @@ pub fn softmax_rows_backward(y: &[f32], dy: &[f32], len: usize, scale: f32) -> V
         dy.len(),
         "softmax_rows_backward: y and dy differ in length"
     );
-    let job = rows_per_job(len);
-    let mut dx = vec![0.0f32; y.len()];
-    dx.par_chunks_mut(job)
-        .zip(y.par_chunks(job).zip(dy.par_chunks(job)))
-        .for_each(|(dx, (y, dy))| {
-            for ((dx, y), dy) in dx
-                .chunks_exact_mut(len)
-                .zip(y.chunks_exact(len))
-                .zip(dy.chunks_exact(len))
-            {
-                let dot: f32 = y.iter().zip(dy).map(|(y, d)| y * d).sum();
-                for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
-                    *dx = scale * y * (dy - dot);
-                }
+    par_fill(y.len(), rows_per_job(len), |start, dx| {
+        let rows = y[start..]
+            .chunks_exact(len)
+            .zip(dy[start..].chunks_exact(len));
+        for (dx, (y, dy)) in dx.chunks_exact_mut(len).zip(rows) {
+            let dot: f32 = y.iter().zip(dy).map(|(y, d)| y * d).sum();
+            for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+                *dx = scale * y * (dy - dot);
             }
-        });
-    dx
+        }
+    })
 }
 
 /// splitmix64's output function: a bijective mix whose outputs for consecutive inputs are
@@ -191,21 +178,17 @@ pub fn dropout_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
     // Keep when the 32-bit draw is below keep·2³² (keep = 1 keeps everything).
     let threshold = (keep * 4_294_967_296.0) as u64;
     let value = (1.0 / keep) as f32;
-    let mut mask = vec![0.0f32; n];
     // CHUNK is even, so each job starts on a pair boundary.
-    mask.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(job, out)| {
-            let first_pair = (job * CHUNK / 2) as u64;
-            for (p, pair) in out.chunks_mut(2).enumerate() {
-                let bits = mix64(seed.wrapping_add((first_pair + p as u64).wrapping_mul(GOLDEN)));
-                for (k, m) in pair.iter_mut().enumerate() {
-                    let draw = (bits >> (32 * k)) & 0xffff_ffff;
-                    *m = if draw < threshold { value } else { 0.0 };
-                }
+    par_fill(n, CHUNK, |start, out| {
+        let first_pair = (start / 2) as u64;
+        for (p, pair) in out.chunks_mut(2).enumerate() {
+            let bits = mix64(seed.wrapping_add((first_pair + p as u64).wrapping_mul(GOLDEN)));
+            for (k, m) in pair.iter_mut().enumerate() {
+                let draw = (bits >> (32 * k)) & 0xffff_ffff;
+                *m = if draw < threshold { value } else { 0.0 };
             }
-        });
-    mask
+        }
+    })
 }
 
 #[cfg(test)]

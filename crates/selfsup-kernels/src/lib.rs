@@ -643,15 +643,15 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) ->
     }
 }
 
-/// Whether the element-wise kernels take `x`: on, on flex, in f32.
-fn elementwise_on<const D: usize>(x: &Tensor<D>) -> bool {
+/// Whether the f32 kernels (element-wise, BatchNorm) take `x`: switched on, on flex, in f32.
+fn kernels_take<const D: usize>(x: &Tensor<D>) -> bool {
     enabled() && supports(&x.device()) && x.dtype() == burn::tensor::DType::F32
 }
 
 /// Exact GELU, `x·Φ(x)`: selfsup's kernel on flex in f32 (vectorised, parallel; erf to 3e−7),
 /// burn's `gelu` elsewhere. Differentiable either way.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if elementwise_on(&x) {
+    if kernels_take(&x) {
         Tensor::from_dispatch(<Dispatch as GeluKernels>::gelu_erf(x.into_dispatch()))
     } else {
         burn::tensor::activation::gelu(x)
@@ -662,7 +662,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// selfsup's kernel on flex in f32, burn's `softmax` elsewhere. Differentiable either way.
 pub fn softmax_last<const D: usize>(x: Tensor<D>, scale: f64) -> Tensor<D> {
     assert!(scale > 0.0, "softmax_last: scale must be > 0, got {scale}");
-    if elementwise_on(&x) {
+    if kernels_take(&x) {
         Tensor::from_dispatch(<Dispatch as SoftmaxKernels>::softmax_last(
             x.into_dispatch(),
             scale,
@@ -680,7 +680,7 @@ pub fn dropout<const D: usize>(d: &burn::nn::Dropout, x: Tensor<D>) -> Tensor<D>
     if !d.training.is_enabled() || !device.is_autodiff() || d.prob == 0.0 {
         return x;
     }
-    if !elementwise_on(&x) {
+    if !kernels_take(&x) {
         return d.forward(x);
     }
     let draws = Tensor::<1>::random(
@@ -702,12 +702,7 @@ pub fn dropout<const D: usize>(d: &burn::nn::Dropout, x: Tensor<D>) -> Tensor<D>
 /// (autodiff device, layer not frozen) on flex in f32, burn's BatchNorm (+ relu) otherwise.
 /// Running statistics are updated as burn's `BatchNorm::forward` does.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
-    let device = x.device();
-    let fused = enabled()
-        && supports(&device)
-        && device.is_autodiff()
-        && bn.training.is_enabled()
-        && x.dtype() == burn::tensor::DType::F32;
+    let fused = kernels_take(&x) && x.device().is_autodiff() && bn.training.is_enabled();
     if fused {
         return batch_norm_fused(bn, x, relu);
     }
