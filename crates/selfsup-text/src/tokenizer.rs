@@ -2,6 +2,7 @@
 //! corpus, save and load `tokenizer.json` (the file the Python `tokenizers` and `transformers`
 //! libraries read), encode with `[CLS] … [SEP]` truncated to a maximum length.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
@@ -103,6 +104,8 @@ impl TextTokenizer {
         inner
             .train(&mut trainer, texts)
             .map_err(tok_err("training"))?;
+        let renumbered = canonical_ids(inner.get_vocab(false))?;
+        inner.with_model(renumbered);
         let special = special_ids(&inner)?;
         inner.with_post_processor(Some(BertProcessing::new(
             ("[SEP]".into(), special.sep),
@@ -196,6 +199,34 @@ impl TextTokenizer {
     }
 }
 
+/// A WordPiece model of `vocab` with ids that depend on its tokens alone: the special tokens
+/// first, then every other token in byte order. The trainer numbers its alphabet in hash-map
+/// order (a new random order in every process), so the same corpus gave the same vocabulary
+/// under different ids, and the same seed different embeddings. WordPiece splits by longest
+/// match in the vocabulary, so ids do not change how a text is split. (Ties between equally
+/// frequent merges are broken by those ids, so on a corpus with ties at the vocabulary's
+/// boundary the token set itself can still differ between runs.)
+fn canonical_ids(vocab: HashMap<String, u32>) -> Result<WordPiece> {
+    let mut rest: Vec<&String> = vocab
+        .keys()
+        .filter(|t| !SPECIAL_TOKENS.contains(&t.as_str()))
+        .collect();
+    rest.sort_unstable();
+    let ids: ahash::AHashMap<String, u32> = SPECIAL_TOKENS
+        .iter()
+        .map(|t| t.to_string())
+        .chain(rest.into_iter().cloned())
+        .enumerate()
+        .map(|(id, t)| (t, id as u32))
+        .collect();
+    WordPiece::builder()
+        .vocab(ids)
+        .unk_token(SPECIAL_TOKENS[1].into())
+        .continuing_subword_prefix("##".into())
+        .build()
+        .map_err(tok_err("renumbering the vocabulary"))
+}
+
 fn special_ids(inner: &Tokenizer) -> Result<SpecialIds> {
     let id = |t: &str| {
         inner.token_to_id(t).ok_or_else(|| {
@@ -216,6 +247,7 @@ fn special_ids(inner: &Tokenizer) -> Result<SpecialIds> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokenizers::Model;
 
     fn corpus() -> Vec<String> {
         let words = [
@@ -251,6 +283,24 @@ mod tests {
             min_frequency: 1,
             lowercase: true,
         }
+    }
+
+    #[test]
+    fn ids_depend_on_the_tokens_alone() {
+        let tok = TextTokenizer::train(corpus().iter(), &small(), 16).unwrap();
+        let mut tokens = tok.tokens(&(0..tok.vocab_size() as u32).collect::<Vec<_>>());
+        assert_eq!(&tokens[..5], &SPECIAL_TOKENS);
+        let rest = tokens.split_off(5);
+        assert!(rest.windows(2).all(|w| w[0] < w[1]), "{rest:?}");
+        // The same tokens under other ids (as the trainer numbers them in another process).
+        let vocab = tok.inner.get_vocab(false);
+        let n = vocab.len() as u32;
+        let shuffled = vocab
+            .iter()
+            .map(|(t, &id)| (t.clone(), if id < 5 { id } else { n + 4 - id }))
+            .collect::<HashMap<_, _>>();
+        assert_ne!(shuffled, vocab);
+        assert_eq!(canonical_ids(shuffled).unwrap().get_vocab(), vocab);
     }
 
     #[test]
