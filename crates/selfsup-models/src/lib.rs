@@ -23,7 +23,7 @@ pub mod vit;
 pub use backbone::{Backbone, BackboneConfig};
 pub use heads::{MlpHead, MlpHeadConfig};
 pub use named::{NamedTensor, load_named_tensors, named_tensors};
-pub use pool::mean_pool;
+pub use pool::{last_pool, mean_pool};
 pub use resnet::{ResNet, ResNetConfig, ResNetStem};
 pub use transformer::validate_encoder_sizes;
 pub use vit::{Vit, VitConfig, VitPooling, VitPositions};

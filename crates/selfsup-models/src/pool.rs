@@ -16,6 +16,23 @@ pub fn mean_pool(x: Tensor<3>, lengths: &[usize]) -> Tensor<2> {
     (x * w).sum_dim(1).reshape([b, d])
 }
 
+/// The output at the last non-padding position of each row of `x` `[B, T, D]` → `[B, D]`: the
+/// only position that sees the whole sequence under a causal mask (GPT's classifier input).
+pub fn last_pool(x: Tensor<3>, lengths: &[usize]) -> Tensor<2> {
+    let [b, t, d] = x.dims();
+    assert_eq!(lengths.len(), b, "one length per row");
+    let rows: Vec<i64> = lengths
+        .iter()
+        .enumerate()
+        .map(|(row, &len)| {
+            assert!((1..=t).contains(&len), "length {len} outside 1..={t}");
+            (row * t + len - 1) as i64
+        })
+        .collect();
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [b]), &x.device());
+    x.reshape([b * t, d]).select(0, rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,5 +49,19 @@ mod tests {
             .try_to_vec::<f32>()
             .unwrap();
         assert_eq!(p, [2.0, 3.0, 6.0, 7.0]);
+    }
+
+    #[test]
+    fn last_pool_takes_the_last_valid_position() {
+        let device = Device::flex();
+        let x = Tensor::<3>::from_data(
+            TensorData::new((0..12).map(|v| v as f32).collect::<Vec<_>>(), [2, 3, 2]),
+            &device,
+        );
+        let p = last_pool(x, &[3, 1])
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(p, [4.0, 5.0, 6.0, 7.0]);
     }
 }

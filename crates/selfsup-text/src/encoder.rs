@@ -8,7 +8,7 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use selfsup_models::transformer::{dropout, encoder_forward};
-use selfsup_models::{mean_pool, validate_encoder_sizes};
+use selfsup_models::{last_pool, mean_pool, validate_encoder_sizes};
 
 /// Sizes of a [`TextEncoder`]; the defaults are BERT-mini (4 layers, 256 wide, 4 heads,
 /// 128 tokens; 5.2 M parameters with an 8,000-token vocabulary).
@@ -106,6 +106,9 @@ pub enum Pooling {
     Cls,
     /// The mean of the outputs at the non-padding positions.
     Mean,
+    /// The output at the last non-padding position (`[SEP]`), as GPT's classifier: under a
+    /// causal mask the one position that has seen the whole text.
+    Last,
 }
 
 impl std::str::FromStr for Pooling {
@@ -114,7 +117,10 @@ impl std::str::FromStr for Pooling {
         match s {
             "cls" => Ok(Self::Cls),
             "mean" => Ok(Self::Mean),
-            _ => Err(format!("pooling must be \"cls\" or \"mean\", got {s:?}")),
+            "last" => Ok(Self::Last),
+            _ => Err(format!(
+                "pooling must be \"cls\", \"mean\" or \"last\", got {s:?}"
+            )),
         }
     }
 }
@@ -169,6 +175,7 @@ pub fn pool(hidden: Tensor<3>, batch: &TokenBatch, pooling: Pooling) -> Tensor<2
     match pooling {
         Pooling::Cls => hidden.slice([0..b, 0..1]).reshape([b, d]),
         Pooling::Mean => mean_pool(hidden, &batch.lengths),
+        Pooling::Last => last_pool(hidden, &batch.lengths),
     }
 }
 
@@ -251,7 +258,7 @@ mod tests {
         let enc = tiny().init(&device);
         let short = vec![2, 10, 11, 3];
         let long = vec![2, 12, 13, 14, 15, 16, 3];
-        for pooling in [Pooling::Cls, Pooling::Mean] {
+        for pooling in [Pooling::Cls, Pooling::Mean, Pooling::Last] {
             let alone = values(enc.embed(
                 &TokenBatch::collate(&[short.clone()], 0, None, &device),
                 pooling,
@@ -333,6 +340,7 @@ mod tests {
             .contains("vocab_size")
         );
         assert_eq!("mean".parse::<Pooling>(), Ok(Pooling::Mean));
+        assert_eq!("last".parse::<Pooling>(), Ok(Pooling::Last));
         assert!("max".parse::<Pooling>().unwrap_err().contains("cls"));
     }
 

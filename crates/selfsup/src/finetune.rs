@@ -128,8 +128,8 @@ pub struct Recipe {
     /// Seeds the label subset, the head, the random init (--from-scratch), order and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Text checkpoints: the sequence embedding, `cls` ([CLS] output) or `mean` (mean over the
-    /// tokens). Default: the checkpoint's text.pooling.
+    /// Text checkpoints: the sequence embedding, `cls` ([CLS] output), `mean` (mean over the
+    /// tokens) or `last` (the last token's output). Default: the checkpoint's text.pooling.
     #[arg(long)]
     pub pooling: Option<String>,
     /// LP-FT (Kumar et al. 2022), audio only, full mode: start the head from a linear probe

@@ -337,7 +337,7 @@ impl TextTask {
         };
         if pooling == Pooling::Cls && encoder_config.causal {
             bail!(
-                "[CLS] pooling of a causal encoder sees only the first token; use --pooling mean"
+                "[CLS] pooling of a causal encoder sees only the first token; use --pooling mean or last"
             );
         }
         if !data_path.is_dir() {

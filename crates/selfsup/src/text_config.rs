@@ -43,7 +43,7 @@ pub struct TextConfig {
     pub mask_fraction: f64,
     /// …and this share a random token (the rest stay unchanged).
     pub random_fraction: f64,
-    /// Sequence embedding for kNN, linear probes and fine-tuning: `cls` or `mean`.
+    /// Sequence embedding for kNN, linear probes and fine-tuning: `cls`, `mean` or `last` (the last token, GPT's choice for a causal encoder).
     pub pooling: String,
 }
 
@@ -174,7 +174,7 @@ impl TextConfig {
         }
         if self.pooling()? == Pooling::Cls && self.objective(method).is_causal() {
             bail!(
-                "config `text.pooling` = \"cls\" with {method}: under the causal mask position 0 sees only [CLS]; use \"mean\""
+                "config `text.pooling` = \"cls\" with {method}: under the causal mask position 0 sees only [CLS]; use \"mean\" or \"last\""
             );
         }
         Ok(())
