@@ -6,10 +6,9 @@ use burn::prelude::*;
 /// (right padding is left out).
 pub fn mean_pool(x: Tensor<3>, lengths: &[usize]) -> Tensor<2> {
     let [b, t, d] = x.dims();
-    assert_eq!(lengths.len(), b, "one length per row");
+    check_lengths(lengths, b, t);
     let mut weights = vec![0.0f32; b * t];
     for (row, &len) in lengths.iter().enumerate() {
-        assert!((1..=t).contains(&len), "length {len} outside 1..={t}");
         weights[row * t..row * t + len].fill(1.0 / len as f32);
     }
     let w = Tensor::<3>::from_data(TensorData::new(weights, [b, t, 1]), &x.device());
@@ -20,17 +19,22 @@ pub fn mean_pool(x: Tensor<3>, lengths: &[usize]) -> Tensor<2> {
 /// only position that sees the whole sequence under a causal mask (GPT's classifier input).
 pub fn last_pool(x: Tensor<3>, lengths: &[usize]) -> Tensor<2> {
     let [b, t, d] = x.dims();
-    assert_eq!(lengths.len(), b, "one length per row");
+    check_lengths(lengths, b, t);
     let rows: Vec<i64> = lengths
         .iter()
         .enumerate()
-        .map(|(row, &len)| {
-            assert!((1..=t).contains(&len), "length {len} outside 1..={t}");
-            (row * t + len - 1) as i64
-        })
+        .map(|(row, &len)| (row * t + len - 1) as i64)
         .collect();
     let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [b]), &x.device());
     x.reshape([b * t, d]).select(0, rows)
+}
+
+/// Panics unless there is one length per row, each in `1..=t`.
+fn check_lengths(lengths: &[usize], b: usize, t: usize) {
+    assert_eq!(lengths.len(), b, "one length per row");
+    for &len in lengths {
+        assert!((1..=t).contains(&len), "length {len} outside 1..={t}");
+    }
 }
 
 #[cfg(test)]

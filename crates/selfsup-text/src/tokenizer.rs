@@ -207,15 +207,15 @@ impl TextTokenizer {
 /// frequent merges are broken by those ids, so on a corpus with ties at the vocabulary's
 /// boundary the token set itself can still differ between runs.)
 fn canonical_ids(vocab: HashMap<String, u32>) -> Result<WordPiece> {
-    let mut rest: Vec<&String> = vocab
-        .keys()
+    let mut rest: Vec<String> = vocab
+        .into_keys()
         .filter(|t| !SPECIAL_TOKENS.contains(&t.as_str()))
         .collect();
     rest.sort_unstable();
     let ids: ahash::AHashMap<String, u32> = SPECIAL_TOKENS
         .iter()
         .map(|t| t.to_string())
-        .chain(rest.into_iter().cloned())
+        .chain(rest)
         .enumerate()
         .map(|(id, t)| (t, id as u32))
         .collect();
