@@ -1,52 +1,100 @@
 #!/usr/bin/env bash
-# GPU benchmark (UNTESTED: no GPU was available when it was written; see bench/NOTES.md).
+# GPU benchmark: selfsup on burn's Vulkan backend against PyTorch on CUDA, on the same machine in
+# the same run. Results of its runs are in bench/RESULTS.md ("GPU"), with the date.
 #
 # On the build machine:  cargo build --release -p selfsup -p selfsup-bench \
 #                            --features selfsup/gpu,selfsup-bench/gpu
 # On an NVIDIA machine (Vulkan driver, Python with torch+CUDA, torchvision, lightly), from the
 # repository root with target/release/{selfsup,selfsup-bench} copied along:
-#   bench/gpu.sh            # about 10 minutes in all; writes bench/work/gpu/*.json and a summary
+#   bench/gpu.sh            # under 10 minutes in all; writes $GPU_OUT (bench/work/gpu) and a summary
 #
-# 1. SimCLR train step, ResNet-18 CIFAR width 64 and 16, 2×128 views: selfsup on burn's Vulkan
-#    backend vs PyTorch CUDA eager.  2. Backbone forward, batch 256.  3. CIFAR-10 SimCLR
-#    ResNet-18 width 64, batch 512: time until the kNN accuracy (every epoch) first reaches 85%,
-#    stopped at the time budget (GPU_PRETRAIN_SECONDS, default 420 s).
-set -euo pipefail
+# 1. SimCLR train step, ResNet-18 CIFAR width 64 and 16, 2x128 views: selfsup on Vulkan vs PyTorch
+#    CUDA eager.  2. Backbone forward, batch 256.  3. End to end, one epoch of CIFAR-10: the
+#    LightlySSL SimCLR loop on CUDA (width 64, batch 512, 8 loader workers) and `selfsup pretrain`
+#    on Vulkan with the same recipe, which runs on with kNN accuracy after every epoch until the
+#    time budget (GPU_PRETRAIN_SECONDS, default 240 s) ends it: the summary gives the first
+#    epoch at kNN >= 85%, if any.
+#
+# Environment: SELFSUP_BIN (default target/release), SELFSUP_DATA (default ../shared/data),
+# GPU_OUT, GPU_REPS (default 3), GPU_PRETRAIN_SECONDS, GPU_DEADLINE (Unix time by which the
+# script must end: the pretraining budget shrinks to fit), PYTHON. A workload that fails or runs
+# past its time limit is reported as such and the script goes on with the next one.
+set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 python="${PYTHON:-python3}"
-bin="$root/target/release"
-out="$root/bench/work/gpu"
-mkdir -p "$out"
+bin="${SELFSUP_BIN:-$root/target/release}"
+out="${GPU_OUT:-$root/bench/work/gpu}"
 data="${SELFSUP_DATA:-$root/../shared/data}"
-budget="${GPU_PRETRAIN_SECONDS:-420}"
+reps="${GPU_REPS:-3}"
+budget="${GPU_PRETRAIN_SECONDS:-240}"
+mkdir -p "$out"
 
 for tool in "$bin/selfsup" "$bin/selfsup-bench"; do
   [ -x "$tool" ] || { echo "gpu.sh: $tool missing: build with --features selfsup/gpu,selfsup-bench/gpu" >&2; exit 2; }
 done
+[ -d "$data/cifar10/train" ] || { echo "gpu.sh: no CIFAR-10 image folder at $data/cifar10 (set SELFSUP_DATA)" >&2; exit 2; }
 "$python" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" \
   || { echo "gpu.sh: PyTorch cannot see a CUDA device" >&2; exit 2; }
-
 {
-  for rep in 1 2 3; do
+  date -u +"date: %Y-%m-%d %H:%M UTC"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
+  "$python" -c "import torch, torchvision; print('torch:', torch.__version__, 'torchvision:', torchvision.__version__)"
+  echo "cpus: $(nproc)"
+} | tee "$out/machine.txt"
+
+# One workload, one JSON line prefixed by "<side> <key>"; a failure prints a FAILED line instead.
+run_one() {
+  local side="$1" key="$2" limit="$3"
+  shift 3
+  local line
+  if line=$(timeout "$limit" "$@" 2>>"$out/stderr.txt" | tail -n 1) && [ -n "$line" ]; then
+    echo "$side $key $line"
+  else
+    echo "$side $key FAILED (exit or timeout after ${limit}s; see stderr.txt)"
+  fi
+}
+
+# 1-2. Alternating sides, each repetition starting with the other one.
+{
+  for rep in $(seq 1 "$reps"); do
     for w in 64 16; do
-      "$bin/selfsup-bench" step --device vulkan --width "$w" --batch 128 --steps 20 --warmup 3 | sed "s/^/selfsup step$w /"
-      "$python" bench/reference.py step --device cuda --width "$w" --batch 128 --steps 20 --warmup 3 | sed "s/^/pytorch step$w /"
-      "$bin/selfsup-bench" forward --device vulkan --width "$w" --batch 256 --steps 20 --warmup 3 | sed "s/^/selfsup fwd$w /"
-      "$python" bench/reference.py forward --device cuda --width "$w" --batch 256 --steps 20 --warmup 3 | sed "s/^/pytorch fwd$w /"
+      for kind in step forward; do
+        batch=128
+        [ "$kind" = forward ] && batch=256
+        sides=(selfsup pytorch)
+        [ $((rep % 2)) = 0 ] && sides=(pytorch selfsup)
+        for side in "${sides[@]}"; do
+          if [ "$side" = selfsup ]; then
+            run_one selfsup "$kind$w" 90 "$bin/selfsup-bench" "$kind" --device vulkan \
+              --width "$w" --batch "$batch" --steps 20 --warmup 3
+          else
+            run_one pytorch "$kind$w" 90 "$python" bench/reference.py "$kind" --device cuda \
+              --width "$w" --batch "$batch" --steps 20 --warmup 3
+          fi
+        done
+      done
     done
   done
 } | tee "$out/steps.txt"
 
-# Time to kNN 85%: kNN on the test split after every epoch; the run is cut at the budget.
+# 3a. The LightlySSL loop on CUDA, one epoch over the 50,000 training images.
+run_one pytorch pretrain64 150 "$python" bench/reference.py pretrain --device cuda \
+  --data "$data/cifar10" --limit 50000 --width 64 --batch 512 --workers 8 | tee "$out/pretrain_reference.txt"
+
+# 3b. selfsup pretrain on Vulkan: kNN on the test split after every epoch, cut at the budget.
 run="$out/pretrain_w64_b512"
 rm -rf "$run"
 start=$(date +%s)
+if [ -n "${GPU_DEADLINE:-}" ] && [ $((GPU_DEADLINE - start - 15)) -lt "$budget" ]; then
+  budget=$((GPU_DEADLINE - start - 15))
+fi
 timeout "$budget" "$bin/selfsup" pretrain --config configs/simclr_cifar10.toml \
   --data "$data/cifar10" --out "$run" --quiet \
   --set train.device=vulkan --set model.width=64 --set train.batch_size=512 \
-  --set train.epochs=200 --set train.knn_every=1 --set data.workers=8 || true
-"$python" - "$run/metrics.jsonl" "$start" <<'PY'
+  --set train.epochs=200 --set train.knn_every=1 --set data.workers=8 2>>"$out/stderr.txt"
+echo "selfsup pretrain exit status $? (124: stopped at the ${budget}s budget)"
+"$python" - "$run/metrics.jsonl" "$start" <<'PY' | tee "$out/pretrain.json"
 import json, os, sys, time
 path, start = sys.argv[1], int(sys.argv[2])
 rows = [json.loads(l) for l in open(path)] if os.path.exists(path) else []
@@ -55,20 +103,24 @@ for r in rows:
     if r.get("type") != "epoch":
         continue
     train_s += r["seconds"]
-    if "knn_top1" in r:
-        knn.append({"epoch": r["epoch"], "knn_top1": r["knn_top1"], "train_seconds": round(train_s, 1)})
-hit = next((k for k in knn if k["knn_top1"] >= 0.85), None)
-print(json.dumps({"wall_seconds": int(time.time()) - start, "knn_by_epoch": knn,
-                  "first_at_85": hit}))
+    knn.append({"epoch": r["epoch"], "knn_top1": r.get("knn_top1"), "epoch_seconds": r["seconds"],
+                "train_seconds": round(train_s, 1)})
+hit = next((k for k in knn if (k["knn_top1"] or 0) >= 0.85), None)
+print(json.dumps({"wall_seconds": int(time.time()) - start, "epochs": knn, "first_at_85": hit}))
 PY
-PY
-"$python" - "$out/steps.txt" <<'PY'
+
+"$python" - "$out/steps.txt" <<'PY' | tee "$out/summary.txt"
 import json, statistics, sys, collections
 rates = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    side, key, js = line.split(" ", 2)
-    rates[(side, key)].append(json.loads(js)["views_per_s"])
+    side, key, rest = line.rstrip("\n").split(" ", 2)
+    if rest.startswith("{"):
+        rates[(side, key)].append(statistics.median(json.loads(rest)["samples"]))
 for key in sorted({k for _, k in rates}):
-    s, p = statistics.median(rates[("selfsup", key)]), statistics.median(rates[("pytorch", key)])
-    print(f"{key}: selfsup {s:.0f} views/s, PyTorch CUDA {p:.0f} views/s, ratio {s / p:.2f}x")
+    s, p = rates.get(("selfsup", key)), rates.get(("pytorch", key))
+    if not s or not p:
+        print(f"{key}: selfsup {s or 'FAILED'}, PyTorch {p or 'FAILED'}")
+        continue
+    s, p = statistics.median(s), statistics.median(p)
+    print(f"{key}: selfsup Vulkan {s:.0f} views/s, PyTorch CUDA {p:.0f} views/s, ratio {s / p:.3f}x")
 PY

@@ -178,7 +178,8 @@ def cmd_augment(args):
 
 def cmd_pretrain(args):
     """One epoch of a LightlySSL SimCLR loop over `--limit` CIFAR-10 training images (the recipe of
-    configs/simclr_cifar10.toml); views/s over the whole epoch, data loading included."""
+    configs/simclr_cifar10.toml); views/s over the whole epoch, data loading included (decoding
+    the images into memory before it is not)."""
     import torch
     from lightly.loss import NTXentLoss
     from lightly.transforms import SimCLRTransform
@@ -200,19 +201,22 @@ def cmd_pretrain(args):
 
     loader = torch.utils.data.DataLoader(
         Views(),
-        batch_size=256,
+        batch_size=args.batch,
         shuffle=True,
         drop_last=True,
         num_workers=args.workers,
         persistent_workers=False,
+        pin_memory=args.device == "cuda",
     )
-    model = simclr_model(args.width)
+    model = simclr_model(args.width).to(args.device)
     model.train()
     opt = sgd(model)
     loss_fn = NTXentLoss(temperature=0.5)
     t = time.perf_counter()
     views = 0
     for a, b in loader:
+        a = a.to(args.device, non_blocking=True)
+        b = b.to(args.device, non_blocking=True)
         z = model(torch.cat([a, b]))
         loss = loss_fn(z[: len(a)], z[len(a) :])
         opt.zero_grad(set_to_none=True)
@@ -246,6 +250,8 @@ def main():
     s.add_argument("--limit", type=int, default=2560)
     s.add_argument("--width", type=int, default=16)
     s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--batch", type=int, default=256)
+    s.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args()
 
     import torch
