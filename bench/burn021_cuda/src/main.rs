@@ -17,7 +17,13 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use std::time::Instant;
 
-fn conv<B: Backend>(cin: usize, cout: usize, k: usize, stride: usize, dev: &B::Device) -> Conv2d<B> {
+fn conv<B: Backend>(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    dev: &B::Device,
+) -> Conv2d<B> {
     let p = k / 2;
     Conv2dConfig::new([cin, cout], [k, k])
         .with_stride([stride, stride])
@@ -41,7 +47,8 @@ struct Block<B: Backend> {
 
 impl<B: Backend> Block<B> {
     fn new(cin: usize, cout: usize, stride: usize, dev: &B::Device) -> Self {
-        let down = (stride != 1 || cin != cout).then(|| (conv(cin, cout, 1, stride, dev), bn(cout, dev)));
+        let down =
+            (stride != 1 || cin != cout).then(|| (conv(cin, cout, 1, stride, dev), bn(cout, dev)));
         Self {
             conv1: conv(cin, cout, 3, stride, dev),
             bn1: bn(cout, dev),
@@ -129,9 +136,16 @@ impl<B: Backend> SimClr<B> {
 fn nt_xent<B: Backend>(z: Tensor<B, 2>, temperature: f64) -> Tensor<B, 1> {
     let [m, _] = z.dims();
     let dev = z.device();
-    let norm = z.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
+    let norm = z
+        .clone()
+        .powf_scalar(2.0)
+        .sum_dim(1)
+        .sqrt()
+        .clamp_min(1e-12);
     let z = z / norm;
-    let diag: Vec<f32> = (0..m * m).map(|i| if i / m == i % m { 1e9 } else { 0.0 }).collect();
+    let diag: Vec<f32> = (0..m * m)
+        .map(|i| if i / m == i % m { 1e9 } else { 0.0 })
+        .collect();
     let diag = Tensor::<B, 2>::from_data(TensorData::new(diag, [m, m]), &dev);
     let logits = z.clone().matmul(z.transpose()) / temperature - diag;
     let targets: Vec<i64> = (0..m).map(|i| ((i + m / 2) % m) as i64).collect();
@@ -145,10 +159,13 @@ fn step(width: usize, batch: usize, steps: usize, warmup: usize) -> Vec<f64> {
     let dev = Default::default();
     let mut model = SimClr::<Ad>::new(width, &dev);
     let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0)))
+        .with_momentum(Some(
+            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+        ))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init();
-    let views = || Tensor::<Ad, 4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev);
+    let views =
+        || Tensor::<Ad, 4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev);
     let (a, b) = (views(), views());
     let mut rates = Vec::new();
     for s in 0..warmup + steps {
