@@ -35,7 +35,9 @@ done
 if [ -z "$python" ]; then
   echo "bench/run.sh: creating $here/.venv with torch, torchvision, lightly (CPU wheels)" >&2
   python3 -m venv "$here/.venv"
-  "$here/.venv/bin/pip" install --quiet --index-url https://download.pytorch.org/whl/cpu torch torchvision
+  # CPU wheels where PyTorch's index is reachable, else PyPI's default (CUDA) wheels.
+  "$here/.venv/bin/pip" install --quiet --index-url https://download.pytorch.org/whl/cpu torch torchvision \
+    || "$here/.venv/bin/pip" install --quiet torch torchvision
   "$here/.venv/bin/pip" install --quiet lightly
   python="$here/.venv/bin/python"
 fi

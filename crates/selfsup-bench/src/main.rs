@@ -193,7 +193,16 @@ fn median(xs: &[f64]) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let (name, samples) = match cli.workload {
+    // selfsup's kernels are backend extensions of the CPU backend only; on another device burn's
+    // own ops run even when the kernels are enabled.
+    let kernels = |device: &str| {
+        if device == "cpu" && selfsup_kernels::enabled() {
+            "selfsup"
+        } else {
+            "burn"
+        }
+    };
+    let (name, kernels, samples) = match cli.workload {
         Workload::Step {
             width,
             batch,
@@ -202,6 +211,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             device,
         } => (
             "step",
+            kernels(&device),
             simclr_step(select_device(&device)?, width, batch, steps, warmup),
         ),
         Workload::Forward {
@@ -212,6 +222,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             device,
         } => (
             "forward",
+            kernels(&device),
             backbone_forward(select_device(&device)?, width, batch, steps, warmup),
         ),
         Workload::Augment {
@@ -224,6 +235,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cache,
         } => (
             "augment",
+            kernels("cpu"),
             augment(&data, size, blur, images, views, rounds, cache)?,
         ),
     };
@@ -236,7 +248,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "workload": name,
             "views_per_s": median(&samples),
             "samples": samples,
-            "kernels": if selfsup_kernels::enabled() { "selfsup" } else { "burn" },
+            "kernels": kernels,
             "threads": rayon_threads(),
         })
     );
