@@ -174,6 +174,10 @@ def main():
     ]
     if args.only:
         keep = set(args.only.split(","))
+        unknown = keep - {w[0] for w in workloads}
+        if unknown:
+            sys.exit(f"bench.py: --only {','.join(sorted(unknown))}: unknown workload; "
+                     f"choose from {','.join(w[0] for w in workloads)}")
         workloads = [w for w in workloads if w[0] in keep]
 
     started = datetime.datetime.now(datetime.timezone.utc)
