@@ -26,6 +26,11 @@ from reference import load_images, resnet18_cifar  # noqa: E402
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 
 
+# lightly's `norm_last_layer`: True fixes the weight-normalised prototypes' gain at 1 (the config);
+# `--dino-learnable-gain` makes it trainable, as solo-learn's CIFAR recipe does.
+DINO_NORM_LAST_LAYER = True
+
+
 def dino(width, steps_per_epoch):
     """configs/dino_cifar10.toml: head Linear-BN-ReLU 128-512-512, bottleneck 64, 1024
     weight-normalised prototypes; student T 0.1, teacher T 0.04 -> 0.07 over the first epoch,
@@ -39,7 +44,8 @@ def dino(width, steps_per_epoch):
     from lightly.utils.scheduler import cosine_schedule
 
     def make_head():
-        head = DINOProjectionHead(dim, 512, 64, 1024, batch_norm=True, freeze_last_layer=-1)
+        head = DINOProjectionHead(dim, 512, 64, 1024, batch_norm=True, freeze_last_layer=-1,
+                                  norm_last_layer=DINO_NORM_LAST_LAYER)
         # lightly's head uses GELU; selfsup's (and the config's) Linear-BN-ReLU blocks use ReLU.
         for i, m in enumerate(head.layers):
             if isinstance(m, torch.nn.GELU):
@@ -138,7 +144,11 @@ def main():
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--knn", action="store_true")
+    p.add_argument("--dino-learnable-gain", action="store_true",
+                   help="DINO: norm_last_layer=False (trainable gain of the prototypes)")
     args = p.parse_args()
+    global DINO_NORM_LAST_LAYER
+    DINO_NORM_LAST_LAYER = not args.dino_learnable_gain
 
     import torch
 
