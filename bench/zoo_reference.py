@@ -29,6 +29,10 @@ MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 # lightly's `norm_last_layer`: True fixes the weight-normalised prototypes' gain at 1 (the config);
 # `--dino-learnable-gain` makes it trainable, as solo-learn's CIFAR recipe does.
 DINO_NORM_LAST_LAYER = True
+# `--dino-plain-head`: the DINO paper's head (Linear-GELU blocks, no BatchNorm) instead of the config's.
+DINO_HEAD_BN = True
+# `--dino-ema-start`: the teacher's EMA momentum at step 0 (cosine to 1; the config's 0.99).
+DINO_EMA_START = 0.99
 
 
 def dino(width, steps_per_epoch):
@@ -44,11 +48,11 @@ def dino(width, steps_per_epoch):
     from lightly.utils.scheduler import cosine_schedule
 
     def make_head():
-        head = DINOProjectionHead(dim, 512, 64, 1024, batch_norm=True, freeze_last_layer=-1,
-                                  norm_last_layer=DINO_NORM_LAST_LAYER)
+        head = DINOProjectionHead(dim, 512, 64, 1024, batch_norm=DINO_HEAD_BN,
+                                  freeze_last_layer=-1, norm_last_layer=DINO_NORM_LAST_LAYER)
         # lightly's head uses GELU; selfsup's (and the config's) Linear-BN-ReLU blocks use ReLU.
         for i, m in enumerate(head.layers):
-            if isinstance(m, torch.nn.GELU):
+            if isinstance(m, torch.nn.GELU) and DINO_HEAD_BN:
                 head.layers[i] = torch.nn.ReLU()
         return head
 
@@ -87,7 +91,7 @@ def dino(width, steps_per_epoch):
     )
 
     def step(views, global_step, total_steps):
-        m = cosine_schedule(global_step, total_steps, 0.99, 1.0)
+        m = cosine_schedule(global_step, total_steps, DINO_EMA_START, 1.0)
         update_momentum(student, teacher, m)
         with torch.no_grad():
             t_out = [teacher(v) for v in views[:2]]
@@ -146,9 +150,15 @@ def main():
     p.add_argument("--knn", action="store_true")
     p.add_argument("--dino-learnable-gain", action="store_true",
                    help="DINO: norm_last_layer=False (trainable gain of the prototypes)")
+    p.add_argument("--dino-ema-start", type=float, default=0.99,
+                   help="DINO: teacher EMA momentum at step 0, cosine to 1")
+    p.add_argument("--dino-plain-head", action="store_true",
+                   help="DINO: Linear-GELU head without BatchNorm (the paper's) instead of Linear-BN-ReLU")
     args = p.parse_args()
-    global DINO_NORM_LAST_LAYER
+    global DINO_NORM_LAST_LAYER, DINO_HEAD_BN, DINO_EMA_START
+    DINO_EMA_START = args.dino_ema_start
     DINO_NORM_LAST_LAYER = not args.dino_learnable_gain
+    DINO_HEAD_BN = not args.dino_plain_head
 
     import torch
 
