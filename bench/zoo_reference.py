@@ -26,20 +26,16 @@ from reference import load_images, resnet18_cifar  # noqa: E402
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 
 
-# lightly's `norm_last_layer`: True fixes the weight-normalised prototypes' gain at 1 (the config);
-# `--dino-learnable-gain` makes it trainable, as solo-learn's CIFAR recipe does.
-DINO_NORM_LAST_LAYER = True
-# `--dino-plain-head`: the DINO paper's head (Linear-GELU blocks, no BatchNorm) instead of the config's.
-DINO_HEAD_BN = True
-# `--dino-ema-start`: the teacher's EMA momentum at step 0 (cosine to 1; the config's 0.99).
-DINO_EMA_START = 0.99
-
-
-def dino(width, steps_per_epoch):
+def dino(width, steps_per_epoch, norm_last_layer=True, head_bn=True, ema_start=0.99):
     """configs/dino_cifar10.toml: head Linear-BN-ReLU 128-512-512, bottleneck 64, 1024
     weight-normalised prototypes; student T 0.1, teacher T 0.04 -> 0.07 over the first epoch,
     centre momentum 0.9, teacher EMA cosine 0.99 -> 1; 2 global 32 px crops (scale 0.4-1) and 4
-    local 16 px crops (0.05-0.4), colour jitter 0.8/0.8/0.8/0.2 with p 0.8, grey 0.2, no blur."""
+    local 16 px crops (0.05-0.4), colour jitter 0.8/0.8/0.8/0.2 with p 0.8, grey 0.2, no blur.
+
+    Pilot knobs (the defaults are the config): `norm_last_layer=False` makes the prototypes'
+    gain trainable (lightly's option, solo-learn's CIFAR setting); `head_bn=False` is the DINO
+    paper's Linear-GELU head without BatchNorm; `ema_start` is the teacher's EMA momentum at
+    step 0 (cosine to 1)."""
     import torch
     from lightly.loss import DINOLoss
     from lightly.models.modules import DINOProjectionHead
@@ -48,11 +44,11 @@ def dino(width, steps_per_epoch):
     from lightly.utils.scheduler import cosine_schedule
 
     def make_head():
-        head = DINOProjectionHead(dim, 512, 64, 1024, batch_norm=DINO_HEAD_BN,
-                                  freeze_last_layer=-1, norm_last_layer=DINO_NORM_LAST_LAYER)
+        head = DINOProjectionHead(dim, 512, 64, 1024, batch_norm=head_bn,
+                                  freeze_last_layer=-1, norm_last_layer=norm_last_layer)
         # lightly's head uses GELU; selfsup's (and the config's) Linear-BN-ReLU blocks use ReLU.
         for i, m in enumerate(head.layers):
-            if isinstance(m, torch.nn.GELU) and DINO_HEAD_BN:
+            if isinstance(m, torch.nn.GELU) and head_bn:
                 head.layers[i] = torch.nn.ReLU()
         return head
 
@@ -91,7 +87,7 @@ def dino(width, steps_per_epoch):
     )
 
     def step(views, global_step, total_steps):
-        m = cosine_schedule(global_step, total_steps, DINO_EMA_START, 1.0)
+        m = cosine_schedule(global_step, total_steps, ema_start, 1.0)
         update_momentum(student, teacher, m)
         with torch.no_grad():
             t_out = [teacher(v) for v in views[:2]]
@@ -155,10 +151,6 @@ def main():
     p.add_argument("--dino-plain-head", action="store_true",
                    help="DINO: Linear-GELU head without BatchNorm (the paper's) instead of Linear-BN-ReLU")
     args = p.parse_args()
-    global DINO_NORM_LAST_LAYER, DINO_HEAD_BN, DINO_EMA_START
-    DINO_EMA_START = args.dino_ema_start
-    DINO_NORM_LAST_LAYER = not args.dino_learnable_gain
-    DINO_HEAD_BN = not args.dino_plain_head
 
     import torch
 
@@ -167,7 +159,11 @@ def main():
     images = load_images(args.data, args.limit)
     steps_per_epoch = len(images) // args.batch
     total = steps_per_epoch * args.epochs
-    model, backbone, transform, step = METHODS[args.method](args.width, steps_per_epoch)
+    options = {}
+    if args.method == "dino":
+        options = dict(norm_last_layer=not args.dino_learnable_gain,
+                       head_bn=not args.dino_plain_head, ema_start=args.dino_ema_start)
+    model, backbone, transform, step = METHODS[args.method](args.width, steps_per_epoch, **options)
 
     class Views(torch.utils.data.Dataset):
         def __len__(self):

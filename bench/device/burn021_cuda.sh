@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Run on the lent GPU machine, carrying .gpu2 (b21.xz: bench/burn021_cuda built here with
 # CUDARC_CUDA_VERSION=13000, xz) and .whl: burn 0.21.0 CUDA vs PyTorch CUDA, step and forward, one repetition.
-# Device-side: burn 0.21.0 CUDA vs PyTorch CUDA, step/forward, one repetition each.
 t0=$(date +%s)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu2/b21.xz'), open('/tmp/b21','wb'))"; chmod +x /tmp/b21

@@ -4,7 +4,6 @@
 #   .gpu/cifar10.tar.xz               tar of ../shared/data/cifar10/{train,test} (18.6 MB as .tar.xz)
 #   .gl/*.deb                          Vulkan/GL loaders (device README), .whl/  lightly 1.6.0, hydra-core, omegaconf 2.3, antlr4 4.9.3
 # It unpacks them, then runs bench/gpu.sh with its files copied into $OUT. BUDGET: seconds from start to end.
-# Device-side wrapper for bench/gpu.sh: unpacks the carried loaders, wheels, binaries and data.
 t0=$(date +%s)
 for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
 ls /usr/local/nvidia/share/vulkan/icd.d /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>&1
