@@ -11,6 +11,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use clap::{Parser, Subcommand};
 use selfsup_data::{CacheOptions, Normalization, Pipeline, SampleRng, Split, open_dataset};
+use selfsup_kernels::conv::{self, ConvGeometry};
 use selfsup_methods::optim::OptimizerConfig;
 use selfsup_methods::simclr::{ContrastiveObjective, SimClrConfig};
 use selfsup_models::ResNetConfig;
@@ -50,6 +51,16 @@ enum Workload {
         /// cpu, or vulkan (build with `--features gpu`).
         #[arg(long, default_value = "cpu")]
         device: String,
+    },
+    /// Each convolution shape of the CIFAR ResNet-18 through selfsup-kernels' three passes
+    /// (forward, input gradient, weight gradient): one JSON line per shape and pass, GFLOP/s.
+    Convs {
+        #[arg(long, default_value_t = 64)]
+        width: usize,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
     },
     /// Two SimCLR views per image on the calling thread (decoded images, as the loader sees them).
     Augment {
@@ -185,13 +196,97 @@ fn augment(
     Ok(rates)
 }
 
+/// The distinct conv shapes of the CIFAR ResNet-18 at `width` (32×32 input) with how often each occurs.
+fn resnet18_cifar_convs(width: usize) -> Vec<(ConvGeometry, usize)> {
+    let g = |channels_in, height, channels_out, kernel, stride| ConvGeometry {
+        channels_in,
+        height,
+        width: height,
+        channels_out,
+        kernel_h: kernel,
+        kernel_w: kernel,
+        stride,
+        padding: kernel / 2,
+    };
+    let mut shapes = vec![(g(3, 32, width, 3, 1), 1), (g(width, 32, width, 3, 1), 4)];
+    for stage in 1..4 {
+        let (c, h) = (width << stage, 32 >> stage);
+        shapes.push((g(c / 2, 2 * h, c, 3, 2), 1));
+        shapes.push((g(c / 2, 2 * h, c, 1, 2), 1));
+        shapes.push((g(c, h, c, 3, 1), 3));
+    }
+    shapes
+}
+
+/// Times the three conv passes of every ResNet-18 shape; prints a JSON line per shape and pass
+/// and returns the whole network's conv time per pass (seconds per batch, each shape weighted by
+/// how often it occurs).
+fn conv_passes(width: usize, batch: usize, reps: usize) -> [f64; 3] {
+    let noise = |n: usize, seed: u32| -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                s as f32 / u32::MAX as f32 - 0.5
+            })
+            .collect()
+    };
+    let mut total = [0.0; 3];
+    for (g, count) in resnet18_cifar_convs(width) {
+        let x = noise(batch * g.channels_in * g.height * g.width, 1);
+        let w = noise(g.channels_out * g.col_rows(), 2);
+        let dy = noise(batch * g.channels_out * g.out_pixels(), 3);
+        let flops = 2.0 * (batch * g.channels_out * g.col_rows() * g.out_pixels()) as f64;
+        let passes: [(&str, &dyn Fn() -> Vec<f32>); 3] = [
+            ("forward", &|| conv::conv2d_forward(&g, batch, &x, &w)),
+            ("input_grad", &|| {
+                conv::conv2d_input_grad(&g, batch, &w, &dy)
+            }),
+            ("weight_grad", &|| {
+                conv::conv2d_weight_grad(&g, batch, &x, &dy)
+            }),
+        ];
+        for (i, (pass, run)) in passes.iter().enumerate() {
+            std::hint::black_box(run()); // warm-up: first-touch page faults, rayon start
+            let times: Vec<f64> = (0..reps)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(run());
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            let secs = median(&times);
+            total[i] += count as f64 * secs;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "conv": format!("{}->{} {}x{} k{} s{}", g.channels_in, g.channels_out,
+                        g.height, g.width, g.kernel_h, g.stride),
+                    "count": count,
+                    "pass": pass,
+                    "ms": secs * 1e3,
+                    "gflop_per_s": flops / secs / 1e9,
+                })
+            );
+        }
+    }
+    total
+}
+
 fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
+/// The allocator the `selfsup` binary runs with, so the workloads measure what users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    selfsup::alloc::keep_freed_memory();
     let cli = Cli::parse();
     // selfsup's kernels are backend extensions of the CPU backend only; on another device burn's
     // own ops run even when the kernels are enabled.
@@ -225,6 +320,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             kernels(&device),
             backbone_forward(select_device(&device)?, width, batch, steps, warmup),
         ),
+        Workload::Convs { width, batch, reps } => {
+            let total = conv_passes(width, batch, reps.max(1));
+            // Per-pass totals as images/s through all of the network's convolutions.
+            (
+                "convs",
+                kernels("cpu"),
+                total.iter().map(|secs| batch as f64 / secs).collect(),
+            )
+        }
         Workload::Augment {
             data,
             size,

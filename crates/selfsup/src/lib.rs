@@ -1,6 +1,7 @@
 //! The parts of the `selfsup` CLI that read outside input (config files and `--set`
 //! overrides, checkpoints) as a library, so the fuzz targets in `fuzz/` can drive them.
 
+pub mod alloc;
 pub mod audio_config;
 pub mod checkpoint;
 pub mod config;
