@@ -208,7 +208,7 @@ fn samples_per_job(batch: usize) -> usize {
 /// column evicts the lines just read; 16 floats more breaks the pattern. Measured on the
 /// width-16 ResNet's 16→16 conv at 32×32, batch 256: weight gradient 32 → 9 ms.
 fn padded_stride(p: usize) -> usize {
-    if p % 256 == 0 { p + 16 } else { p }
+    if p.is_multiple_of(256) { p + 16 } else { p }
 }
 
 /// `src[rows, p]` with its rows `stride` apart: `src` itself when `stride == p`, else a copy
