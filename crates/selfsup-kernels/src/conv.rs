@@ -202,49 +202,88 @@ fn samples_per_job(batch: usize) -> usize {
     batch.div_ceil(4 * rayon::current_num_threads()).max(1)
 }
 
-/// The row stride (≥ `p` floats) for per-sample `[rows, p]` operands that gemm reads down their
-/// columns (the weight gradient's, both transposed for it). Rows a multiple of 1 KiB apart
-/// (p = 1024 at 32×32, 256 at 16×16) fall into the same few L1 cache sets, so walking down a
-/// column evicts the lines just read; 16 floats more breaks the pattern. Measured on the
-/// width-16 ResNet's 16→16 conv at 32×32, batch 256: weight gradient 32 → 9 ms.
-fn padded_stride(p: usize) -> usize {
-    if p.is_multiple_of(256) { p + 16 } else { p }
+/// Columns a gemm should get at least: layers with small outputs (the 4×4 of a CIFAR ResNet's
+/// last stage, 16 columns per sample) put several samples side by side in one product, so gemm
+/// packs the weights (up to 9 MiB at width 64) once per group rather than once per sample.
+/// Measured (`selfsup-bench convs`, width 64): the 512→512 conv at 4×4 forward 88 → 47 ms,
+/// input gradient 92–102 → 49 ms per batch of 256 with 128; 256 and more were slower again
+/// (the input gradient's im2col buffer outgrows L2), 64 was as good as 128.
+const GEMM_COLUMNS: usize = 128;
+
+/// Samples per gemm for `p` output pixels, at most `per_job`.
+fn samples_per_gemm(p: usize, per_job: usize) -> usize {
+    (GEMM_COLUMNS / p).clamp(1, per_job)
 }
 
-/// `src[rows, p]` with its rows `stride` apart: `src` itself when `stride == p`, else a copy
-/// into `buf` (whose padding columns are never read).
-fn strided<'a>(src: &'a [f32], p: usize, stride: usize, buf: &'a mut [f32]) -> MatRef<'a> {
-    if stride == p {
-        return MatRef::rows(src, p);
+/// The row stride (≥ `cols` floats) for operands that gemm reads down their columns (the weight
+/// gradient's, both transposed for it). Rows a multiple of 1 KiB apart (1,024 columns at 32×32,
+/// 256 at 16×16) fall into the same few L1 cache sets, so walking down a column evicts the lines
+/// just read; 16 floats more breaks the pattern. Measured on the width-16 ResNet's 16→16 conv at
+/// 32×32, batch 256: weight gradient 32 → 9 ms.
+fn padded_stride(cols: usize) -> usize {
+    if cols.is_multiple_of(256) {
+        cols + 16
+    } else {
+        cols
     }
-    for (d, s) in buf.chunks_mut(stride).zip(src.chunks(p)) {
-        d[..p].copy_from_slice(s);
+}
+
+/// `n` consecutive `[rows, p]` matrices of `src` side by side as one `[rows, n·p]` matrix with
+/// rows `stride` apart: `src` itself when that is its layout already (one matrix, no padding),
+/// else a copy into `buf`.
+fn side_by_side<'a>(
+    src: &'a [f32],
+    rows: usize,
+    p: usize,
+    n: usize,
+    stride: usize,
+    buf: &'a mut [f32],
+) -> MatRef<'a> {
+    if n == 1 && stride == p {
+        return MatRef::rows(&src[..rows * p], p);
+    }
+    for (s, mat) in src.chunks(rows * p).take(n).enumerate() {
+        for (r, row) in mat.chunks(p).enumerate() {
+            buf[r * stride + s * p..][..p].copy_from_slice(row);
+        }
     }
     MatRef::rows(buf, stride)
 }
 
-/// Scratch space for one sample's `[rows, stride]` operand (none when `src` is used in place).
-fn scratch(rows: usize, p: usize, stride: usize, in_place: bool) -> Vec<f32> {
-    if in_place && stride == p {
-        Vec::new()
-    } else {
-        vec![0.0f32; rows * stride]
+/// The inverse of [`side_by_side`]: `[rows, n·p]` (rows `stride` apart) back to `n` matrices.
+fn split_side_by_side(src: &[f32], rows: usize, p: usize, stride: usize, dst: &mut [f32]) {
+    for (s, mat) in dst.chunks_mut(rows * p).enumerate() {
+        for (r, row) in mat.chunks_mut(p).enumerate() {
+            row.copy_from_slice(&src[r * stride + s * p..][..p]);
+        }
     }
 }
 
-/// The im2col matrix `[K, P]` of one sample `x_b`, rows `stride` apart (built in `col`, or `x_b`
-/// itself for a 1×1 stride-1 conv when no padding of the rows is needed).
-fn im2col_of<'a>(
+/// The im2col matrices `[K, P]` of the `n` samples in `x` side by side, rows `stride` apart
+/// (`x` itself for one sample of a 1×1 stride-1 conv when no padding of the rows is needed).
+fn im2col_side_by_side<'a>(
     g: &ConvGeometry,
-    x_b: &'a [f32],
+    x: &'a [f32],
+    n: usize,
     stride: usize,
     col: &'a mut [f32],
 ) -> MatRef<'a> {
+    let (p, cin_len) = (g.out_pixels(), g.channels_in * g.in_pixels());
     if g.is_pointwise() {
-        strided(x_b, g.out_pixels(), stride, col)
+        return side_by_side(x, g.channels_in, p, n, stride, col);
+    }
+    for (s, x_s) in x.chunks(cin_len).take(n).enumerate() {
+        im2col(g, x_s, &mut col[s * p..], stride);
+    }
+    MatRef::rows(col, stride)
+}
+
+/// Zeroed scratch of `len` floats, or none when the operand may be used in place.
+fn scratch(len: usize, in_place: bool) -> Vec<f32> {
+    if in_place {
+        Vec::new()
     } else {
-        im2col(g, x_b, col, stride);
-        MatRef::rows(col, stride)
+        vec![0.0f32; len]
     }
 }
 
@@ -252,19 +291,36 @@ fn im2col_of<'a>(
 pub fn conv2d_forward(g: &ConvGeometry, batch: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (k, p, cin_len) = (g.col_rows(), g.out_pixels(), g.channels_in * g.in_pixels());
     let out_len = g.channels_out * p;
-    // Rows are read along their length here: no padding (measured: no gain).
-    let stride = p;
-    let mut y = vec![0.0f32; batch * out_len];
     let per_job = samples_per_job(batch);
+    let group = samples_per_gemm(p, per_job);
+    // gemm reads the im2col matrix along its rows here: no padding (measured: no gain).
+    let stride = group * p;
+    let mut y = vec![0.0f32; batch * out_len];
     y.par_chunks_mut(out_len * per_job)
         .enumerate()
         .for_each(|(job, y_job)| {
-            let mut col = scratch(k, p, stride, g.is_pointwise());
-            for (i, y_b) in y_job.chunks_mut(out_len).enumerate() {
-                let b = job * per_job + i;
-                let rhs = im2col_of(g, &x[b * cin_len..(b + 1) * cin_len], stride, &mut col);
+            let mut col = scratch(k * stride, group == 1 && g.is_pointwise());
+            let mut y_group = scratch(g.channels_out * stride, group == 1);
+            for (i, y_dst) in y_job.chunks_mut(out_len * group).enumerate() {
+                let (first, n) = (job * per_job + i * group, y_dst.len() / out_len);
+                let x_in = &x[first * cin_len..(first + n) * cin_len];
+                let rhs = im2col_side_by_side(g, x_in, n, stride, &mut col);
                 let lhs = MatRef::rows(w, k);
-                matmul(y_b, p, g.channels_out, p, k, lhs, rhs, false);
+                if group == 1 {
+                    matmul(y_dst, p, g.channels_out, p, k, lhs, rhs, false);
+                } else {
+                    matmul(
+                        &mut y_group,
+                        stride,
+                        g.channels_out,
+                        n * p,
+                        k,
+                        lhs,
+                        rhs,
+                        false,
+                    );
+                    split_side_by_side(&y_group, g.channels_out, p, stride, y_dst);
+                }
             }
         });
     y
@@ -274,24 +330,37 @@ pub fn conv2d_forward(g: &ConvGeometry, batch: usize, x: &[f32], w: &[f32]) -> V
 pub fn conv2d_input_grad(g: &ConvGeometry, batch: usize, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, p, cin_len) = (g.col_rows(), g.out_pixels(), g.channels_in * g.in_pixels());
     let out_len = g.channels_out * p;
-    // gemm walks `dy` and `col` along their rows here: no padding (measured: no gain).
-    let stride = p;
-    let mut dx = vec![0.0f32; batch * cin_len];
     let per_job = samples_per_job(batch);
+    let group = samples_per_gemm(p, per_job);
+    // gemm walks `dy` and `col` along their rows here: no padding (measured: no gain).
+    let stride = group * p;
+    let mut dx = vec![0.0f32; batch * cin_len];
     dx.par_chunks_mut(cin_len * per_job)
         .enumerate()
         .for_each(|(job, dx_job)| {
-            let mut col = scratch(k, p, stride, g.is_pointwise());
-            let mut dy_buf = scratch(g.channels_out, p, stride, true);
-            for (i, dx_b) in dx_job.chunks_mut(cin_len).enumerate() {
-                let b = job * per_job + i;
-                let dy_b = strided(&dy[b * out_len..(b + 1) * out_len], p, stride, &mut dy_buf);
+            let mut col = scratch(k * stride, group == 1 && g.is_pointwise());
+            let mut dy_group = scratch(g.channels_out * stride, group == 1);
+            for (i, dx_dst) in dx_job.chunks_mut(cin_len * group).enumerate() {
+                let (first, n) = (job * per_job + i * group, dx_dst.len() / cin_len);
+                let dy_in = &dy[first * out_len..(first + n) * out_len];
+                let dy_cols = side_by_side(dy_in, g.channels_out, p, n, stride, &mut dy_group);
                 let w_t = MatRef::transposed(w, k);
-                if g.is_pointwise() {
-                    matmul(dx_b, p, k, p, g.channels_out, w_t, dy_b, false);
-                } else {
-                    matmul(&mut col, stride, k, p, g.channels_out, w_t, dy_b, false);
-                    col2im_add(g, &col, stride, dx_b);
+                if group == 1 && g.is_pointwise() {
+                    matmul(dx_dst, p, k, p, g.channels_out, w_t, dy_cols, false);
+                    continue;
+                }
+                matmul(
+                    &mut col,
+                    stride,
+                    k,
+                    n * p,
+                    g.channels_out,
+                    w_t,
+                    dy_cols,
+                    false,
+                );
+                for (s, dx_b) in dx_dst.chunks_mut(cin_len).enumerate() {
+                    col2im_add(g, &col[s * p..], stride, dx_b);
                 }
             }
         });
@@ -302,20 +371,26 @@ pub fn conv2d_input_grad(g: &ConvGeometry, batch: usize, w: &[f32], dy: &[f32]) 
 pub fn conv2d_weight_grad(g: &ConvGeometry, batch: usize, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, p, cin_len) = (g.col_rows(), g.out_pixels(), g.channels_in * g.in_pixels());
     let out_len = g.channels_out * p;
-    let stride = padded_stride(p);
     let per_job = samples_per_job(batch);
+    let group = samples_per_gemm(p, per_job);
+    let stride = padded_stride(group * p);
+    let in_place = group == 1 && stride == p;
     let jobs = batch.div_ceil(per_job);
     (0..jobs)
         .into_par_iter()
         .map(|job| {
             let mut dw = vec![0.0f32; g.channels_out * k];
-            let mut col = scratch(k, p, stride, g.is_pointwise());
-            let mut dy_buf = scratch(g.channels_out, p, stride, true);
-            for b in job * per_job..((job + 1) * per_job).min(batch) {
-                let col_b = im2col_of(g, &x[b * cin_len..(b + 1) * cin_len], stride, &mut col);
-                let dy_b = strided(&dy[b * out_len..(b + 1) * out_len], p, stride, &mut dy_buf);
-                let col_t = MatRef::transposed(col_b.data, col_b.row_stride);
-                matmul(&mut dw, k, g.channels_out, k, p, dy_b, col_t, true);
+            let mut col = scratch(k * stride, in_place && g.is_pointwise());
+            let mut dy_group = scratch(g.channels_out * stride, in_place);
+            let end = ((job + 1) * per_job).min(batch);
+            for first in (job * per_job..end).step_by(group) {
+                let n = group.min(end - first);
+                let x_in = &x[first * cin_len..(first + n) * cin_len];
+                let cols = im2col_side_by_side(g, x_in, n, stride, &mut col);
+                let dy_in = &dy[first * out_len..(first + n) * out_len];
+                let dy_cols = side_by_side(dy_in, g.channels_out, p, n, stride, &mut dy_group);
+                let cols_t = MatRef::transposed(cols.data, cols.row_stride);
+                matmul(&mut dw, k, g.channels_out, k, n * p, dy_cols, cols_t, true);
             }
             dw
         })
@@ -385,8 +460,16 @@ mod tests {
             .collect()
     }
 
-    fn geometries() -> Vec<ConvGeometry> {
-        let g = |channels_in, height, width, channels_out, kernel, stride, padding| ConvGeometry {
+    fn g(
+        channels_in: usize,
+        height: usize,
+        width: usize,
+        channels_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> ConvGeometry {
+        ConvGeometry {
             channels_in,
             height,
             width,
@@ -395,7 +478,10 @@ mod tests {
             kernel_w: kernel,
             stride,
             padding,
-        };
+        }
+    }
+
+    fn geometries() -> Vec<ConvGeometry> {
         vec![
             g(3, 7, 6, 4, 3, 1, 1),
             g(4, 8, 8, 5, 3, 2, 1),
@@ -441,6 +527,70 @@ mod tests {
                 let expect = dot(&naive_forward(&g, batch, &x, &e), &dy);
                 assert!((dw[j] - expect).abs() < 1e-3, "{g:?} dw[{j}]");
             }
+        }
+    }
+
+    /// Small outputs put several samples side by side in one gemm; that must give what one gemm
+    /// per sample gives (the path checked against the definition above).
+    #[test]
+    fn samples_side_by_side_match_one_sample_at_a_time() {
+        // One thread: a batch of 11 runs as rayon jobs of 3, 3, 3 and 2 samples.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let batch = 11;
+        // Outputs of 16 pixels (groups of 3, the last job's one of 2) and of 64 and 49 (groups
+        // of 2, then a group of 1 in each job of 3); 3×3 and 1×1 kernels, strides 1 and 2.
+        for (i, g) in [
+            g(3, 8, 8, 4, 3, 2, 1),
+            g(6, 4, 4, 5, 1, 1, 0),
+            g(4, 8, 8, 5, 3, 1, 1),
+            g(2, 14, 14, 3, 1, 2, 0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            pool.install(|| {
+                assert!(samples_per_gemm(g.out_pixels(), samples_per_job(batch)) > 1);
+                let (x_len, y_len) = (
+                    g.channels_in * g.height * g.width,
+                    g.channels_out * g.out_pixels(),
+                );
+                let x = pseudo_random(batch * x_len, 300 + i as u32);
+                let w = pseudo_random(g.channels_out * g.col_rows(), 400 + i as u32);
+                let dy = pseudo_random(batch * y_len, 500 + i as u32);
+                let y = conv2d_forward(&g, batch, &x, &w);
+                let dx = conv2d_input_grad(&g, batch, &w, &dy);
+                let dw = conv2d_weight_grad(&g, batch, &x, &dy);
+                // Not bit for bit: gemm may block the sums over k differently for other widths.
+                let close = |a: &[f32], b: &[f32], what: &str| {
+                    assert_eq!(a.len(), b.len());
+                    for (a, b) in a.iter().zip(b) {
+                        assert!(
+                            (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                            "{g:?} {what}: {a} vs {b}"
+                        );
+                    }
+                };
+                let mut dw_sum = vec![0.0f32; w.len()];
+                for b in 0..batch {
+                    let (x_b, dy_b) = (&x[b * x_len..][..x_len], &dy[b * y_len..][..y_len]);
+                    close(
+                        &y[b * y_len..][..y_len],
+                        &conv2d_forward(&g, 1, x_b, &w),
+                        "y",
+                    );
+                    close(
+                        &dx[b * x_len..][..x_len],
+                        &conv2d_input_grad(&g, 1, &w, dy_b),
+                        "dx",
+                    );
+                    let dw_b = conv2d_weight_grad(&g, 1, x_b, dy_b);
+                    dw_sum.iter_mut().zip(&dw_b).for_each(|(a, b)| *a += b);
+                }
+                close(&dw, &dw_sum, "dw");
+            });
         }
     }
 }
