@@ -53,6 +53,62 @@ impl ConvGeometry {
             .min(self.out_w());
         (lo.min(hi), hi)
     }
+    /// For a stride-1 conv whose output is as large as its input (kernel = 2·padding + 1: every
+    /// "same" 3×3 and 1×1 conv), the im2col row of kernel tap (ki, kj), see [`ShiftedPlane`].
+    fn shifted_plane(&self, ki: usize, kj: usize) -> Option<ShiftedPlane> {
+        let (h, w, pad) = (self.height, self.width, self.padding);
+        if self.stride != 1 || self.out_h() != h || self.out_w() != w {
+            return None;
+        }
+        let shift = (ki as isize - pad as isize) * w as isize + kj as isize - pad as isize;
+        // Output rows whose input row oh + ki − pad lies inside the image.
+        let rows = (
+            pad.saturating_sub(ki).min(h),
+            (h + pad).saturating_sub(ki).min(h),
+        );
+        let lo = (rows.0 * w).max((-shift).max(0) as usize);
+        let hi = (rows.1 * w).min(((h * w) as isize - shift).max(0) as usize);
+        Some(ShiftedPlane {
+            shift,
+            run: if lo < hi { (lo, hi) } else { (0, 0) },
+            rows,
+            cols: self.valid_cols(kj),
+        })
+    }
+}
+
+/// One im2col row of a stride-1 "same" conv is the input plane shifted by `shift` elements:
+/// `col[i] = x[i + shift]` for `i` in `run`, 0 outside it (rows that read the padding), and 0
+/// in the columns outside `cols` of the output rows `rows`, which the shift wraps onto the
+/// neighbouring image row. So the row is one contiguous copy plus a few stores per image row,
+/// instead of a copy and two fills per image row.
+struct ShiftedPlane {
+    shift: isize,
+    run: (usize, usize),
+    rows: (usize, usize),
+    cols: (usize, usize),
+}
+
+impl ShiftedPlane {
+    /// Zeroes the wrapped columns of `row` (one im2col row, `width` columns per image row).
+    fn zero_wrapped(&self, row: &mut [f32], width: usize) {
+        let (lo, hi) = self.cols;
+        if lo == 0 && hi == width {
+            return;
+        }
+        for r in row[self.rows.0 * width..self.rows.1 * width].chunks_mut(width) {
+            r[..lo].fill(0.0);
+            r[hi..].fill(0.0);
+        }
+    }
+    /// The input elements the run reads.
+    fn source(&self) -> std::ops::Range<usize> {
+        let (a, b) = self.run;
+        if a == b {
+            return 0..0;
+        }
+        (a as isize + self.shift) as usize..(b as isize + self.shift) as usize
+    }
 }
 
 /// `col[K, P] = im2col(x)` for one sample `x[C, H, W]`, rows `row_stride` apart (≥ P); padding
@@ -65,6 +121,15 @@ fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], row_stride: usize) {
         for ki in 0..g.kernel_h {
             for kj in 0..g.kernel_w {
                 let dst = &mut col[row * p..row * p + g.out_pixels()];
+                row += 1;
+                if let Some(sp) = g.shifted_plane(ki, kj) {
+                    let (a, b) = sp.run;
+                    dst[..a].fill(0.0);
+                    dst[a..b].copy_from_slice(&plane[sp.source()]);
+                    dst[b..].fill(0.0);
+                    sp.zero_wrapped(dst, ow_n);
+                    continue;
+                }
                 let (lo, hi) = g.valid_cols(kj);
                 for oh in 0..oh_n {
                     let out_row = &mut dst[oh * ow_n..(oh + 1) * ow_n];
@@ -88,21 +153,31 @@ fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], row_stride: usize) {
                         }
                     }
                 }
-                row += 1;
             }
         }
     }
 }
 
 /// `dx += col2im(col)` for one sample, `col`'s rows `row_stride` apart: the adjoint of [`im2col`].
-fn col2im_add(g: &ConvGeometry, col: &[f32], row_stride: usize, dx: &mut [f32]) {
+/// `col` is scratch: entries that do not reach `dx` may be overwritten.
+fn col2im_add(g: &ConvGeometry, col: &mut [f32], row_stride: usize, dx: &mut [f32]) {
     let (oh_n, ow_n, p) = (g.out_h(), g.out_w(), row_stride);
     let mut row = 0;
     for c in 0..g.channels_in {
         let plane = &mut dx[c * g.in_pixels()..(c + 1) * g.in_pixels()];
         for ki in 0..g.kernel_h {
             for kj in 0..g.kernel_w {
-                let src = &col[row * p..row * p + g.out_pixels()];
+                let src = &mut col[row * p..row * p + g.out_pixels()];
+                row += 1;
+                if let Some(sp) = g.shifted_plane(ki, kj) {
+                    // Zeroing the wrapped columns first lets one contiguous run add everything.
+                    sp.zero_wrapped(src, ow_n);
+                    let (a, b) = sp.run;
+                    for (d, s) in plane[sp.source()].iter_mut().zip(&src[a..b]) {
+                        *d += s;
+                    }
+                    continue;
+                }
                 let (lo, hi) = g.valid_cols(kj);
                 for oh in 0..oh_n {
                     let ih = (oh * g.stride + ki) as isize - g.padding as isize;
@@ -122,7 +197,6 @@ fn col2im_add(g: &ConvGeometry, col: &[f32], row_stride: usize, dx: &mut [f32]) 
                         }
                     }
                 }
-                row += 1;
             }
         }
     }
@@ -360,7 +434,7 @@ pub fn conv2d_input_grad(g: &ConvGeometry, batch: usize, w: &[f32], dy: &[f32]) 
                     false,
                 );
                 for (s, dx_b) in dx_dst.chunks_mut(cin_len).enumerate() {
-                    col2im_add(g, &col[s * p..], stride, dx_b);
+                    col2im_add(g, &mut col[s * p..], stride, dx_b);
                 }
             }
         });
@@ -493,6 +567,10 @@ mod tests {
             g(3, 16, 16, 4, 3, 1, 1),
             g(4, 16, 16, 5, 1, 1, 0),
             g(2, 32, 32, 3, 3, 2, 1),
+            // Stride-1 "same" kernels wider than the image: shifted planes whose runs are short
+            // or empty.
+            g(2, 3, 4, 3, 5, 1, 2),
+            g(2, 2, 2, 2, 7, 1, 3),
         ]
     }
 
