@@ -810,6 +810,8 @@ mod tests {
             (true, [4, 3, 5, 5]),
             (false, [3, 6, 2, 3]),
             (true, [2, 5, 1, 1]),
+            // 64-pixel runs: whole 16-lane chunks, no tail.
+            (true, [3, 4, 8, 8]),
         ] {
             let what = format!("relu {relu} {dims:?}");
             let x = Tensor::<4>::random(dims, Distribution::Normal(0.5, 2.0), &device);
