@@ -53,6 +53,17 @@ impl ConvGeometry {
             .min(self.out_w());
         (lo.min(hi), hi)
     }
+    /// Kernel column `kj` reads input column `ow·stride + kj − padding = (ow + offset)·stride + r`:
+    /// `(r, offset)`, the column phase and the shift within it (see [`split_phases`]).
+    fn phase_of(&self, kj: usize) -> (usize, isize) {
+        let d = kj as isize - self.padding as isize;
+        let s = self.stride as isize;
+        (d.rem_euclid(s) as usize, d.div_euclid(s))
+    }
+    /// Width of one column phase of an input row.
+    fn phase_width(&self) -> usize {
+        self.width.div_ceil(self.stride)
+    }
     /// For a stride-1 conv whose output is as large as its input (kernel = 2·padding + 1: every
     /// "same" 3×3 and 1×1 conv), the im2col row of kernel tap (ki, kj), see [`ShiftedPlane`].
     fn shifted_plane(&self, ki: usize, kj: usize) -> Option<ShiftedPlane> {
@@ -115,9 +126,15 @@ impl ShiftedPlane {
 /// reads as 0.
 fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], row_stride: usize) {
     let (oh_n, ow_n, p) = (g.out_h(), g.out_w(), row_stride);
+    let (h, pw) = (g.height, g.phase_width());
+    let mut phases = vec![0.0f32; if g.stride > 1 { g.stride * h * pw } else { 0 }];
     let mut row = 0;
     for c in 0..g.channels_in {
         let plane = &x[c * g.in_pixels()..(c + 1) * g.in_pixels()];
+        if g.stride > 1 {
+            split_phases(plane, h, g.width, g.stride, &mut phases);
+        }
+        let src_plane = if g.stride > 1 { &phases[..] } else { plane };
         for ki in 0..g.kernel_h {
             for kj in 0..g.kernel_w {
                 let dst = &mut col[row * p..row * p + g.out_pixels()];
@@ -130,28 +147,74 @@ fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], row_stride: usize) {
                     sp.zero_wrapped(dst, ow_n);
                     continue;
                 }
+                // Strided or not "same": row by row, each a contiguous run of one phase.
                 let (lo, hi) = g.valid_cols(kj);
+                let (r, off) = g.phase_of(kj);
                 for oh in 0..oh_n {
                     let out_row = &mut dst[oh * ow_n..(oh + 1) * ow_n];
                     let ih = (oh * g.stride + ki) as isize - g.padding as isize;
-                    if ih < 0 || ih as usize >= g.height {
+                    if ih < 0 || ih as usize >= h || lo == hi {
                         out_row.fill(0.0);
                         continue;
                     }
-                    let src = &plane[ih as usize * g.width..(ih as usize + 1) * g.width];
+                    let src = &src_plane[(r * h + ih as usize) * pw..][..pw];
                     out_row[..lo].fill(0.0);
                     out_row[hi..].fill(0.0);
-                    if lo == hi {
-                        continue;
-                    }
-                    let iw0 = lo * g.stride + kj - g.padding;
-                    if g.stride == 1 {
-                        out_row[lo..hi].copy_from_slice(&src[iw0..iw0 + hi - lo]);
-                    } else {
-                        for (o, v) in out_row[lo..hi].iter_mut().enumerate() {
-                            *v = src[iw0 + o * g.stride];
-                        }
-                    }
+                    let j0 = (lo as isize + off) as usize;
+                    out_row[lo..hi].copy_from_slice(&src[j0..j0 + hi - lo]);
+                }
+            }
+        }
+    }
+}
+
+/// The `stride` column phases of one input plane `[h, w]`: `phases[r][ih][j] = plane[ih][j·stride
+/// + r]` (0 past the right edge), so every im2col row of a strided conv copies contiguous runs.
+fn split_phases(plane: &[f32], h: usize, w: usize, stride: usize, phases: &mut [f32]) {
+    let pw = w.div_ceil(stride);
+    for (ih, row) in plane.chunks_exact(w).take(h).enumerate() {
+        if stride == 2 {
+            // The common case, written so that it vectorises (a de-interleave).
+            let (even, odd) = phases.split_at_mut(h * pw);
+            let (even, odd) = (&mut even[ih * pw..][..pw], &mut odd[ih * pw..][..pw]);
+            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            if w % 2 == 1 {
+                even[pw - 1] = row[w - 1];
+                odd[pw - 1] = 0.0;
+            }
+            continue;
+        }
+        for r in 0..stride {
+            for (j, v) in phases[(r * h + ih) * pw..][..pw].iter_mut().enumerate() {
+                *v = row.get(j * stride + r).copied().unwrap_or(0.0);
+            }
+        }
+    }
+}
+
+/// The adjoint of [`split_phases`]: `plane[ih][j·stride + r] += phases[r][ih][j]`.
+fn merge_phases_add(phases: &[f32], h: usize, w: usize, stride: usize, plane: &mut [f32]) {
+    let pw = w.div_ceil(stride);
+    for (ih, row) in plane.chunks_exact_mut(w).take(h).enumerate() {
+        if stride == 2 {
+            let (even, odd) = phases.split_at(h * pw);
+            let (even, odd) = (&even[ih * pw..][..pw], &odd[ih * pw..][..pw]);
+            for ((e, o), pair) in even.iter().zip(odd).zip(row.chunks_exact_mut(2)) {
+                pair[0] += e;
+                pair[1] += o;
+            }
+            if w % 2 == 1 {
+                row[w - 1] += even[pw - 1];
+            }
+            continue;
+        }
+        for r in 0..stride {
+            for (j, v) in phases[(r * h + ih) * pw..][..pw].iter().enumerate() {
+                if let Some(d) = row.get_mut(j * stride + r) {
+                    *d += v;
                 }
             }
         }
@@ -162,9 +225,12 @@ fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], row_stride: usize) {
 /// `col` is scratch: entries that do not reach `dx` may be overwritten.
 fn col2im_add(g: &ConvGeometry, col: &mut [f32], row_stride: usize, dx: &mut [f32]) {
     let (oh_n, ow_n, p) = (g.out_h(), g.out_w(), row_stride);
+    let (h, pw) = (g.height, g.phase_width());
+    let mut phases = vec![0.0f32; if g.stride > 1 { g.stride * h * pw } else { 0 }];
     let mut row = 0;
     for c in 0..g.channels_in {
         let plane = &mut dx[c * g.in_pixels()..(c + 1) * g.in_pixels()];
+        phases.fill(0.0);
         for ki in 0..g.kernel_h {
             for kj in 0..g.kernel_w {
                 let src = &mut col[row * p..row * p + g.out_pixels()];
@@ -178,26 +244,32 @@ fn col2im_add(g: &ConvGeometry, col: &mut [f32], row_stride: usize, dx: &mut [f3
                     }
                     continue;
                 }
+                // Strided: into the column phases, merged into the plane below.
+                let dst_plane = if g.stride > 1 {
+                    &mut phases[..]
+                } else {
+                    &mut *plane
+                };
                 let (lo, hi) = g.valid_cols(kj);
+                let (r, off) = g.phase_of(kj);
                 for oh in 0..oh_n {
                     let ih = (oh * g.stride + ki) as isize - g.padding as isize;
-                    if ih < 0 || ih as usize >= g.height || lo >= hi {
+                    if ih < 0 || ih as usize >= h || lo >= hi {
                         continue;
                     }
-                    let dst = &mut plane[ih as usize * g.width..(ih as usize + 1) * g.width];
-                    let src_row = &src[oh * ow_n + lo..oh * ow_n + hi];
-                    let iw0 = lo * g.stride + kj - g.padding;
-                    if g.stride == 1 {
-                        for (d, s) in dst[iw0..iw0 + hi - lo].iter_mut().zip(src_row) {
-                            *d += s;
-                        }
-                    } else {
-                        for (o, s) in src_row.iter().enumerate() {
-                            dst[iw0 + o * g.stride] += s;
-                        }
+                    let dst = &mut dst_plane[(r * h + ih as usize) * pw..][..pw];
+                    let j0 = (lo as isize + off) as usize;
+                    for (d, s) in dst[j0..j0 + hi - lo]
+                        .iter_mut()
+                        .zip(&src[oh * ow_n + lo..oh * ow_n + hi])
+                    {
+                        *d += s;
                     }
                 }
             }
+        }
+        if g.stride > 1 {
+            merge_phases_add(&phases, h, g.width, g.stride, plane);
         }
     }
 }
@@ -571,6 +643,9 @@ mod tests {
             // or empty.
             g(2, 3, 4, 3, 5, 1, 2),
             g(2, 2, 2, 2, 7, 1, 3),
+            // Stride 3 (the general column-phase path) with an odd width; stride 1 unpadded.
+            g(2, 8, 7, 3, 3, 3, 1),
+            g(2, 6, 5, 3, 3, 1, 0),
         ]
     }
 
