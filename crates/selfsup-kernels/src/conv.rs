@@ -1,10 +1,13 @@
-//! 2-D convolution on NCHW `f32` slices: per-sample im2col + one gemm, samples in parallel.
+//! 2-D convolution on NCHW `f32` slices: im2col + gemm per sample (per group of samples when the
+//! output is small), samples in parallel.
 //!
 //! burn-flex routes conv2d through its conv3d code (an NHWC copy of the whole input, tiles of
 //! 512 pixels) and the backward through conv_transpose3d and a conv with batch and channels
 //! swapped. For ResNet's shapes (3×3 or 1×1 kernels, stride 1 or 2, few channels) one gemm per
 //! sample on an im2col buffer reused across the samples of a rayon job does less copying, and
-//! the three passes share the same im2col/col2im.
+//! the three passes share the same im2col/col2im. im2col rows are built as contiguous runs:
+//! a shifted copy of the input plane for stride-1 "same" convs, runs of one column phase of the
+//! de-interleaved plane for strided ones (`bench/NOTES.md`, session 11, has what each step bought).
 
 use rayon::prelude::*;
 
@@ -635,7 +638,7 @@ mod tests {
             g(4, 6, 6, 6, 1, 1, 0),
             g(4, 7, 7, 6, 1, 2, 0),
             g(2, 9, 9, 3, 7, 2, 3),
-            // 16×16 outputs: 256-pixel rows, which the passes lay out with padded strides.
+            // 16×16 outputs: 256-pixel rows, which the weight gradient lays out with padded strides.
             g(3, 16, 16, 4, 3, 1, 1),
             g(4, 16, 16, 5, 1, 1, 0),
             g(2, 32, 32, 3, 3, 2, 1),
