@@ -150,6 +150,11 @@ def main():
                    help="DINO: teacher EMA momentum at step 0, cosine to 1")
     p.add_argument("--dino-plain-head", action="store_true",
                    help="DINO: Linear-GELU head without BatchNorm (the paper's) instead of Linear-BN-ReLU")
+    p.add_argument("--freeze-last-steps", type=int, default=0,
+                   help="DINO: no gradient to the prototypes (the head's last layer) for the first N "
+                        "steps (the DINO paper's freeze_last_layer, 1 epoch)")
+    p.add_argument("--clip-grad", type=float, default=0.0,
+                   help="clip each parameter's gradient to this L2 norm (the DINO paper's 3.0); 0 = off")
     args = p.parse_args()
 
     import torch
@@ -186,6 +191,14 @@ def main():
             loss, _ = step(views, global_step, total)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if global_step < args.freeze_last_steps:
+                for p_ in model[1].last_layer.parameters():
+                    p_.grad = None
+            if args.clip_grad > 0:
+                # Per parameter, as the DINO code's clip_gradients does.
+                for p_ in model.parameters():
+                    if p_.grad is not None:
+                        torch.nn.utils.clip_grad_norm_([p_], args.clip_grad)
             opt.step()
             global_step += 1
             print(json.dumps({"step": global_step, "loss": loss.item(), "lr": lr}), flush=True)
