@@ -192,3 +192,49 @@ pub fn backward(
         });
     (dx, dgamma, dbeta)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lane-summed statistics against the plain two-pass definition in f64, including a
+    /// channel whose mean (10,000) is large against its spread (0.01), where a one-pass
+    /// Σx² − (Σx)²/n would lose most of the variance's digits even in f64.
+    #[test]
+    fn channel_stats_match_the_two_pass_definition() {
+        let sh = BnShape {
+            batch: 3,
+            channels: 2,
+            pixels: 37,
+        };
+        let mut s = 12345u32;
+        let mut noise = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s as f32 / u32::MAX as f32 - 0.5
+        };
+        let mut x = vec![0.0f32; sh.batch * sh.sample_len()];
+        for b in 0..sh.batch {
+            for p in 0..sh.pixels {
+                x[b * sh.sample_len() + p] = 2.0 * noise() + 0.3;
+                x[b * sh.sample_len() + sh.pixels + p] = 10_000.0 + 0.01 * noise();
+            }
+        }
+        let (mean, var) = channel_stats(&sh, &x);
+        for c in 0..sh.channels {
+            let vals: Vec<f64> = sh.runs(&x, c).flatten().map(|&v| v as f64).collect();
+            let m = vals.iter().sum::<f64>() / vals.len() as f64;
+            let v = vals.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / vals.len() as f64;
+            assert!(
+                (mean[c] as f64 - m).abs() <= 1e-6 * m.abs().max(1.0),
+                "mean {c}"
+            );
+            assert!(
+                (var[c] as f64 - v).abs() <= 1e-4 * v,
+                "var {c}: {} vs {v}",
+                var[c]
+            );
+        }
+    }
+}
