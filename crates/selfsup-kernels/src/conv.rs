@@ -89,6 +89,36 @@ impl ConvGeometry {
             cols: self.valid_cols(kj),
         })
     }
+    /// Every kernel tap in im2col row order, worked out once per call instead of per channel.
+    fn taps(&self) -> Vec<Tap> {
+        (0..self.kernel_h)
+            .flat_map(|ki| (0..self.kernel_w).map(move |kj| (ki, kj)))
+            .map(|(ki, kj)| Tap {
+                ki,
+                shifted: self.shifted_plane(ki, kj),
+                cols: self.valid_cols(kj),
+                phase: self.phase_of(kj),
+            })
+            .collect()
+    }
+    /// Scratch for one input plane's column phases (none at stride 1, which reads the plane).
+    fn phase_scratch(&self) -> Vec<f32> {
+        let len = if self.stride > 1 {
+            self.stride * self.height * self.phase_width()
+        } else {
+            0
+        };
+        vec![0.0f32; len]
+    }
+}
+
+/// Kernel tap (ki, ·): the shifted plane it is for a stride-1 "same" conv, else its valid
+/// output columns and column phase (see [`ConvGeometry::valid_cols`], [`ConvGeometry::phase_of`]).
+struct Tap {
+    ki: usize,
+    shifted: Option<ShiftedPlane>,
+    cols: (usize, usize),
+    phase: (usize, isize),
 }
 
 /// One im2col row of a stride-1 "same" conv is the input plane shifted by `shift` elements:
@@ -130,42 +160,39 @@ impl ShiftedPlane {
 fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], row_stride: usize) {
     let (oh_n, ow_n, p) = (g.out_h(), g.out_w(), row_stride);
     let (h, pw) = (g.height, g.phase_width());
-    let mut phases = vec![0.0f32; if g.stride > 1 { g.stride * h * pw } else { 0 }];
-    let mut row = 0;
+    let taps = g.taps();
+    let mut phases = g.phase_scratch();
+    let mut rows = col.chunks_mut(p);
     for c in 0..g.channels_in {
         let plane = &x[c * g.in_pixels()..(c + 1) * g.in_pixels()];
         if g.stride > 1 {
             split_phases(plane, h, g.width, g.stride, &mut phases);
         }
         let src_plane = if g.stride > 1 { &phases[..] } else { plane };
-        for ki in 0..g.kernel_h {
-            for kj in 0..g.kernel_w {
-                let dst = &mut col[row * p..row * p + g.out_pixels()];
-                row += 1;
-                if let Some(sp) = g.shifted_plane(ki, kj) {
-                    let (a, b) = sp.run;
-                    dst[..a].fill(0.0);
-                    dst[a..b].copy_from_slice(&plane[sp.source()]);
-                    dst[b..].fill(0.0);
-                    sp.zero_wrapped(dst, ow_n);
+        for tap in &taps {
+            let dst = &mut rows.next().expect("col has K rows")[..g.out_pixels()];
+            if let Some(sp) = &tap.shifted {
+                let (a, b) = sp.run;
+                dst[..a].fill(0.0);
+                dst[a..b].copy_from_slice(&plane[sp.source()]);
+                dst[b..].fill(0.0);
+                sp.zero_wrapped(dst, ow_n);
+                continue;
+            }
+            // Strided or not "same": row by row, each a contiguous run of one phase.
+            let ((lo, hi), (r, off)) = (tap.cols, tap.phase);
+            for oh in 0..oh_n {
+                let out_row = &mut dst[oh * ow_n..(oh + 1) * ow_n];
+                let ih = (oh * g.stride + tap.ki) as isize - g.padding as isize;
+                if ih < 0 || ih as usize >= h || lo == hi {
+                    out_row.fill(0.0);
                     continue;
                 }
-                // Strided or not "same": row by row, each a contiguous run of one phase.
-                let (lo, hi) = g.valid_cols(kj);
-                let (r, off) = g.phase_of(kj);
-                for oh in 0..oh_n {
-                    let out_row = &mut dst[oh * ow_n..(oh + 1) * ow_n];
-                    let ih = (oh * g.stride + ki) as isize - g.padding as isize;
-                    if ih < 0 || ih as usize >= h || lo == hi {
-                        out_row.fill(0.0);
-                        continue;
-                    }
-                    let src = &src_plane[(r * h + ih as usize) * pw..][..pw];
-                    out_row[..lo].fill(0.0);
-                    out_row[hi..].fill(0.0);
-                    let j0 = (lo as isize + off) as usize;
-                    out_row[lo..hi].copy_from_slice(&src[j0..j0 + hi - lo]);
-                }
+                let src = &src_plane[(r * h + ih as usize) * pw..][..pw];
+                out_row[..lo].fill(0.0);
+                out_row[hi..].fill(0.0);
+                let j0 = (lo as isize + off) as usize;
+                out_row[lo..hi].copy_from_slice(&src[j0..j0 + hi - lo]);
             }
         }
     }
@@ -229,45 +256,42 @@ fn merge_phases_add(phases: &[f32], h: usize, w: usize, stride: usize, plane: &m
 fn col2im_add(g: &ConvGeometry, col: &mut [f32], row_stride: usize, dx: &mut [f32]) {
     let (oh_n, ow_n, p) = (g.out_h(), g.out_w(), row_stride);
     let (h, pw) = (g.height, g.phase_width());
-    let mut phases = vec![0.0f32; if g.stride > 1 { g.stride * h * pw } else { 0 }];
-    let mut row = 0;
+    let taps = g.taps();
+    let mut phases = g.phase_scratch();
+    let mut rows = col.chunks_mut(p);
     for c in 0..g.channels_in {
         let plane = &mut dx[c * g.in_pixels()..(c + 1) * g.in_pixels()];
         phases.fill(0.0);
-        for ki in 0..g.kernel_h {
-            for kj in 0..g.kernel_w {
-                let src = &mut col[row * p..row * p + g.out_pixels()];
-                row += 1;
-                if let Some(sp) = g.shifted_plane(ki, kj) {
-                    // Zeroing the wrapped columns first lets one contiguous run add everything.
-                    sp.zero_wrapped(src, ow_n);
-                    let (a, b) = sp.run;
-                    for (d, s) in plane[sp.source()].iter_mut().zip(&src[a..b]) {
-                        *d += s;
-                    }
+        for tap in &taps {
+            let src = &mut rows.next().expect("col has K rows")[..g.out_pixels()];
+            if let Some(sp) = &tap.shifted {
+                // Zeroing the wrapped columns first lets one contiguous run add everything.
+                sp.zero_wrapped(src, ow_n);
+                let (a, b) = sp.run;
+                for (d, s) in plane[sp.source()].iter_mut().zip(&src[a..b]) {
+                    *d += s;
+                }
+                continue;
+            }
+            // Strided: into the column phases, merged into the plane below.
+            let dst_plane = if g.stride > 1 {
+                &mut phases[..]
+            } else {
+                &mut *plane
+            };
+            let ((lo, hi), (r, off)) = (tap.cols, tap.phase);
+            for oh in 0..oh_n {
+                let ih = (oh * g.stride + tap.ki) as isize - g.padding as isize;
+                if ih < 0 || ih as usize >= h || lo >= hi {
                     continue;
                 }
-                // Strided: into the column phases, merged into the plane below.
-                let dst_plane = if g.stride > 1 {
-                    &mut phases[..]
-                } else {
-                    &mut *plane
-                };
-                let (lo, hi) = g.valid_cols(kj);
-                let (r, off) = g.phase_of(kj);
-                for oh in 0..oh_n {
-                    let ih = (oh * g.stride + ki) as isize - g.padding as isize;
-                    if ih < 0 || ih as usize >= h || lo >= hi {
-                        continue;
-                    }
-                    let dst = &mut dst_plane[(r * h + ih as usize) * pw..][..pw];
-                    let j0 = (lo as isize + off) as usize;
-                    for (d, s) in dst[j0..j0 + hi - lo]
-                        .iter_mut()
-                        .zip(&src[oh * ow_n + lo..oh * ow_n + hi])
-                    {
-                        *d += s;
-                    }
+                let dst = &mut dst_plane[(r * h + ih as usize) * pw..][..pw];
+                let j0 = (lo as isize + off) as usize;
+                for (d, s) in dst[j0..j0 + hi - lo]
+                    .iter_mut()
+                    .zip(&src[oh * ow_n + lo..oh * ow_n + hi])
+                {
+                    *d += s;
                 }
             }
         }
@@ -475,7 +499,7 @@ pub fn conv2d_forward(g: &ConvGeometry, batch: usize, x: &[f32], w: &[f32]) -> V
     y
 }
 
-/// `dx = ∂L/∂x` given `dy = ∂L/∂y`: `col2im(wᵀ · dy)` per sample.
+/// `dx = ∂L/∂x` given `dy = ∂L/∂y`: `col2im(wᵀ · dy)` per sample (per group of samples).
 pub fn conv2d_input_grad(g: &ConvGeometry, batch: usize, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, p, cin_len) = (g.col_rows(), g.out_pixels(), g.channels_in * g.in_pixels());
     let out_len = g.channels_out * p;
