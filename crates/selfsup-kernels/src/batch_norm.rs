@@ -207,18 +207,13 @@ mod tests {
             channels: 2,
             pixels: 37,
         };
-        let mut s = 12345u32;
-        let mut noise = || {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            s as f32 / u32::MAX as f32 - 0.5
-        };
+        let noise = crate::conv::tests::pseudo_random(2 * sh.batch * sh.pixels, 12345);
+        let mut noise = noise.into_iter();
         let mut x = vec![0.0f32; sh.batch * sh.sample_len()];
         for b in 0..sh.batch {
             for p in 0..sh.pixels {
-                x[b * sh.sample_len() + p] = 2.0 * noise() + 0.3;
-                x[b * sh.sample_len() + sh.pixels + p] = 10_000.0 + 0.01 * noise();
+                x[b * sh.sample_len() + p] = noise.next().unwrap() + 0.3;
+                x[b * sh.sample_len() + sh.pixels + p] = 10_000.0 + 0.005 * noise.next().unwrap();
             }
         }
         let (mean, var) = channel_stats(&sh, &x);

@@ -579,7 +579,7 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, batch: usize, x: &[f32], dy: &[f32])
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Direct 7-loop convolution: the definition, to check the im2col/gemm path against.
@@ -621,7 +621,8 @@ mod tests {
         y
     }
 
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+    /// `n` reproducible values in [−1, 1] (xorshift), for tests across the crate.
+    pub(crate) fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..n)
             .map(|_| {
