@@ -54,7 +54,7 @@ def load(paths):
 
 def stratified(labels, n, seed):
     rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
+    classes = np.unique(labels[labels >= 0])
     per = n // len(classes)
     picked = [rng.choice(np.flatnonzero(labels == c), per, replace=False) for c in classes]
     return np.sort(np.concatenate(picked))
@@ -82,10 +82,34 @@ def augment(x, gen):
     return out
 
 
+def probe_head(backbone, head, train_x, train_y, gen, epochs=100):
+    """LP-FT (Kumar et al. 2022): fit `head` as a linear probe (Adam lr 1e-3, batch 64) on the
+    frozen backbone's features of the labelled images (eval mode, no augmentation)."""
+    backbone.eval()
+    with torch.no_grad():
+        feats = torch.cat([backbone(train_x[i : i + 500]) for i in range(0, len(train_x), 500)])
+    backbone.train()
+    opt = torch.optim.Adam(head.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        perm = torch.randperm(len(feats), generator=gen)
+        for b in range(0, len(feats), 64):
+            idx = perm[b : b + 64]
+            loss = torch.nn.functional.cross_entropy(head(feats[idx]), train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
 def run(args, seed, train_x, train_y, test_x, test_y, num_classes):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     backbone = build_resnet("resnet18", args.width, "cifar")
+    if args.init == "pytorch":
+        # PyTorch's own Conv2d init (kaiming_uniform, a=sqrt(5)), as a ResNet assembled from
+        # nn.Conv2d / BasicBlock without torchvision's ResNet.__init__ gets it.
+        for m in backbone.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.reset_parameters()
     pretrained = args.export is not None
     if pretrained:
         from safetensors.torch import load_file
@@ -93,6 +117,8 @@ def run(args, seed, train_x, train_y, test_x, test_y, num_classes):
         backbone.load_state_dict(load_file(args.export), strict=True)
     out_dim = args.width * 8
     head = torch.nn.Linear(out_dim, num_classes)
+    if args.lp_ft:
+        probe_head(backbone, head, train_x, train_y, gen)
     model = torch.nn.Sequential(backbone, head)
     bb_lr = args.lr * (args.backbone_lr_mult if pretrained else 1.0)
     opt = torch.optim.SGD(
@@ -152,13 +178,40 @@ def main():
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--budget", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lp-ft", action="store_true", help="start the head from a linear probe")
+    p.add_argument(
+        "--validation",
+        type=int,
+        default=0,
+        help="score on this many held-out train images instead of the test split",
+    )
+    p.add_argument(
+        "--init",
+        choices=["torchvision", "pytorch"],
+        default="torchvision",
+        help="random init of the convolutions (before --export overwrites them): torchvision's "
+        "ResNet (kaiming normal, fan_out; selfsup's) or PyTorch's Conv2d default",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
     train_paths, train_labels, num_classes = list_split(args.data, "train")
     test_paths, test_labels, _ = list_split(args.data, "test")
-    test_x = to_tensor(load(test_paths))
-    test_y = torch.from_numpy(test_labels)
+    if args.validation:
+        # Held-out train images (the last --validation/classes of each class in a fixed
+        # permutation) stand in for the test split; label subsets are drawn from the rest.
+        rng = np.random.default_rng(12345)
+        per = args.validation // num_classes
+        held = np.concatenate(
+            [rng.permutation(np.flatnonzero(train_labels == c))[-per:] for c in range(num_classes)]
+        )
+        test_x = to_tensor(load([train_paths[i] for i in held]))
+        test_y = torch.from_numpy(train_labels[held])
+        train_labels = train_labels.copy()
+        train_labels[held] = -1
+    else:
+        test_x = to_tensor(load(test_paths))
+        test_y = torch.from_numpy(test_labels)
     results = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         idx = stratified(train_labels, args.labels, seed)

@@ -3,12 +3,11 @@
 
 use std::time::Instant;
 
-use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
 use selfsup_data::SampleRng;
 pub use selfsup_data::shuffled_batches;
-use selfsup_eval::{Features, LinearProbeConfig, Normalization, linear_probe};
+use selfsup_eval::{Features, LinearProbeConfig, probed_linear_head};
 pub use selfsup_methods::finetune::adamw;
 use selfsup_methods::finetune::{ClassifierSchedule, EncoderWithHead, train_classifier};
 
@@ -130,25 +129,8 @@ fn probed_head(
     let specs: Vec<Spectrogram> = train.iter().map(|c| c.0.clone()).collect();
     let labels: Vec<u32> = train.iter().map(|c| c.1).collect();
     let feats = embed_all(encoder, &specs, 64);
-    let cfg = LinearProbeConfig {
-        // The head sees the embeddings unnormalised, so the probe must too.
-        normalization: Normalization::None,
-        num_classes: Some(classes),
-        ..probe.clone()
-    };
-    // The probe's test set is its train set: only the weights are used here.
-    let fit = linear_probe(&feats, &labels, &feats, &labels, &cfg)
-        .map_err(|e| format!("LP-FT linear probe: {e}"))?;
-    let dim = feats.dim;
-    // The probe's weights are [classes, dim]; burn's Linear holds [dim, classes].
-    let weight = Tensor::<2>::from_data(TensorData::new(fit.weights, [classes, dim]), device)
-        .transpose()
-        .require_grad();
-    let bias = Tensor::<1>::from_data(TensorData::new(fit.bias, [classes]), device).require_grad();
-    Ok(Linear {
-        weight: Param::from_tensor(weight),
-        bias: Some(Param::from_tensor(bias)),
-    })
+    probed_linear_head(&feats, &labels, classes, probe, device)
+        .map_err(|e| format!("LP-FT linear probe: {e}"))
 }
 
 /// Top-1 accuracy of `model` on whole clips.
@@ -192,6 +174,8 @@ pub fn embed_all(encoder: &AudioEncoder, specs: &[Spectrogram], batch: usize) ->
 
 #[cfg(test)]
 mod tests {
+    use selfsup_eval::{Normalization, linear_probe};
+
     use super::*;
 
     /// The probed head, placed in the classifier, reproduces the linear probe's own logits on

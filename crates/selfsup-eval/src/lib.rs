@@ -20,7 +20,10 @@ pub mod tsne;
 
 pub use features::Features;
 pub use knn::{KnnConfig, KnnResult, MatmulBackend, knn_classify, knn_scores};
-pub use linear::{LinearProbeConfig, LinearProbeResult, Normalization, Optimizer, linear_probe};
+pub use linear::{
+    LinearProbeConfig, LinearProbeResult, Normalization, Optimizer, linear_probe,
+    probed_linear_head,
+};
 pub use metrics::{
     accuracy, alignment, confusion_matrix, embedding_std, rankme, symmetric_eigen,
     symmetric_eigenvalues, top_k_accuracy, uniformity,

@@ -379,6 +379,42 @@ impl OptState {
     }
 }
 
+/// LP-FT (Kumar et al. 2022): a burn `Linear` head `[dim → num_classes]` holding a linear probe
+/// fitted on `features` of the labelled samples, to start fine-tuning from instead of random
+/// weights. The features are used as they are (`cfg.normalization` is overridden to `None`):
+/// the head will see them unnormalised. Only the weights are used, so the probe is scored on
+/// its own train set. `device` must be an autodiff device: the head is trained afterwards.
+pub fn probed_linear_head(
+    features: &Features,
+    labels: &[u32],
+    num_classes: usize,
+    cfg: &LinearProbeConfig,
+    device: &burn::prelude::Device,
+) -> Result<burn::nn::Linear> {
+    use burn::module::Param;
+    use burn::prelude::{Tensor, TensorData};
+
+    let cfg = LinearProbeConfig {
+        normalization: Normalization::None,
+        num_classes: Some(num_classes),
+        ..cfg.clone()
+    };
+    let fit = linear_probe(features, labels, features, labels, &cfg)?;
+    // The probe's weights are [classes, dim]; burn's Linear holds [dim, classes].
+    let weight = Tensor::<2>::from_data(
+        TensorData::new(fit.weights, [num_classes, features.dim]),
+        device,
+    )
+    .transpose()
+    .require_grad();
+    let bias =
+        Tensor::<1>::from_data(TensorData::new(fit.bias, [num_classes]), device).require_grad();
+    Ok(burn::nn::Linear {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(bias)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +434,46 @@ mod tests {
             }
         }
         (Features::new(data, n, d).unwrap(), labels)
+    }
+
+    /// The burn head holds the probe fitted on raw features: its logits are the probe's
+    /// `W·x + b` (weights [classes, dim] transposed into Linear's [dim, classes]), worked out
+    /// here by hand from a second, identical fit.
+    #[test]
+    fn probed_linear_head_holds_the_raw_feature_probe() {
+        use burn::prelude::{Device, Tensor, TensorData};
+
+        let (x, y) = blobs(30, 5, 3, 4);
+        let cfg = LinearProbeConfig {
+            epochs: 20,
+            batch_size: Some(8),
+            ..Default::default()
+        };
+        let device = Device::flex().autodiff();
+        let head = probed_linear_head(&x, &y, 3, &cfg, &device).unwrap();
+        assert_eq!(head.weight.dims(), [5, 3]);
+        let raw = LinearProbeConfig {
+            normalization: Normalization::None,
+            num_classes: Some(3),
+            ..cfg.clone()
+        };
+        let fit = linear_probe(&x, &y, &x, &y, &raw).unwrap();
+        assert!(fit.train_top1 > 0.9, "the probe learns: {}", fit.train_top1);
+        let input = Tensor::<2>::from_data(TensorData::new(x.data.clone(), [30, 5]), &device);
+        let logits = head.forward(input).into_data().to_vec::<f32>().unwrap();
+        for i in 0..30 {
+            for k in 0..3 {
+                let by_hand = fit.bias[k]
+                    + (0..5)
+                        .map(|j| fit.weights[k * 5 + j] * x.data[i * 5 + j])
+                        .sum::<f32>();
+                let got = logits[i * 3 + k];
+                assert!(
+                    (got - by_hand).abs() < 1e-4,
+                    "sample {i} class {k}: {got} vs {by_hand}"
+                );
+            }
+        }
     }
 
     #[test]

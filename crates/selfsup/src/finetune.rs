@@ -132,10 +132,11 @@ pub struct Recipe {
     /// tokens) or `last` (the last token's output). Default: the checkpoint's text.pooling.
     #[arg(long)]
     pub pooling: Option<String>,
-    /// LP-FT (Kumar et al. 2022), audio only, full mode: start the head from a linear probe
-    /// (--linear-epochs, Adam lr 1e-3) on the frozen encoder's embeddings of the labelled clips
-    /// instead of at random, then fine-tune as usual. Applies alike to a pretrained encoder and
-    /// to --from-scratch (the scratch head is probed on random features).
+    /// LP-FT (Kumar et al. 2022), images and audio, full mode: start the head from a linear
+    /// probe (--linear-epochs, Adam lr 1e-3, unnormalised features) on the frozen encoder's
+    /// embeddings of the labelled samples instead of at random, then fine-tune as usual.
+    /// Applies alike to a pretrained encoder and to --from-scratch (the scratch head is probed
+    /// on random features).
     #[arg(long)]
     pub lp_ft: bool,
     /// Filled in from the checkpoint's modality.
@@ -175,9 +176,9 @@ impl Recipe {
 
     /// This recipe with a modality's defaults; refuses flags the modality does not implement.
     pub fn for_modality(&self, defaults: RecipeDefaults, modality: &str) -> Result<Recipe> {
-        if self.lp_ft && modality != "audio" {
+        if self.lp_ft && modality == "text" {
             bail!(
-                "--lp-ft is implemented for audio checkpoints only; this checkpoint is {modality}"
+                "--lp-ft is implemented for image and audio checkpoints; this checkpoint is {modality}"
             );
         }
         Ok(Recipe {
@@ -317,9 +318,25 @@ pub fn train_full(
         bail!("fine-tuning needs at least 2 classes, the dataset has {num_classes}");
     }
     ad.seed(recipe.seed);
+    let head = if recipe.lp_ft {
+        // LP-FT applies to both arms alike: a scratch encoder's head is probed on its random
+        // features just as a pretrained one's.
+        probed_head(
+            config,
+            backbone,
+            &train,
+            subset,
+            num_classes,
+            recipe,
+            &dev,
+            &ad,
+        )?
+    } else {
+        LinearConfig::new(backbone.out_dim(), num_classes).init(&ad)
+    };
     let mut model = Classifier {
         backbone: trainable_copy(config, backbone, &ad)?,
-        head: LinearConfig::new(backbone.out_dim(), num_classes).init(&ad),
+        head,
     };
     let batch_size = recipe.batch_for(subset.len());
     let total_steps = recipe.steps_for(subset.len());
@@ -413,6 +430,42 @@ pub fn train_full(
         train_seconds,
         test_seconds: t1.elapsed().as_secs_f64(),
     })
+}
+
+/// LP-FT's starting head (on `ad`): a linear probe (`recipe.linear_probe_config()`) on the
+/// frozen `backbone`'s features of `train[subset]` (eval view, no augmentation).
+#[allow(clippy::too_many_arguments)]
+fn probed_head(
+    config: &Config,
+    backbone: &Backbone,
+    train: &Arc<ImageDataset>,
+    subset: &[usize],
+    num_classes: usize,
+    recipe: &Recipe,
+    dev: &Device,
+    ad: &Device,
+) -> Result<Linear> {
+    let (features, labels) = crate::features::extract(
+        backbone,
+        train.clone(),
+        Some(subset.to_vec()),
+        data::eval_pipeline(config)?,
+        config.eval.batch_size,
+        config.data.workers,
+        dev,
+    )?;
+    let labels: Vec<u32> = labels
+        .into_iter()
+        .map(|l| l.expect("subset images are labelled"))
+        .collect();
+    selfsup_eval::probed_linear_head(
+        &features,
+        &labels,
+        num_classes,
+        &recipe.linear_probe_config(),
+        ad,
+    )
+    .context("LP-FT linear probe")
 }
 
 /// Top-1 and (with more than 5 classes) top-5 accuracy on the whole split, BatchNorm in
@@ -565,6 +618,7 @@ pub fn run(args: FinetuneArgs) -> Result<serde_json::Value> {
                 ("lr", json!(recipe.lr())),
                 ("backbone_lr_mult", json!(backbone_lr_mult)),
                 ("weight_decay", json!(recipe.weight_decay())),
+                ("lp_ft", json!(recipe.lp_ft)),
                 ("final_loss", json!(r.final_loss)),
                 ("train_seconds", json!(r.train_seconds)),
                 ("test_seconds", json!(r.test_seconds)),
@@ -618,19 +672,22 @@ mod tests {
     }
 
     #[test]
-    fn lp_ft_is_refused_for_images() {
+    fn lp_ft_is_refused_for_text() {
         let lp_ft = Recipe {
             lp_ft: true,
             ..recipe()
         };
         let e = lp_ft
-            .for_modality(RecipeDefaults::IMAGE, "image")
+            .for_modality(RecipeDefaults::TEXT, "text")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("--lp-ft") && e.contains("audio"), "{e}");
+        assert!(e.contains("--lp-ft") && e.contains("text"), "{e}");
         let audio = lp_ft.for_modality(RecipeDefaults::AUDIO, "audio").unwrap();
         assert!(audio.lp_ft);
         assert_eq!(audio.lr(), RecipeDefaults::AUDIO.lr);
+        let image = lp_ft.for_modality(RecipeDefaults::IMAGE, "image").unwrap();
+        assert!(image.lp_ft);
+        assert_eq!(image.lr(), RecipeDefaults::IMAGE.lr);
     }
 
     /// The default budget reproduces the reference run's step counts.

@@ -489,6 +489,22 @@ fn finetune_and_prove_end_to_end() {
     assert_eq!(j["labels"], 24);
     assert!(j["top1"].as_f64().unwrap() > 0.5, "{j}");
 
+    // LP-FT: the head starts as a linear probe on the frozen features, so one step at a
+    // vanishing lr already classifies the easy colours; a random head at the same settings
+    // stays near chance.
+    let tiny_lr = ["--labels-per-class", "8", "--steps", "1", "--lr", "1e-7"];
+    let j = finetune(&[&tiny_lr[..], &["--lp-ft", "--linear-epochs", "500"]].concat());
+    assert_eq!(j["lp_ft"], true);
+    let probed = j["top1"].as_f64().unwrap();
+    assert!(probed >= 0.8, "LP-FT head after one tiny step: {j}");
+    let j = finetune(&tiny_lr);
+    assert_eq!(j["lp_ft"], false);
+    let random = j["top1"].as_f64().unwrap();
+    assert!(
+        random < probed - 0.2,
+        "random head {random} vs probed {probed}"
+    );
+
     // Linear classifier on frozen features; default steps follow the documented rule.
     let j = finetune(&["--label-fraction", "0.5", "--mode", "linear"]);
     assert_eq!(j["mode"], "linear");
