@@ -16,6 +16,12 @@ plain PyTorch:
 Without --export it trains from scratch (width/stem from the flags); with it, it fine-tunes the
 exported backbone (`selfsup export --format torchvision`). Prints one JSON line per seed and a
 summary line.
+
+Recipe checks: --lp-ft starts the head from a linear probe (Adam lr 1e-3, batch 64, 100 epochs,
+raw features), as `selfsup finetune --lp-ft`; --init pytorch gives the convolutions PyTorch's
+default init instead of torchvision's; --validation N scores on N held-out train images (the
+same N/classes per class for every seed) instead of the test split, the label subsets being
+drawn from the rest, for choosing a recipe without the test images.
 """
 
 import argparse
