@@ -12,6 +12,7 @@
 use std::fs;
 use std::io::{Cursor, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 use rayon::prelude::*;
@@ -46,13 +47,16 @@ enum Storage {
 
 /// A decoded dataset: every image as HWC RGB8 in one (usually memory-mapped) buffer.
 pub struct ImageDataset {
-    storage: Storage,
+    storage: Arc<Storage>,
+    /// Entries in the buffer (all of them, whatever `rows` selects).
     len: usize,
     entries_off: usize,
     class_names: Vec<String>,
-    inputs: Vec<PathBuf>,
+    inputs: Arc<Vec<PathBuf>>,
     num_skipped: usize,
     cache_file: Option<PathBuf>,
+    /// A view's entries, in order ([`select`](Self::select)); `None`: all of them.
+    rows: Option<Arc<[usize]>>,
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -65,7 +69,7 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 
 impl ImageDataset {
     fn bytes(&self) -> &[u8] {
-        match &self.storage {
+        match self.storage.as_ref() {
             Storage::Mapped(m) => m,
             Storage::Owned(v) => v,
         }
@@ -73,20 +77,45 @@ impl ImageDataset {
 
     fn entry(&self, i: usize) -> &[u8] {
         assert!(
-            i < self.len,
+            i < self.len(),
             "image index {i} out of range for dataset of {}",
-            self.len
+            self.len()
         );
+        let i = self.rows.as_ref().map_or(i, |rows| rows[i]);
         let off = self.entries_off + i * ENTRY_LEN;
         &self.bytes()[off..off + ENTRY_LEN]
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.rows.as_ref().map_or(self.len, |rows| rows.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
+    }
+
+    /// A view of images `rows` of this dataset (in that order, repeats allowed), sharing its
+    /// buffer: image `k` of the view is image `rows[k]` here. Class names are kept whole.
+    /// Panics on an index out of range.
+    pub fn select(&self, rows: &[usize]) -> ImageDataset {
+        let n = self.len();
+        if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
+            panic!("row {bad} out of range for a dataset of {n} images");
+        }
+        let rows: Arc<[usize]> = match &self.rows {
+            Some(mine) => rows.iter().map(|&r| mine[r]).collect(),
+            None => rows.into(),
+        };
+        ImageDataset {
+            storage: self.storage.clone(),
+            len: self.len,
+            entries_off: self.entries_off,
+            class_names: self.class_names.clone(),
+            inputs: self.inputs.clone(),
+            num_skipped: self.num_skipped,
+            cache_file: self.cache_file.clone(),
+            rows: Some(rows),
+        }
     }
 
     /// Image `i` as HWC RGB8.
@@ -288,13 +317,14 @@ fn parse(
         pos += 4 + n;
     }
     Ok(ImageDataset {
-        storage,
+        storage: Arc::new(storage),
         len,
         entries_off,
         class_names,
-        inputs,
+        inputs: Arc::new(inputs),
         num_skipped,
         cache_file,
+        rows: None,
     })
 }
 

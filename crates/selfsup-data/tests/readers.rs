@@ -398,3 +398,34 @@ fn cache_is_rebuilt_when_a_source_changes() {
             .contains(".tmp"))
     );
 }
+
+/// `select` is a view: image k of it is image rows[k] of the parent (pixels, label, path),
+/// views of views compose, and an index past the end is refused.
+#[test]
+fn select_is_a_view_of_the_chosen_rows() {
+    let tmp = small_tree();
+    let d = tmp.path().join("train/b_class");
+    save_png(
+        &d.join("other.png"),
+        image::RgbImage::from_fn(3, 3, |_, _| image::Rgb([1, 2, 3])),
+    );
+    let ds = open_dataset(tmp.path(), Split::Train, &CacheOptions::default()).unwrap();
+    assert_eq!(ds.len(), 3);
+    let view = ds.select(&[2, 0, 2]);
+    assert_eq!(view.len(), 3);
+    assert_eq!(view.class_names(), ds.class_names());
+    for (k, r) in [2usize, 0, 2].into_iter().enumerate() {
+        assert_eq!(view.image(k).data, ds.image(r).data);
+        assert_eq!(
+            (view.image(k).h, view.image(k).w),
+            (ds.image(r).h, ds.image(r).w)
+        );
+        assert_eq!(view.label(k), ds.label(r));
+        assert_eq!(view.path(k), ds.path(r));
+    }
+    let nested = view.select(&[1]);
+    assert_eq!(nested.len(), 1);
+    assert_eq!(nested.path(0), ds.path(0));
+    let past_end = std::panic::catch_unwind(|| view.select(&[3]));
+    assert!(past_end.is_err(), "row 3 of a 3-image view");
+}

@@ -57,15 +57,17 @@ pub struct LoadedTask {
 }
 
 /// The task of `checkpoint` (dispatch on its config's method): its data (default: the
-/// config's `data.path`) opened and labelled. `device` overrides `train.device`; `pooling`
-/// (text only) overrides `text.pooling`.
+/// config's `data.path`) opened and labelled. `device` overrides `train.device`; the
+/// recipe's `pooling` (text only) overrides `text.pooling`, its `validation` (images only)
+/// replaces the test split by held-out training images.
 pub fn load_task(
     checkpoint: &Path,
     data: Option<&Path>,
     device: Option<&str>,
     skip_corrupt: bool,
-    pooling: Option<&str>,
+    recipe: &Recipe,
 ) -> Result<LoadedTask> {
+    let pooling = recipe.pooling.as_deref();
     if !checkpoint.is_file() {
         bail!(
             "checkpoint {} not found (pass a RUN_DIR/checkpoints/epoch_NNNN.safetensors written by `selfsup pretrain`)",
@@ -84,6 +86,13 @@ pub fn load_task(
     if pooling.is_some() && !config.is_text() {
         bail!(
             "--pooling is for text checkpoints; {} is a `{}` run",
+            checkpoint.display(),
+            config.method.name
+        );
+    }
+    if recipe.validation.is_some() && (config.is_text() || config.is_audio()) {
+        bail!(
+            "--validation is implemented for image checkpoints; {} is a `{}` run",
             checkpoint.display(),
             config.method.name
         );
@@ -113,7 +122,20 @@ pub fn load_task(
     let run_dir = checkpoint.parent().and_then(Path::parent);
     let cache = data::cache_dir(&config, run_dir);
     let train = data::open(&data_path, Split::Train, &cache, skip_corrupt)?;
-    let test = data::open(&data_path, Split::Test, &cache, skip_corrupt)?;
+    let (train, test) = match recipe.validation {
+        None => (
+            train,
+            data::open(&data_path, Split::Test, &cache, skip_corrupt)?,
+        ),
+        Some(fraction) => {
+            let labels = split_labels(&train, "train")?;
+            let (bank, held_out) = features::validation_rows(&labels, fraction, config.train.seed)?;
+            (
+                Arc::new(train.select(&bank)),
+                Arc::new(train.select(&held_out)),
+            )
+        }
+    };
     let task = ImageTask {
         train_labels: split_labels(&train, "train")?,
         test_labels: split_labels(&test, "test")?,

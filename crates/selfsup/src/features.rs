@@ -122,11 +122,7 @@ pub fn train_validation(
     skip_corrupt: bool,
     fraction: f64,
 ) -> Result<[(Features, Vec<u32>); 2]> {
-    if !(fraction > 0.0 && fraction < 1.0) {
-        anyhow::bail!(
-            "--validation must be a fraction in (0, 1) of the train split, got {fraction}"
-        );
-    }
+    check_validation_fraction(fraction)?;
     let (features, labels) = labelled_split(
         config,
         backbone,
@@ -135,12 +131,58 @@ pub fn train_validation(
         skip_corrupt,
         Split::Train,
     )?;
-    let held_out = stratified_subset(&labels, SubsetSpec::Fraction(fraction), config.train.seed)?;
+    let (bank, held_out) = validation_rows(&labels, fraction, config.train.seed)?;
+    let pick = |idx: &[usize]| (features.select(idx), select_labels(&labels, idx));
+    Ok([pick(&bank), pick(&held_out)])
+}
+
+/// Refuses a `--validation` value that is not a fraction in (0, 1), before any work.
+pub fn check_validation_fraction(fraction: f64) -> Result<()> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        anyhow::bail!(
+            "--validation must be a fraction in (0, 1) of the train split, got {fraction}"
+        );
+    }
+    Ok(())
+}
+
+/// The train split's rows cut for validation: (the rest, a stratified, seeded `fraction` held
+/// out). The one rule behind `eval knn --validation` and `finetune`/`prove --validation`.
+pub fn validation_rows(
+    labels: &[u32],
+    fraction: f64,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    check_validation_fraction(fraction)?;
+    let held_out = stratified_subset(labels, SubsetSpec::Fraction(fraction), seed)?;
     let mut is_held_out = vec![false; labels.len()];
     for &i in &held_out {
         is_held_out[i] = true;
     }
-    let bank: Vec<usize> = (0..labels.len()).filter(|&i| !is_held_out[i]).collect();
-    let pick = |idx: &[usize]| (features.select(idx), select_labels(&labels, idx));
-    Ok([pick(&bank), pick(&held_out)])
+    let rest = (0..labels.len()).filter(|&i| !is_held_out[i]).collect();
+    Ok((rest, held_out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The held-out rows are a per-class fraction, the rest is exactly the complement, and
+    /// the cut depends on the seed only (not on anything a fine-tuning --seed changes).
+    #[test]
+    fn validation_rows_partition_the_split_per_class() {
+        let labels: Vec<u32> = (0..60).map(|i| (i % 3) as u32).collect();
+        let (rest, held) = validation_rows(&labels, 0.2, 7).unwrap();
+        assert_eq!(held.len(), 12);
+        for c in 0..3 {
+            assert_eq!(held.iter().filter(|&&i| labels[i] == c).count(), 4);
+        }
+        let mut all: Vec<usize> = rest.iter().chain(&held).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..60).collect::<Vec<_>>());
+        assert_eq!(validation_rows(&labels, 0.2, 7).unwrap().1, held);
+        assert_ne!(validation_rows(&labels, 0.2, 8).unwrap().1, held);
+        let e = validation_rows(&labels, 1.0, 7).unwrap_err().to_string();
+        assert!(e.contains("--validation"), "{e}");
+    }
 }

@@ -139,6 +139,12 @@ pub struct Recipe {
     /// on random features).
     #[arg(long)]
     pub lp_ft: bool,
+    /// Images: score on a stratified fraction of the *training* images held out (chosen by the
+    /// checkpoint's train.seed, the same for every --seed, as `eval knn --validation`) instead
+    /// of the test split; label subsets are drawn from the other training images. For choosing
+    /// a recipe without looking at the test split (e.g. 0.1: 5,000 CIFAR-10 images).
+    #[arg(long, allow_negative_numbers = true)]
+    pub validation: Option<f64>,
     /// Filled in from the checkpoint's modality.
     #[arg(skip = RecipeDefaults::IMAGE)]
     pub defaults: RecipeDefaults,
@@ -170,6 +176,9 @@ impl Recipe {
         }
         if self.linear_epochs == 0 {
             bail!("--linear-epochs must be ≥ 1");
+        }
+        if let Some(f) = self.validation {
+            crate::features::check_validation_fraction(f)?;
         }
         Ok(())
     }
@@ -227,7 +236,7 @@ impl Recipe {
             "lr": self.lr(), "backbone_lr_mult": self.backbone_lr_mult(),
             "weight_decay": self.weight_decay(), "batch_size": self.batch_size(),
             "linear_epochs": self.linear_epochs, "steps": self.steps, "budget": self.budget,
-            "lp_ft": self.lp_ft,
+            "lp_ft": self.lp_ft, "validation": self.validation,
         })
     }
 
@@ -564,7 +573,7 @@ pub fn run(args: FinetuneArgs) -> Result<serde_json::Value> {
         args.data.as_deref(),
         args.device.as_deref(),
         args.skip_corrupt,
-        args.recipe.pooling.as_deref(),
+        &args.recipe,
     )?;
     let recipe = &args.recipe.for_modality(task.defaults, task.modality)?;
     let (train_labels, test_labels) = (task.task.train_labels(), task.task.test_labels());
@@ -589,17 +598,22 @@ pub fn run(args: FinetuneArgs) -> Result<serde_json::Value> {
         "mode": args.mode.name(), "from_scratch": args.from_scratch, "labels": subset.len(),
         "train_images": train_labels.len(), "test_images": test_labels.len(), "seed": recipe.seed,
         "batch_size": recipe.batch_for(subset.len()), "checkpoint": args.checkpoint,
-        "data": task.data_path, "modality": task.modality,
+        "data": task.data_path, "modality": task.modality, "validation": recipe.validation,
     });
     match spec {
         SubsetSpec::Fraction(f) => out["label_fraction"] = json!(f),
         SubsetSpec::PerClass(n) => out["labels_per_class"] = json!(n),
     }
+    let scored = if recipe.validation.is_some() {
+        "held-out train (validation)"
+    } else {
+        "test"
+    };
     match args.mode {
         Mode::Full => {
             let r = task.task.finetune(init, &subset, recipe, args.quiet)?;
             eprintln!(
-                "fine-tuned {} steps in {:.1} min: top-1 {:.2}% on {} test samples",
+                "fine-tuned {} steps in {:.1} min: top-1 {:.2}% on {} {scored} samples",
                 r.steps,
                 r.train_seconds / 60.0,
                 100.0 * r.top1,
@@ -632,7 +646,7 @@ pub fn run(args: FinetuneArgs) -> Result<serde_json::Value> {
             let ltr = selfsup_eval::select_labels(train_labels, &subset);
             let r = train_linear(&ftr, &ltr, &fte, test_labels, recipe)?;
             eprintln!(
-                "linear classifier top-1 {:.2}% on {} test samples (train {:.2}%)",
+                "linear classifier top-1 {:.2}% on {} {scored} samples (train {:.2}%)",
                 100.0 * r.test_top1,
                 fte.n,
                 100.0 * r.train_top1
@@ -667,6 +681,7 @@ mod tests {
             seed: 0,
             pooling: None,
             lp_ft: false,
+            validation: None,
             defaults: RecipeDefaults::IMAGE,
         }
     }

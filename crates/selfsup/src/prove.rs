@@ -158,12 +158,16 @@ fn pm(s: &Value, key: &str) -> String {
 fn markdown(result: &Value) -> String {
     let mut md = format!(
         "# Few labels: pretrained vs from scratch\n\n\
-         Checkpoint `{}`, data `{}`, budget ×{}, seeds {}. Top-1 % on the whole test split ({} samples).\n\
+         Checkpoint `{}`, data `{}`, budget ×{}, seeds {}. Top-1 % on {} ({} samples).\n\
          Recipe: {}.\n\n",
         result["checkpoint"].as_str().unwrap_or(""),
         result["data"].as_str().unwrap_or(""),
         result["budget"],
         result["seeds"],
+        match result["recipe"]["validation"].as_f64() {
+            Some(f) => format!("a held-out {f} of the training images (validation)"),
+            None => "the whole test split".to_string(),
+        },
         result["test_images"],
         result["recipe"],
     );
@@ -399,7 +403,7 @@ fn finetune_task(args: &ProveArgs) -> Result<downstream::LoadedTask> {
         args.data.as_deref(),
         args.device.as_deref(),
         args.skip_corrupt,
-        args.recipe.pooling.as_deref(),
+        &args.recipe,
     )
 }
 

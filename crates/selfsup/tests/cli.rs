@@ -505,6 +505,22 @@ fn finetune_and_prove_end_to_end() {
         "random head {random} vs probed {probed}"
     );
 
+    // --validation: a stratified quarter of the 48 training images (4 per class) is scored
+    // instead of the test split, and the labels come from the other 36.
+    let j = finetune(&[
+        "--label-fraction",
+        "0.5",
+        "--steps",
+        "30",
+        "--validation",
+        "0.25",
+    ]);
+    assert_eq!(j["validation"], 0.25);
+    assert_eq!(j["test_images"], 12);
+    assert_eq!(j["train_images"], 36);
+    assert_eq!(j["labels"], 18);
+    assert!(j["top1"].as_f64().unwrap() >= 0.8, "{j}");
+
     // Linear classifier on frozen features; default steps follow the documented rule.
     let j = finetune(&["--label-fraction", "0.5", "--mode", "linear"]);
     assert_eq!(j["mode"], "linear");
@@ -597,6 +613,20 @@ fn finetune_bad_inputs_are_named_before_work() {
         ],
         "--budget must be",
     );
+    for f in ["0", "1", "-0.2"] {
+        fails_with(
+            &[
+                "finetune",
+                "--checkpoint",
+                ck,
+                "--label-fraction",
+                "0.1",
+                "--validation",
+                f,
+            ],
+            "--validation must be a fraction in (0, 1)",
+        );
+    }
     fails_with(
         &["finetune", "--checkpoint", ck, "--label-fraction", "0.1"],
         "none.safetensors not found",
