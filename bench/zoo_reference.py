@@ -26,7 +26,24 @@ from reference import load_images, resnet18_cifar  # noqa: E402
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 
 
-def dino(width, steps_per_epoch, norm_last_layer=True, head_bn=True, ema_start=0.99):
+def sinkhorn_knopp(logits, iterations=3):
+    """DINOv2's teacher centring: exp(logits) scaled so that every prototype gets an equal share
+    of the batch and every sample sums to one (rows of the returned [B, K] sum to 1)."""
+    import torch
+
+    q = torch.exp(logits - logits.max()).T  # [K, B]
+    q /= q.sum()
+    k, b = q.shape
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True)
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)
+        q /= b
+    return (q * b).T
+
+
+def dino(width, steps_per_epoch, norm_last_layer=True, head_bn=True, ema_start=0.99,
+         sinkhorn=False):
     """configs/dino_cifar10.toml: head Linear-BN-ReLU 128-512-512, bottleneck 64, 1024
     weight-normalised prototypes; student T 0.1, teacher T 0.04 -> 0.07 over the first epoch,
     centre momentum 0.9, teacher EMA cosine 0.99 -> 1; 2 global 32 px crops (scale 0.4-1) and 4
@@ -35,7 +52,8 @@ def dino(width, steps_per_epoch, norm_last_layer=True, head_bn=True, ema_start=0
     Pilot knobs (the defaults are the config): `norm_last_layer=False` makes the prototypes'
     gain trainable (lightly's option, solo-learn's CIFAR setting); `head_bn=False` is the DINO
     paper's Linear-GELU head without BatchNorm; `ema_start` is the teacher's EMA momentum at
-    step 0 (cosine to 1)."""
+    step 0 (cosine to 1); `sinkhorn=True` replaces the teacher's EMA centring + softmax by
+    DINOv2's Sinkhorn-Knopp centring (3 iterations) at the same teacher temperature."""
     import torch
     from lightly.loss import DINOLoss
     from lightly.models.modules import DINOProjectionHead
@@ -94,7 +112,19 @@ def dino(width, steps_per_epoch, norm_last_layer=True, head_bn=True, ema_start=0
         s_out = [student(v) for v in views]
         # lightly's own warm-up is per whole epoch; selfsup's is per step (fractional epochs).
         epoch = global_step / steps_per_epoch
-        return loss_fn(t_out, s_out, teacher_temp=0.04 + 0.03 * min(epoch, 1.0)), epoch
+        teacher_temp = 0.04 + 0.03 * min(epoch, 1.0)
+        if not sinkhorn:
+            return loss_fn(t_out, s_out, teacher_temp=teacher_temp), epoch
+        # The same pairs as DINOLoss: every student view against each teacher (global) view
+        # but its own, mean cross-entropy over the pairs.
+        targets = [sinkhorn_knopp(t / teacher_temp) for t in t_out]
+        terms = [
+            -(q * torch.log_softmax(s / 0.1, dim=-1)).sum(dim=-1).mean()
+            for i, q in enumerate(targets)
+            for j, s in enumerate(s_out)
+            if i != j
+        ]
+        return sum(terms) / len(terms), epoch
 
     return student, backbone, transform, step
 
@@ -153,6 +183,8 @@ def main():
     p.add_argument("--freeze-last-steps", type=int, default=0,
                    help="DINO: no gradient to the prototypes (the head's last layer) for the first N "
                         "steps (the DINO paper's freeze_last_layer, 1 epoch)")
+    p.add_argument("--dino-sinkhorn", action="store_true",
+                   help="DINO: DINOv2's Sinkhorn-Knopp teacher centring instead of the EMA centre")
     p.add_argument("--clip-grad", type=float, default=0.0,
                    help="clip each parameter's gradient to this L2 norm (the DINO paper's 3.0); 0 = off")
     args = p.parse_args()
@@ -167,7 +199,8 @@ def main():
     options = {}
     if args.method == "dino":
         options = dict(norm_last_layer=not args.dino_learnable_gain,
-                       head_bn=not args.dino_plain_head, ema_start=args.dino_ema_start)
+                       head_bn=not args.dino_plain_head, ema_start=args.dino_ema_start,
+                       sinkhorn=args.dino_sinkhorn)
     model, backbone, transform, step = METHODS[args.method](args.width, steps_per_epoch, **options)
 
     class Views(torch.utils.data.Dataset):
