@@ -589,41 +589,16 @@ fn finetune_bad_inputs_are_named_before_work() {
         &["finetune", "--checkpoint", ck],
         "exactly one of --label-fraction",
     );
-    fails_with(
-        &[
-            "finetune",
-            "--checkpoint",
-            ck,
-            "--label-fraction",
-            "0.1",
-            "--mode",
-            "half",
-        ],
-        "invalid value 'half' for '--mode",
-    );
-    fails_with(
-        &[
-            "finetune",
-            "--checkpoint",
-            ck,
-            "--label-fraction",
-            "0.1",
-            "--budget",
-            "0",
-        ],
-        "--budget must be",
-    );
+    // One bad recipe flag on an otherwise well-formed command.
+    let flag_fails_with = |flag: &[&str], needle: &str| {
+        let base = ["finetune", "--checkpoint", ck, "--label-fraction", "0.1"];
+        fails_with(&[&base[..], flag].concat(), needle);
+    };
+    flag_fails_with(&["--mode", "half"], "invalid value 'half' for '--mode");
+    flag_fails_with(&["--budget", "0"], "--budget must be");
     for f in ["0", "1", "-0.2"] {
-        fails_with(
-            &[
-                "finetune",
-                "--checkpoint",
-                ck,
-                "--label-fraction",
-                "0.1",
-                "--validation",
-                f,
-            ],
+        flag_fails_with(
+            &["--validation", f],
             "--validation must be a fraction in (0, 1)",
         );
     }
