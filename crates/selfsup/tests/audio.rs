@@ -139,6 +139,17 @@ fn audio_pretrain_finetune_prove_report() {
         assert_eq!(j["steps"], 4, "{j}");
         assert!((0.0..=1.0).contains(&j["top1"].as_f64().unwrap()), "{j}");
     }
+    // --validation (held-out training images) is implemented for images only: refused by name.
+    let o = run(bin()
+        .args(["finetune", "--quiet", "--checkpoint"])
+        .arg(&ckpt)
+        .args(["--labels-per-class", "5", "--validation", "0.2"]));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--validation is implemented for image checkpoints"),
+        "{}",
+        stderr(&o)
+    );
 
     // prove: 5 per digit and 50 %, seeds 0 and 1, mean ± std per subset.
     let j = prove_small(&ckpt, "audio", "0,1", 3);
