@@ -64,6 +64,7 @@ impl AudioEncoderConfig {
             ));
         }
         validate_encoder_sizes(&positive, self.d_model, self.n_heads, self.dropout)
+            .map_err(|e| e.to_string())
     }
 
     /// Panics on an invalid config; call [`validate`](Self::validate) first to report it.

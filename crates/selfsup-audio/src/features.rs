@@ -543,3 +543,15 @@ mod tests {
         assert!(any_masked);
     }
 }
+
+/// A random `len`-frame window of a clip longer than that (shorter clips are kept whole).
+pub fn random_crop(
+    spec: &Spectrogram,
+    len: usize,
+    rng: &mut selfsup_data::SampleRng,
+) -> Spectrogram {
+    if spec.frames <= len {
+        return spec.clone();
+    }
+    spec.crop(rng.below((spec.frames - len + 1) as u64) as usize, len)
+}

@@ -258,30 +258,6 @@ impl ContrastiveAudioModel {
     }
 }
 
-/// Encoder + mean pooling + a linear classifier.
-#[derive(Module, Debug)]
-pub struct AudioClassifier {
-    pub encoder: AudioEncoder,
-    pub head: Linear,
-}
-
-impl AudioClassifier {
-    pub fn new(encoder: AudioEncoder, classes: usize, device: &Device) -> Self {
-        Self {
-            head: LinearConfig::new(encoder.d_model, classes).init(device),
-            encoder,
-        }
-    }
-
-    /// Class logits `[B, classes]`.
-    pub fn forward(&self, batch: &FrameBatch) -> Tensor<2> {
-        let out = self
-            .encoder
-            .forward(batch.features.clone(), batch.pad_mask.clone());
-        self.head.forward(mean_pool(out.context, &batch.lengths))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

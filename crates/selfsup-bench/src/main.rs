@@ -12,8 +12,9 @@ use burn::tensor::Distribution;
 use clap::{Parser, Subcommand};
 use selfsup_data::{CacheOptions, Normalization, Pipeline, SampleRng, Split, open_dataset};
 use selfsup_kernels::conv::{self, ConvGeometry};
+use selfsup_methods::method::{ImageContext, ImageMethodConfig};
 use selfsup_methods::optim::OptimizerConfig;
-use selfsup_methods::simclr::{ContrastiveObjective, SimClrConfig};
+use selfsup_methods::simclr::SimClrConfig;
 use selfsup_models::ResNetConfig;
 
 #[derive(Parser)]
@@ -103,12 +104,12 @@ fn simclr_step(
     warmup: usize,
 ) -> Vec<f64> {
     let device = device.autodiff();
+    let backbone = ResNetConfig::new().with_width(width).into();
     let cfg = SimClrConfig {
-        backbone: ResNetConfig::new().with_width(width).into(),
         projection_dims: vec![width * 8, 128],
-        objective: ContrastiveObjective::NtXent { temperature: 0.5 },
+        ..SimClrConfig::default()
     };
-    let mut model = cfg.init(&device);
+    let mut model = cfg.init(&ImageContext::new(&backbone), &device);
     // The recipe of configs/simclr_cifar10.toml; reference.py uses the same.
     let mut optim = OptimizerConfig::sgd_momentum(5e-4, false)
         .init()
@@ -119,7 +120,7 @@ fn simclr_step(
     let mut rates = Vec::new();
     for s in 0..warmup + steps {
         let t = Instant::now();
-        let out = model.step(a.clone(), b.clone(), cfg.objective, s as u64);
+        let out = model.step(a.clone(), b.clone(), cfg.objective(), s as u64);
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = optim.step(0.06, model, grads);
         // Reading a parameter back forces the (lazy) update to complete.

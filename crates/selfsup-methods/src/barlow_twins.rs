@@ -2,19 +2,44 @@
 //! cross-correlation of two views' embeddings approaches the identity.
 
 use burn::prelude::*;
-use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
+use selfsup_models::{Backbone, MlpHead, MlpHeadConfig};
+use serde::{Deserialize, Serialize};
 
+use crate::MethodError;
 use crate::loss::barlow_twins_loss;
-use crate::method::{Progress, SslMethod, StepOutput, project_two_views};
+use crate::method::{
+    ImageContext, ImageMethodConfig, Progress, SslMethod, StepOutput, project_two_views,
+};
+use crate::registry::{MethodSettings, check_non_negative, check_widths};
 
-#[derive(Debug, Clone)]
+/// Barlow Twins' `[method]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BarlowTwinsConfig {
-    pub backbone: BackboneConfig,
     /// Projector widths (hidden…, output): Linear-BN-ReLU blocks then a plain Linear, as
     /// BarlowTwinsProjectionHead.
     pub projection_dims: Vec<usize>,
     /// Weight of the off-diagonal (redundancy-reduction) term; the paper's 5e-3.
+    #[serde(rename = "barlow_lambda")]
     pub lambda: f64,
+}
+
+impl Default for BarlowTwinsConfig {
+    fn default() -> Self {
+        Self {
+            projection_dims: vec![512, 128],
+            lambda: 5e-3,
+        }
+    }
+}
+
+impl MethodSettings for BarlowTwinsConfig {
+    const NAME: &'static str = "barlowtwins";
+
+    fn validate(&self) -> Result<(), MethodError> {
+        check_widths("projection_dims", &self.projection_dims)?;
+        check_non_negative("barlow_lambda", self.lambda)
+    }
 }
 
 #[derive(Module, Debug)]
@@ -25,9 +50,11 @@ pub struct BarlowTwins {
     pub lambda: f64,
 }
 
-impl BarlowTwinsConfig {
-    pub fn init(&self, device: &Device) -> BarlowTwins {
-        let backbone = self.backbone.init(device);
+impl ImageMethodConfig for BarlowTwinsConfig {
+    type Model = BarlowTwins;
+
+    fn init(&self, ctx: &ImageContext, device: &Device) -> BarlowTwins {
+        let backbone = ctx.backbone.init(device);
         let projector = MlpHeadConfig::on(backbone.out_dim(), &self.projection_dims);
         BarlowTwins {
             backbone,

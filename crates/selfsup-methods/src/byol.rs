@@ -2,21 +2,59 @@
 //! network's projection of the other view (negative cosine similarity, symmetrised).
 
 use burn::prelude::*;
-use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
+use selfsup_models::{Backbone, MlpHead, MlpHeadConfig};
+use serde::{Deserialize, Serialize};
 
+use crate::MethodError;
 use crate::loss::negative_cosine_similarity;
-use crate::method::{Progress, SslMethod, StepOutput, both_views, expect_views, head_both};
+use crate::method::{
+    ImageContext, ImageMethodConfig, Progress, SslMethod, StepOutput, both_views, expect_views,
+    head_both,
+};
 use crate::momentum::{cosine_momentum, ema_update, teacher_copy};
+use crate::registry::{MethodSettings, check_momentum, check_widths};
 
-#[derive(Debug, Clone)]
+/// BYOL's `[method]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ByolConfig {
-    pub backbone: BackboneConfig,
     /// Projection head widths (hidden…, output), Linear-BN-ReLU-Linear as BYOLProjectionHead.
     pub projection_dims: Vec<usize>,
     /// Prediction head widths after the projection (hidden…, output = projection output).
     pub prediction_dims: Vec<usize>,
     /// EMA momentum of the target network: cosine schedule from start to end (BYOL: 0.996 → 1).
+    #[serde(rename = "ema_momentum")]
     pub momentum: [f64; 2],
+}
+
+impl Default for ByolConfig {
+    fn default() -> Self {
+        Self {
+            projection_dims: vec![512, 128],
+            prediction_dims: vec![512, 128],
+            momentum: [0.99, 1.0],
+        }
+    }
+}
+
+impl MethodSettings for ByolConfig {
+    const NAME: &'static str = "byol";
+
+    fn validate(&self) -> Result<(), MethodError> {
+        check_widths("projection_dims", &self.projection_dims)?;
+        check_widths("prediction_dims", &self.prediction_dims)?;
+        if self.prediction_dims.last() != self.projection_dims.last() {
+            return Err(MethodError::setting(
+                "prediction_dims",
+                format!(
+                    "must end with the projection's output width {:?} (the prediction regresses a projection), got {:?}",
+                    self.projection_dims.last(),
+                    self.prediction_dims
+                ),
+            ));
+        }
+        check_momentum("ema_momentum", self.momentum)
+    }
 }
 
 #[derive(Module, Debug)]
@@ -30,14 +68,16 @@ pub struct Byol {
     pub momentum: [f64; 2],
 }
 
-impl ByolConfig {
-    pub fn init(&self, device: &Device) -> Byol {
-        let backbone = self.backbone.init(device);
+impl ImageMethodConfig for ByolConfig {
+    type Model = Byol;
+
+    fn init(&self, ctx: &ImageContext, device: &Device) -> Byol {
+        let backbone = ctx.backbone.init(device);
         let head = MlpHeadConfig::on(backbone.out_dim(), &self.projection_dims);
         let projector = head.init(device);
         let projection_out = *self.projection_dims.last().expect("projection dims");
         Byol {
-            teacher_backbone: teacher_copy(&backbone, self.backbone.init(device)),
+            teacher_backbone: teacher_copy(&backbone, ctx.backbone.init(device)),
             teacher_projector: teacher_copy(&projector, head.init(device)),
             backbone,
             projector,
@@ -105,13 +145,13 @@ mod tests {
     #[test]
     fn target_network_stays_untracked_through_training_steps() {
         let device = Device::flex().autodiff();
+        let backbone = selfsup_models::BackboneConfig::ResNet(ResNetConfig::new().with_width(4));
         let mut byol = ByolConfig {
-            backbone: BackboneConfig::ResNet(ResNetConfig::new().with_width(4)),
             projection_dims: vec![8, 8],
             prediction_dims: vec![4, 8],
             momentum: [0.99, 1.0],
         }
-        .init(&device);
+        .init(&ImageContext::new(&backbone), &device);
         let mut optim = OptimizerConfig::sgd_momentum(5e-4, false).init().unwrap();
         let view = || {
             Tensor::<4>::random(

@@ -15,18 +15,129 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use selfsup_data::lab::{lab_to_rgb, rgb_to_lab};
 use selfsup_models::{Backbone, BackboneConfig, ResNet, ResNetConfig};
+use serde::{Deserialize, Serialize};
 
+use crate::MethodError;
 use crate::ab_bins::{ANNEALED_TEMPERATURE, AbBins, SOFT_NEIGHBOURS, block_means};
 use crate::loss::{AB_SCALE, ab_classification_loss, ab_regression_loss};
-use crate::method::{Progress, SslMethod, StepOutput, one_view};
+use crate::method::{
+    ImageContext, ImageMethodConfig, ImageViewKind, Progress, SslMethod, StepOutput, one_view,
+};
+use crate::registry::MethodSettings;
 
 #[derive(Debug, Clone)]
-pub struct ColorizationConfig {
+/// The module's build settings, resolved from [`ColorizationConfig`] and the run: the ResNet,
+/// the views' normalisation and the target (with the colour prior's bin weights).
+pub struct ColorizationModelConfig {
     pub backbone: ResNetConfig,
     /// The normalisation of the views (to recover sRGB).
     pub mean: [f32; 3],
     pub std: [f32; 3],
     pub target: ChromaTarget,
+}
+
+/// `method.colorization_target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChromaTargetKind {
+    /// Mean squared error on a*b* at every pixel.
+    Regression,
+    /// Zhang et al.'s cross-entropy over quantised a*b* bins with soft, rebalanced targets.
+    Classification,
+}
+
+/// Colorization's `[method]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ColorizationConfig {
+    pub colorization_target: ChromaTargetKind,
+    /// Classification: λ of the class rebalancing, mixing the colour prior with a uniform
+    /// distribution (1 = no rebalancing; Zhang et al. use 0.5).
+    pub colorization_rebalance: f64,
+}
+
+impl Default for ColorizationConfig {
+    fn default() -> Self {
+        Self {
+            colorization_target: ChromaTargetKind::Regression,
+            colorization_rebalance: 0.5,
+        }
+    }
+}
+
+/// Training images the colour prior of the class rebalancing is counted on.
+const PRIOR_IMAGES: usize = 5000;
+
+impl ColorizationConfig {
+    /// The target; with classification, the rebalancing weights come from the colour prior of
+    /// up to [`PRIOR_IMAGES`] of the context's training images (evenly spaced: the same on
+    /// resume), and without training images every bin weighs 1 (enough to load a model).
+    pub fn target(&self, ctx: &ImageContext) -> ChromaTarget {
+        match (self.colorization_target, ctx.images) {
+            (ChromaTargetKind::Regression, _) => ChromaTarget::Regression,
+            (ChromaTargetKind::Classification, None) => ChromaTarget::unweighted_classification(),
+            (ChromaTargetKind::Classification, Some((dataset, images))) => {
+                let step = images.div_ceil(PRIOR_IMAGES).max(1);
+                let bins = AbBins::srgb();
+                let counts = bins.count_images((0..images).step_by(step).map(|i| dataset.image(i)));
+                ChromaTarget::Classification {
+                    bin_weights: bins.rebalancing_weights(&counts, self.colorization_rebalance),
+                }
+            }
+        }
+    }
+
+    /// The module's build settings for the run `ctx`.
+    pub fn model_config(&self, ctx: &ImageContext) -> ColorizationModelConfig {
+        let BackboneConfig::ResNet(backbone) = ctx.backbone else {
+            panic!("colorization needs a ResNet backbone (ColorizationConfig::check)");
+        };
+        ColorizationModelConfig {
+            backbone: backbone.clone(),
+            mean: ctx.mean,
+            std: ctx.std,
+            target: self.target(ctx),
+        }
+    }
+}
+
+impl MethodSettings for ColorizationConfig {
+    const NAME: &'static str = "colorization";
+
+    fn validate(&self) -> Result<(), MethodError> {
+        if !(self.colorization_rebalance > 0.0 && self.colorization_rebalance <= 1.0) {
+            return Err(MethodError::setting(
+                "colorization_rebalance",
+                format!(
+                    "(λ) must be within (0, 1] (1 = no rebalancing), got {}",
+                    self.colorization_rebalance
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ImageMethodConfig for ColorizationConfig {
+    type Model = Colorization;
+
+    const VIEWS: ImageViewKind = ImageViewKind::OneView;
+
+    const ENCODER_INPUT: selfsup_data::EncoderInput = selfsup_data::EncoderInput::Lightness;
+
+    fn check(&self, ctx: &ImageContext) -> Result<(), MethodError> {
+        match ctx.backbone {
+            BackboneConfig::ResNet(_) => Ok(()),
+            _ => Err(MethodError::Setting {
+                key: "model.backbone".into(),
+                message: "= `vit`: colorization decodes a ResNet's feature map; use resnet18, resnet34 or resnet50".into(),
+            }),
+        }
+    }
+
+    fn init(&self, ctx: &ImageContext, device: &Device) -> Colorization {
+        self.model_config(ctx).init(device)
+    }
 }
 
 /// What the decoder predicts and the loss compares it with.
@@ -127,7 +238,7 @@ pub struct Colorization {
     pub target: ChromaTarget,
 }
 
-impl ColorizationConfig {
+impl ColorizationModelConfig {
     pub fn init(&self, device: &Device) -> Colorization {
         let stages = match self.backbone.stem {
             selfsup_models::ResNetStem::Cifar => 3,
@@ -375,7 +486,7 @@ mod tests {
     #[test]
     fn decoder_restores_the_input_resolution_and_lab_split_round_trips() {
         let device = Device::flex();
-        let config = ColorizationConfig {
+        let config = ColorizationModelConfig {
             backbone: ResNetConfig::new().with_width(4),
             mean: [0.5, 0.4, 0.3],
             std: [0.2, 0.25, 0.3],
@@ -421,7 +532,7 @@ mod tests {
             bins.nearest([a, b]) as usize
         };
         bin_weights[red] = 3.0;
-        let config = ColorizationConfig {
+        let config = ColorizationModelConfig {
             backbone: ResNetConfig::new().with_width(4),
             mean: [0.0; 3],
             std: [1.0; 3],

@@ -5,27 +5,96 @@
 use burn::module::{Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
+use selfsup_models::{Backbone, MlpHead, MlpHeadConfig};
+use serde::{Deserialize, Serialize};
 
+use crate::MethodError;
 use crate::loss::{dino_center_update, dino_loss, l2_normalize, teacher_temperature};
-use crate::method::{Progress, SslMethod, StepOutput};
+use crate::method::{
+    ImageContext, ImageMethodConfig, ImageViewKind, Progress, SslMethod, StepOutput,
+};
 use crate::momentum::{cosine_momentum, ema_update, teacher_copy};
+use crate::registry::{MethodSettings, check_momentum, check_positive, check_widths};
 
-#[derive(Debug, Clone)]
+/// DINO's `[method]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DinoConfig {
-    pub backbone: BackboneConfig,
     /// Head widths after the backbone: hidden…, bottleneck, prototypes. The MLP up to the
     /// bottleneck is Linear-BN-ReLU blocks (lightly's DINOProjectionHead with batch_norm=True
     /// uses GELU), the bottleneck is L2-normalised and compared with unit-length prototypes
     /// (the weight-normalised last layer, gain fixed at 1).
+    #[serde(rename = "projection_dims")]
     pub head_dims: Vec<usize>,
+    /// The student's softmax temperature.
+    #[serde(rename = "temperature")]
     pub student_temperature: f64,
     /// Teacher temperature: warm-up start, final value.
     pub teacher_temperature: [f64; 2],
+    /// Epochs of the linear teacher-temperature warm-up.
     pub teacher_temperature_warmup_epochs: f64,
+    /// Momentum of the center (running mean of the teacher's outputs).
     pub center_momentum: f64,
     /// EMA momentum of the teacher: cosine schedule from start to end (DINO: 0.996 → 1).
+    #[serde(rename = "ema_momentum")]
     pub momentum: [f64; 2],
+}
+
+impl Default for DinoConfig {
+    fn default() -> Self {
+        Self {
+            head_dims: vec![512, 128],
+            student_temperature: 0.5,
+            teacher_temperature: [0.04, 0.07],
+            teacher_temperature_warmup_epochs: 1.0,
+            center_momentum: 0.9,
+            momentum: [0.99, 1.0],
+        }
+    }
+}
+
+impl MethodSettings for DinoConfig {
+    const NAME: &'static str = "dino";
+
+    fn validate(&self) -> Result<(), MethodError> {
+        check_widths("projection_dims", &self.head_dims)?;
+        if self.head_dims.len() < 2 {
+            return Err(MethodError::setting(
+                "projection_dims",
+                format!(
+                    "for dino is hidden…, bottleneck, prototypes (at least 2 widths), got {:?}",
+                    self.head_dims
+                ),
+            ));
+        }
+        check_positive("temperature", self.student_temperature)?;
+        if self
+            .teacher_temperature
+            .iter()
+            .any(|t| !(t.is_finite() && *t > 0.0))
+        {
+            return Err(MethodError::setting(
+                "teacher_temperature",
+                format!("must be positive, got {:?}", self.teacher_temperature),
+            ));
+        }
+        if !(self.teacher_temperature_warmup_epochs >= 0.0) {
+            return Err(MethodError::setting(
+                "teacher_temperature_warmup_epochs",
+                format!(
+                    "must be ≥ 0, got {}",
+                    self.teacher_temperature_warmup_epochs
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.center_momentum) {
+            return Err(MethodError::setting(
+                "center_momentum",
+                format!("must be within [0, 1], got {}", self.center_momentum),
+            ));
+        }
+        check_momentum("ema_momentum", self.momentum)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -83,13 +152,19 @@ impl DinoConfig {
                 .init(device),
         }
     }
+}
 
-    pub fn init(&self, device: &Device) -> Dino {
-        let backbone = self.backbone.init(device);
+impl ImageMethodConfig for DinoConfig {
+    type Model = Dino;
+
+    const VIEWS: ImageViewKind = ImageViewKind::MultiCrop;
+
+    fn init(&self, ctx: &ImageContext, device: &Device) -> Dino {
+        let backbone = ctx.backbone.init(device);
         let head = self.init_head(backbone.out_dim(), device);
         let prototypes = *self.head_dims.last().expect("head dims");
         Dino {
-            teacher_backbone: teacher_copy(&backbone, self.backbone.init(device)),
+            teacher_backbone: teacher_copy(&backbone, ctx.backbone.init(device)),
             teacher_head: teacher_copy(&head, self.init_head(backbone.out_dim(), device)),
             backbone,
             head,

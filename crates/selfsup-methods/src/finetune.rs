@@ -1,7 +1,8 @@
-//! The few-label fine-tuning loop shared by the modalities whose encoders are fine-tuned with
-//! AdamW (audio, text): shuffled batches of the labelled subset, cross-entropy on a linear
-//! head, a cosine schedule with 10 % warm-up, and the encoder at a lower learning rate than
-//! the new head. The modality supplies the batches' logits (collation, augmentation).
+//! The few-label fine-tuning loop of every modality: batches of the labelled subset (the
+//! modality supplies them, augmented, with their labels), cross-entropy on a linear head, a
+//! cosine schedule, and the encoder at a lower learning rate than the new head. Images use
+//! SGD with momentum and no warm-up, the Transformer encoders of audio and text AdamW with
+//! 10 % warm-up ([`ClassifierOptimizer`]).
 
 use std::time::Instant;
 
@@ -10,8 +11,8 @@ use burn::nn::Linear;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use selfsup_data::shuffled_batches;
 
+use crate::MethodError;
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind, cosine_with_warmup};
 
 /// AdamW (β = 0.9, 0.98, ε = 1e-8), no weight decay on biases and norms: the Transformer
@@ -37,18 +38,27 @@ pub trait EncoderWithHead: Module + Sized {
     fn map_parts(self, f: impl FnOnce(Self::Encoder, Linear) -> (Self::Encoder, Linear)) -> Self;
 }
 
+/// The optimizer of [`train_classifier`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClassifierOptimizer {
+    /// SGD, momentum 0.9, weight decay on every parameter (the image recipe).
+    SgdMomentum,
+    /// [`adamw`] (the audio and text recipe).
+    AdamW,
+}
+
 /// How [`train_classifier`] trains.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClassifierSchedule {
     pub steps: usize,
-    pub batch_size: usize,
+    /// Linear warm-up steps before the cosine decay.
+    pub warmup_steps: usize,
     /// Peak learning rate of the head.
     pub lr: f64,
     /// The encoder learns at `lr × backbone_lr_mult`.
     pub backbone_lr_mult: f64,
     pub weight_decay: f64,
-    /// Seeds the batch order (the caller seeds the head and its augmentation).
-    pub seed: u64,
+    pub optimizer: ClassifierOptimizer,
 }
 
 /// What [`train_classifier`] measured.
@@ -60,38 +70,41 @@ pub struct ClassifierTraining {
     pub train_seconds: f64,
 }
 
-/// Trains `model` (on an autodiff device) for `schedule.steps` steps on batches of the indices
-/// `0..n_train`; `logits(model, indices, step)` returns the batch's logits `[B, classes]` and
-/// class ids. Errors on an empty training set or a non-finite loss.
-pub fn train_classifier<M: EncoderWithHead>(
+/// Trains `model` (on an autodiff device) for `schedule.steps` steps, one batch of `batches`
+/// each; `logits(model, batch)` returns the batch's logits `[B, classes]` and class ids.
+/// `progress(step, loss, lr)` hears of every step. Errors when the batches run out or on a
+/// non-finite loss.
+pub fn train_classifier<M: EncoderWithHead, B>(
     mut model: M,
-    n_train: usize,
+    batches: impl Iterator<Item = B>,
     schedule: &ClassifierSchedule,
     device: &Device,
-    mut logits: impl FnMut(&M, &[usize], usize) -> (Tensor<2>, Vec<u32>),
-) -> Result<(M, ClassifierTraining), String> {
-    if n_train == 0 {
-        return Err("fine-tuning needs labelled training samples".into());
-    }
+    mut logits: impl FnMut(&M, B) -> (Tensor<2>, Vec<u32>),
+    mut progress: impl FnMut(usize, f64, f64),
+) -> Result<(M, ClassifierTraining), MethodError> {
     let s = schedule;
-    let mut optim = adamw(s.weight_decay);
+    let mut optim = match s.optimizer {
+        ClassifierOptimizer::AdamW => adamw(s.weight_decay),
+        ClassifierOptimizer::SgdMomentum => OptimizerConfig::sgd_momentum(s.weight_decay, false)
+            .init()
+            .map_err(|e| MethodError::Optimizer(e.to_string()))?,
+    };
     let ce = CrossEntropyLossConfig::new().init(device);
     let t0 = Instant::now();
     let mut losses = Vec::with_capacity(s.steps);
-    let batches = (0u64..).flat_map(|pass| shuffled_batches(n_train, s.batch_size, s.seed, pass));
-    for (step, idx) in batches.take(s.steps).enumerate() {
-        let (out, labels) = logits(&model, &idx, step);
+    for (step, batch) in batches.take(s.steps).enumerate() {
+        let (out, labels) = logits(&model, batch);
         let labels: Vec<i64> = labels.into_iter().map(i64::from).collect();
         let n = labels.len();
         let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device);
         let loss = ce.forward(out, targets);
         let value = loss.clone().into_scalar::<f32>() as f64;
-        let lr = cosine_with_warmup(step, s.steps, s.steps / 10, s.lr, 0.0);
+        let lr = cosine_with_warmup(step, s.steps, s.warmup_steps, s.lr, 0.0);
         if !value.is_finite() {
-            return Err(format!(
+            return Err(MethodError::Training(format!(
                 "fine-tuning loss is {value} at step {} (lr {lr:.3e}); lower --lr",
                 step + 1
-            ));
+            )));
         }
         losses.push(value);
         let mut grads = loss.backward();
@@ -103,6 +116,14 @@ pub fn train_classifier<M: EncoderWithHead>(
                 optim.step(lr, head, g_head),
             )
         });
+        progress(step + 1, value, lr);
+    }
+    if losses.len() < s.steps {
+        return Err(MethodError::Training(format!(
+            "fine-tuning ran out of batches after {} of {} steps (the labelled subset yields no full batch)",
+            losses.len(),
+            s.steps
+        )));
     }
     let tail = &losses[losses.len() - losses.len().div_ceil(10)..];
     Ok((

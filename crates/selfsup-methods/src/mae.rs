@@ -11,20 +11,39 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use selfsup_models::vit::{sincos_2d, token_param, transformer};
 use selfsup_models::{Backbone, BackboneConfig, Vit, VitConfig};
+use serde::{Deserialize, Serialize};
 
+use crate::MethodError;
 use crate::loss::{PatchMask, mae_loss, mae_target};
-use crate::method::{Progress, SslMethod, StepOutput, one_view};
+use crate::method::{
+    ImageContext, ImageMethodConfig, ImageViewKind, Progress, SslMethod, StepOutput, one_view,
+};
+use crate::registry::MethodSettings;
 
-#[derive(Debug, Clone)]
+/// MAE's `[method]` settings; the encoder is the run's ViT (`model.backbone = "vit"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MaeConfig {
-    pub encoder: VitConfig,
-    pub decoder_dim: usize,
-    pub decoder_depth: usize,
-    pub decoder_heads: usize,
     /// Fraction of each image's patches hidden from the encoder (MAE: 0.75).
     pub mask_ratio: f64,
     /// Reconstruct per-patch normalised pixels (MAE's default) instead of raw ones.
     pub norm_pix_loss: bool,
+    /// Decoder token width, blocks and heads.
+    pub decoder_dim: usize,
+    pub decoder_depth: usize,
+    pub decoder_heads: usize,
+}
+
+impl Default for MaeConfig {
+    fn default() -> Self {
+        Self {
+            mask_ratio: 0.75,
+            norm_pix_loss: true,
+            decoder_dim: 128,
+            decoder_depth: 2,
+            decoder_heads: 4,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -49,30 +68,63 @@ pub struct Mae {
     pub params: MaeParams,
 }
 
-impl MaeConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        self.encoder.validate()?;
+impl MethodSettings for MaeConfig {
+    const NAME: &'static str = "mae";
+
+    fn validate(&self) -> Result<(), MethodError> {
         if !(0.0..1.0).contains(&self.mask_ratio) {
-            return Err(format!(
-                "MAE mask_ratio must be within [0, 1), got {}",
-                self.mask_ratio
+            return Err(MethodError::setting(
+                "mask_ratio",
+                format!("must be within [0, 1), got {}", self.mask_ratio),
             ));
         }
         if self.decoder_dim == 0 || self.decoder_depth == 0 || self.decoder_heads == 0 {
-            return Err("MAE decoder dim, depth and heads must be at least 1".into());
+            return Err(MethodError::setting(
+                "decoder_dim",
+                "`method.decoder_depth` and `method.decoder_heads` must be at least 1",
+            ));
         }
         if self.decoder_dim % self.decoder_heads != 0 || self.decoder_dim % 4 != 0 {
-            return Err(format!(
-                "MAE decoder dim {} must be a multiple of the decoder heads {} and of 4",
-                self.decoder_dim, self.decoder_heads
+            return Err(MethodError::setting(
+                "decoder_dim",
+                format!(
+                    "= {} must be a multiple of 4 and of `method.decoder_heads` = {}",
+                    self.decoder_dim, self.decoder_heads
+                ),
             ));
         }
         Ok(())
     }
+}
 
-    pub fn init(&self, device: &Device) -> Mae {
+impl ImageMethodConfig for MaeConfig {
+    type Model = Mae;
+
+    const VIEWS: ImageViewKind = ImageViewKind::OneView;
+
+    fn check(&self, ctx: &ImageContext) -> Result<(), MethodError> {
+        match ctx.backbone {
+            BackboneConfig::Vit(_) => Ok(()),
+            _ => Err(MethodError::Setting {
+                key: "model.backbone".into(),
+                message: "must be \"vit\" for mae (it hides patches from a ViT encoder); set model.backbone = \"vit\"".into(),
+            }),
+        }
+    }
+
+    fn init(&self, ctx: &ImageContext, device: &Device) -> Mae {
+        let BackboneConfig::Vit(encoder) = ctx.backbone else {
+            panic!("mae needs a ViT backbone (MaeConfig::check)");
+        };
+        self.build(encoder, device)
+    }
+}
+
+impl MaeConfig {
+    /// The module on `encoder`, a ViT.
+    pub fn build(&self, e: &VitConfig, device: &Device) -> Mae {
         self.validate().expect("valid MAE config");
-        let e = &self.encoder;
+        e.validate().expect("valid ViT config");
         let grid = e.grid();
         let n = grid * grid;
         let dd = self.decoder_dim;
@@ -183,20 +235,20 @@ mod tests {
     #[test]
     fn hidden_patches_do_not_reach_the_encoder() {
         let device = Device::flex().autodiff();
+        let encoder = VitConfig::new()
+            .with_image_size(8)
+            .with_patch_size(2)
+            .with_dim(16)
+            .with_depth(1)
+            .with_heads(2);
         let config = MaeConfig {
-            encoder: VitConfig::new()
-                .with_image_size(8)
-                .with_patch_size(2)
-                .with_dim(16)
-                .with_depth(1)
-                .with_heads(2),
             decoder_dim: 8,
             decoder_depth: 1,
             decoder_heads: 2,
             mask_ratio: 0.75,
             norm_pix_loss: true,
         };
-        let mae = config.init(&device);
+        let mae = config.build(&encoder, &device);
         let x = Tensor::<4>::random(
             [2, 3, 8, 8],
             burn::tensor::Distribution::Normal(0.0, 1.0),

@@ -10,7 +10,11 @@
 
 use burn::module::Module;
 use burn::prelude::*;
-use selfsup_models::Backbone;
+use selfsup_data::{EncoderInput, ImageDataset};
+use selfsup_models::{Backbone, BackboneConfig};
+
+use crate::MethodError;
+use crate::registry::MethodSettings;
 
 /// Where training stands when a step is taken (schedules inside methods depend on it).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -145,4 +149,70 @@ pub(crate) fn head_both(
     let n = a.dims()[0];
     let out = head.forward(Tensor::cat(vec![a, b], 0));
     (out.clone().narrow(0, 0, n), out.narrow(0, n, n))
+}
+
+/// What an image method's module is built from besides its own settings.
+#[derive(Clone, Copy)]
+pub struct ImageContext<'a> {
+    /// The encoder's architecture (`[model]`).
+    pub backbone: &'a BackboneConfig,
+    /// Images per step (`train.batch_size`).
+    pub batch_size: usize,
+    /// The views' normalisation (colorization recovers sRGB from it).
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// The run's first N training images, for statistics a method takes from the data before
+    /// training (colorization's colour prior); `None` when only the module's shape matters
+    /// (loading a checkpoint).
+    pub images: Option<(&'a ImageDataset, usize)>,
+}
+
+impl<'a> ImageContext<'a> {
+    /// A context with the CIFAR-10 normalisation, batch 256 and no training images.
+    pub fn new(backbone: &'a BackboneConfig) -> Self {
+        Self {
+            backbone,
+            batch_size: 256,
+            mean: [0.4914, 0.4822, 0.4465],
+            std: [0.2470, 0.2435, 0.2616],
+            images: None,
+        }
+    }
+}
+
+/// The views an image method takes of each image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageViewKind {
+    /// Two augmented views (crop, flip, colour jitter, grayscale, blur, solarisation).
+    TwoViews,
+    /// Two global views plus `augment.local_crops` small crops (DINO's multi-crop).
+    MultiCrop,
+    /// One random-resized crop + flip and no colour augmentation: methods that predict
+    /// something about the image itself (rotation, MAE, colorization).
+    OneView,
+}
+
+/// An image method's settings: how its module is built and which views it takes.
+pub trait ImageMethodConfig: MethodSettings {
+    type Model: SslMethod<Input = ImageViews, Backbone = Backbone>;
+
+    const VIEWS: ImageViewKind = ImageViewKind::TwoViews;
+
+    /// What the encoder is fed, in training and in every evaluation (colorization's encoder
+    /// sees L* only, and so do its kNN, probes and from-scratch baseline).
+    const ENCODER_INPUT: EncoderInput = EncoderInput::Rgb;
+
+    /// Settings that depend on the rest of the run (the backbone, the batch size); errors
+    /// name the key.
+    fn check(&self, _ctx: &ImageContext) -> Result<(), MethodError> {
+        Ok(())
+    }
+
+    fn init(&self, ctx: &ImageContext, device: &Device) -> Self::Model;
+}
+
+/// Receives the chosen image method's settings ([`crate::ImageMethod::visit`]).
+pub trait ImageMethodVisitor {
+    type Output;
+    fn visit<C: ImageMethodConfig>(self, config: &C) -> Self::Output;
 }

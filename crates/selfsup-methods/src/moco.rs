@@ -4,21 +4,51 @@
 
 use burn::module::{Param, ParamId};
 use burn::prelude::*;
-use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
+use selfsup_models::{Backbone, MlpHead, MlpHeadConfig};
+use serde::{Deserialize, Serialize};
 
+use crate::MethodError;
 use crate::loss::{enqueue, info_nce_queue_loss, random_queue};
-use crate::method::{Progress, SslMethod, StepOutput, both_views, expect_views};
+use crate::method::{
+    ImageContext, ImageMethodConfig, Progress, SslMethod, StepOutput, both_views, expect_views,
+};
 use crate::momentum::{cosine_momentum, ema_update, teacher_copy};
+use crate::registry::{MethodSettings, check_momentum, check_positive, check_widths};
 
-#[derive(Debug, Clone)]
+/// MoCo's `[method]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MocoConfig {
-    pub backbone: BackboneConfig,
     /// Projection head widths after the backbone (hidden…, output); no BatchNorm (MoCo v2).
     pub projection_dims: Vec<usize>,
+    /// InfoNCE temperature.
     pub temperature: f64,
+    /// Keys in the queue of negatives.
     pub queue_size: usize,
     /// EMA momentum of the key encoder, start and end of a cosine schedule (MoCo: fixed 0.99).
+    #[serde(rename = "ema_momentum")]
     pub momentum: [f64; 2],
+}
+
+impl Default for MocoConfig {
+    fn default() -> Self {
+        Self {
+            projection_dims: vec![512, 128],
+            temperature: 0.5,
+            queue_size: 4096,
+            momentum: [0.99, 1.0],
+        }
+    }
+}
+
+impl MethodSettings for MocoConfig {
+    const NAME: &'static str = "moco";
+
+    fn validate(&self) -> Result<(), MethodError> {
+        check_widths("projection_dims", &self.projection_dims)?;
+        check_positive("temperature", self.temperature)?;
+        check_momentum("ema_momentum", self.momentum)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -39,13 +69,29 @@ pub struct Moco {
     pub params: MocoParams,
 }
 
-impl MocoConfig {
-    pub fn init(&self, device: &Device) -> Moco {
-        let backbone = self.backbone.init(device);
+impl ImageMethodConfig for MocoConfig {
+    type Model = Moco;
+
+    fn check(&self, ctx: &ImageContext) -> Result<(), MethodError> {
+        if self.queue_size < 2 * ctx.batch_size {
+            return Err(MethodError::setting(
+                "queue_size",
+                format!(
+                    "must hold at least the keys of one step (2 × train.batch_size = {}), got {}",
+                    2 * ctx.batch_size,
+                    self.queue_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn init(&self, ctx: &ImageContext, device: &Device) -> Moco {
+        let backbone = ctx.backbone.init(device);
         let head =
             MlpHeadConfig::on(backbone.out_dim(), &self.projection_dims).with_batch_norm(false);
         let projector = head.init(device);
-        let teacher_backbone = teacher_copy(&backbone, self.backbone.init(device));
+        let teacher_backbone = teacher_copy(&backbone, ctx.backbone.init(device));
         let teacher_projector = teacher_copy(&projector, head.init(device));
         let dim = *self.projection_dims.last().expect("projection dims");
         Moco {

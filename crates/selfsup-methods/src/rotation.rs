@@ -3,14 +3,22 @@
 
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use selfsup_models::{Backbone, BackboneConfig};
+use selfsup_models::Backbone;
+use serde::{Deserialize, Serialize};
 
 use crate::loss::{rotate_four_ways, rotation_loss};
-use crate::method::{Progress, SslMethod, StepOutput, one_view};
+use crate::method::{
+    ImageContext, ImageMethodConfig, ImageViewKind, Progress, SslMethod, StepOutput, one_view,
+};
+use crate::registry::MethodSettings;
 
-#[derive(Debug, Clone)]
-pub struct RotationConfig {
-    pub backbone: BackboneConfig,
+/// Rotation's `[method]` settings: none besides the name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RotationConfig {}
+
+impl MethodSettings for RotationConfig {
+    const NAME: &'static str = "rotation";
 }
 
 #[derive(Module, Debug)]
@@ -20,9 +28,13 @@ pub struct Rotation {
     pub head: Linear,
 }
 
-impl RotationConfig {
-    pub fn init(&self, device: &Device) -> Rotation {
-        let backbone = self.backbone.init(device);
+impl ImageMethodConfig for RotationConfig {
+    type Model = Rotation;
+
+    const VIEWS: ImageViewKind = ImageViewKind::OneView;
+
+    fn init(&self, ctx: &ImageContext, device: &Device) -> Rotation {
+        let backbone = ctx.backbone.init(device);
         Rotation {
             head: LinearConfig::new(backbone.out_dim(), 4).init(device),
             backbone,

@@ -4,10 +4,15 @@
 //! The objective is NT-Xent (the paper's) or a triplet loss over the same two views.
 
 use burn::prelude::*;
-use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
+use selfsup_models::{Backbone, MlpHead, MlpHeadConfig};
+use serde::{Deserialize, Serialize};
 
+use crate::MethodError;
 use crate::loss::{TripletMining, nt_xent_loss, triplet_loss};
-use crate::method::{Progress, SslMethod, StepOutput, expect_views};
+use crate::method::{
+    ImageContext, ImageMethodConfig, Progress, SslMethod, StepOutput, expect_views,
+};
+use crate::registry::MethodSettings;
 
 /// What pulls the two views together.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,12 +21,80 @@ pub enum ContrastiveObjective {
     Triplet { margin: f64, mining: TripletMining },
 }
 
-#[derive(Debug, Clone)]
+/// `method.loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimClrLoss {
+    /// NT-Xent (InfoNCE over the 2N views), the paper's.
+    NtXent,
+    /// Triplet margin loss: the other view is the positive, a mined in-batch view the negative.
+    Triplet,
+}
+
+/// SimCLR's `[method]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SimClrConfig {
-    pub backbone: BackboneConfig,
+    pub loss: SimClrLoss,
+    /// NT-Xent temperature.
+    pub temperature: f64,
     /// Projection head widths after the backbone's output: hidden…, output.
     pub projection_dims: Vec<usize>,
-    pub objective: ContrastiveObjective,
+    /// Triplet loss: the margin…
+    pub triplet_margin: f64,
+    /// …and the negative: `hardest` or `random`.
+    pub triplet_mining: TripletMining,
+}
+
+impl Default for SimClrConfig {
+    /// The reference recipe's: NT-Xent at T = 0.5, a 512-128 projection.
+    fn default() -> Self {
+        Self {
+            loss: SimClrLoss::NtXent,
+            temperature: 0.5,
+            projection_dims: vec![512, 128],
+            triplet_margin: 0.2,
+            triplet_mining: TripletMining::Hardest,
+        }
+    }
+}
+
+impl SimClrConfig {
+    pub fn objective(&self) -> ContrastiveObjective {
+        match self.loss {
+            SimClrLoss::NtXent => ContrastiveObjective::NtXent {
+                temperature: self.temperature,
+            },
+            SimClrLoss::Triplet => ContrastiveObjective::Triplet {
+                margin: self.triplet_margin,
+                mining: self.triplet_mining,
+            },
+        }
+    }
+}
+
+impl MethodSettings for SimClrConfig {
+    const NAME: &'static str = "simclr";
+
+    fn validate(&self) -> Result<(), MethodError> {
+        crate::registry::check_positive("temperature", self.temperature)?;
+        crate::registry::check_widths("projection_dims", &self.projection_dims)?;
+        crate::registry::check_non_negative("triplet_margin", self.triplet_margin)
+    }
+}
+
+impl ImageMethodConfig for SimClrConfig {
+    type Model = SimClr;
+
+    fn init(&self, ctx: &ImageContext, device: &Device) -> SimClr {
+        let backbone = ctx.backbone.init(device);
+        let projector = MlpHeadConfig::on(backbone.out_dim(), &self.projection_dims);
+        SimClr {
+            backbone,
+            projector: projector.init(device),
+            objective: self.objective(),
+        }
+    }
 }
 
 #[derive(Module, Debug)]
@@ -30,18 +103,6 @@ pub struct SimClr {
     pub projector: MlpHead,
     #[module(skip)]
     pub objective: ContrastiveObjective,
-}
-
-impl SimClrConfig {
-    pub fn init(&self, device: &Device) -> SimClr {
-        let backbone = self.backbone.init(device);
-        let projector = MlpHeadConfig::on(backbone.out_dim(), &self.projection_dims);
-        SimClr {
-            backbone,
-            projector: projector.init(device),
-            objective: self.objective,
-        }
-    }
 }
 
 impl SimClr {

@@ -2,19 +2,54 @@
 //! branch alone prevents collapse.
 
 use burn::prelude::*;
-use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
+use selfsup_models::{Backbone, MlpHead, MlpHeadConfig};
+use serde::{Deserialize, Serialize};
 
+use crate::MethodError;
 use crate::loss::negative_cosine_similarity;
-use crate::method::{Progress, SslMethod, StepOutput, head_both, project_two_views};
+use crate::method::{
+    ImageContext, ImageMethodConfig, Progress, SslMethod, StepOutput, head_both, project_two_views,
+};
+use crate::registry::{MethodSettings, check_widths};
 
-#[derive(Debug, Clone)]
+/// SimSiam's `[method]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SimSiamConfig {
-    pub backbone: BackboneConfig,
     /// Projection widths (hidden…, output), every Linear followed by BN (the last too) as
     /// SimSiamProjectionHead.
     pub projection_dims: Vec<usize>,
     /// Prediction head widths after the projection: bottleneck…, output = projection output.
     pub prediction_dims: Vec<usize>,
+}
+
+impl Default for SimSiamConfig {
+    fn default() -> Self {
+        Self {
+            projection_dims: vec![512, 128],
+            prediction_dims: vec![512, 128],
+        }
+    }
+}
+
+impl MethodSettings for SimSiamConfig {
+    const NAME: &'static str = "simsiam";
+
+    fn validate(&self) -> Result<(), MethodError> {
+        check_widths("projection_dims", &self.projection_dims)?;
+        check_widths("prediction_dims", &self.prediction_dims)?;
+        if self.prediction_dims.last() != self.projection_dims.last() {
+            return Err(MethodError::setting(
+                "prediction_dims",
+                format!(
+                    "must end with the projection's output width {:?} (the prediction regresses a projection), got {:?}",
+                    self.projection_dims.last(),
+                    self.prediction_dims
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Module, Debug)]
@@ -24,9 +59,11 @@ pub struct SimSiam {
     pub predictor: MlpHead,
 }
 
-impl SimSiamConfig {
-    pub fn init(&self, device: &Device) -> SimSiam {
-        let backbone = self.backbone.init(device);
+impl ImageMethodConfig for SimSiamConfig {
+    type Model = SimSiam;
+
+    fn init(&self, ctx: &ImageContext, device: &Device) -> SimSiam {
+        let backbone = ctx.backbone.init(device);
         let projector = MlpHeadConfig::on(backbone.out_dim(), &self.projection_dims);
         let projection_out = *self.projection_dims.last().expect("projection dims");
         SimSiam {

@@ -2,17 +2,62 @@
 //! a floor per dimension, covariance between dimensions pushed to zero.
 
 use burn::prelude::*;
-use selfsup_models::{Backbone, BackboneConfig, MlpHead, MlpHeadConfig};
+use selfsup_models::{Backbone, MlpHead, MlpHeadConfig};
+use serde::{Deserialize, Serialize};
 
+use crate::MethodError;
 use crate::loss::{VicRegWeights, vicreg_loss};
-use crate::method::{Progress, SslMethod, StepOutput, project_two_views};
+use crate::method::{
+    ImageContext, ImageMethodConfig, Progress, SslMethod, StepOutput, project_two_views,
+};
+use crate::registry::{MethodSettings, check_widths};
 
-#[derive(Debug, Clone)]
+/// VICReg's `[method]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct VicRegConfig {
-    pub backbone: BackboneConfig,
     /// Expander widths (hidden…, output): Linear-BN-ReLU blocks then a plain Linear.
     pub projection_dims: Vec<usize>,
-    pub weights: VicRegWeights,
+    /// Weights of the invariance, variance and covariance terms (the paper's 25, 25, 1).
+    #[serde(rename = "vicreg_weights")]
+    pub weights: [f64; 3],
+}
+
+impl Default for VicRegConfig {
+    fn default() -> Self {
+        Self {
+            projection_dims: vec![512, 128],
+            weights: [25.0, 25.0, 1.0],
+        }
+    }
+}
+
+impl VicRegConfig {
+    /// The loss weights, with VICReg's variance floor ε = 1e-4.
+    pub fn loss_weights(&self) -> VicRegWeights {
+        let [invariance, variance, covariance] = self.weights;
+        VicRegWeights {
+            invariance,
+            variance,
+            covariance,
+            eps: 1e-4,
+        }
+    }
+}
+
+impl MethodSettings for VicRegConfig {
+    const NAME: &'static str = "vicreg";
+
+    fn validate(&self) -> Result<(), MethodError> {
+        check_widths("projection_dims", &self.projection_dims)?;
+        if self.weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
+            return Err(MethodError::setting(
+                "vicreg_weights",
+                format!("must all be ≥ 0, got {:?}", self.weights),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Module, Debug)]
@@ -23,14 +68,16 @@ pub struct VicReg {
     pub weights: VicRegWeights,
 }
 
-impl VicRegConfig {
-    pub fn init(&self, device: &Device) -> VicReg {
-        let backbone = self.backbone.init(device);
+impl ImageMethodConfig for VicRegConfig {
+    type Model = VicReg;
+
+    fn init(&self, ctx: &ImageContext, device: &Device) -> VicReg {
+        let backbone = ctx.backbone.init(device);
         let projector = MlpHeadConfig::on(backbone.out_dim(), &self.projection_dims);
         VicReg {
             backbone,
             projector: projector.init(device),
-            weights: self.weights,
+            weights: self.loss_weights(),
         }
     }
 }

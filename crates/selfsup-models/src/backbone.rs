@@ -52,7 +52,7 @@ pub enum BackboneConfig {
 }
 
 impl BackboneConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::ModelError> {
         match self {
             BackboneConfig::ResNet(c) => c.validate(),
             BackboneConfig::Vit(c) => c.validate(),
@@ -129,7 +129,7 @@ mod tests {
             "{:?}",
             vit_names.keys()
         );
-        let err = load_named_tensors(vit, &names, "").unwrap_err();
+        let err = load_named_tensors(vit, &names, "").unwrap_err().to_string();
         assert!(err.contains("missing tensor `patch_embed.weight`"), "{err}");
     }
 }

@@ -43,15 +43,18 @@ impl MlpHeadConfig {
         Self::new(vec![input, hidden, output])
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::ModelError> {
         if self.dims.len() < 2 {
-            return Err(format!(
+            return Err(crate::ModelError::Config(format!(
                 "a head needs at least an input and an output width, got {:?}",
                 self.dims
-            ));
+            )));
         }
         if self.dims.contains(&0) {
-            return Err(format!("head widths must be positive, got {:?}", self.dims));
+            return Err(crate::ModelError::Config(format!(
+                "head widths must be positive, got {:?}",
+                self.dims
+            )));
         }
         Ok(())
     }

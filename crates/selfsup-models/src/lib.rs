@@ -13,6 +13,7 @@
 //! Every model maps `[batch, 3, H, W]` images to `[batch, dim]` features.
 
 pub mod backbone;
+mod error;
 pub mod heads;
 pub mod named;
 pub mod pool;
@@ -21,6 +22,7 @@ pub mod transformer;
 pub mod vit;
 
 pub use backbone::{Backbone, BackboneConfig};
+pub use error::ModelError;
 pub use heads::{MlpHead, MlpHeadConfig};
 pub use named::{NamedTensor, load_named_tensors, named_tensors};
 pub use pool::{last_pool, mean_pool};

@@ -120,7 +120,7 @@ pub fn load_named_tensors<M: Module>(
     module: M,
     source: &BTreeMap<String, NamedTensor>,
     prefix: &str,
-) -> Result<M, String> {
+) -> Result<M, crate::ModelError> {
     let mut a = Assign {
         path: Vec::new(),
         source,
@@ -132,7 +132,10 @@ pub fn load_named_tensors<M: Module>(
     if !a.errors.is_empty() {
         let n = a.errors.len();
         let shown: Vec<_> = a.errors.into_iter().take(5).collect();
-        return Err(format!("{n} tensor(s) do not match: {}", shown.join("; ")));
+        return Err(crate::ModelError::Tensors(format!(
+            "{n} tensor(s) do not match: {}",
+            shown.join("; ")
+        )));
     }
     Ok(module)
 }
@@ -194,14 +197,15 @@ mod tests {
         assert_eq!(named_tensors(&b), src);
 
         let wrong = MlpHeadConfig::new(vec![6, 4, 3]).init(&device);
-        let err = load_named_tensors(wrong, &src, "").unwrap_err();
+        let err = load_named_tensors(wrong, &src, "").unwrap_err().to_string();
         assert!(err.contains("layers.0.linear.weight"), "{err}");
         let err = load_named_tensors(
             MlpHeadConfig::new(vec![6, 5, 3]).init(&device),
             &src,
             "backbone.",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("missing tensor `backbone.layers.0.linear.weight`"),
             "{err}"

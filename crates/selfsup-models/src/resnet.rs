@@ -162,24 +162,28 @@ pub struct ResNet {
 
 impl ResNetConfig {
     /// Blocks per stage and whether they are bottlenecks.
-    fn layout(&self) -> Result<([usize; 4], bool), String> {
+    fn layout(&self) -> Result<([usize; 4], bool), crate::ModelError> {
         match self.depth {
             18 => Ok(([2, 2, 2, 2], false)),
             34 => Ok(([3, 4, 6, 3], false)),
             50 => Ok(([3, 4, 6, 3], true)),
-            d => Err(format!(
+            d => Err(crate::ModelError::Config(format!(
                 "backbone depth {d} is not supported: use 18, 34 or 50"
-            )),
+            ))),
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::ModelError> {
         self.layout()?;
         if self.width == 0 {
-            return Err("backbone width must be at least 1".into());
+            return Err(crate::ModelError::Config(
+                "backbone width must be at least 1".into(),
+            ));
         }
         if self.in_channels == 0 {
-            return Err("in_channels must be at least 1".into());
+            return Err(crate::ModelError::Config(
+                "in_channels must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -368,7 +372,11 @@ mod tests {
 
     #[test]
     fn bad_depth_is_refused() {
-        let err = ResNetConfig::new().with_depth(19).validate().unwrap_err();
+        let err = ResNetConfig::new()
+            .with_depth(19)
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("18, 34 or 50"), "{err}");
     }
 }

@@ -105,17 +105,21 @@ pub fn validate_encoder_sizes(
     d_model: usize,
     n_heads: usize,
     dropout: f64,
-) -> Result<(), String> {
+) -> Result<(), crate::ModelError> {
     if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
-        return Err(format!("encoder {name} must be > 0"));
+        return Err(crate::ModelError::Config(format!(
+            "encoder {name} must be > 0"
+        )));
     }
     if n_heads == 0 || d_model % n_heads != 0 {
-        return Err(format!(
+        return Err(crate::ModelError::Config(format!(
             "encoder d_model ({d_model}) must be a multiple of n_heads ({n_heads})"
-        ));
+        )));
     }
     if !(0.0..1.0).contains(&dropout) {
-        return Err(format!("encoder dropout must be in [0, 1), got {dropout}"));
+        return Err(crate::ModelError::Config(format!(
+            "encoder dropout must be in [0, 1), got {dropout}"
+        )));
     }
     Ok(())
 }
@@ -220,13 +224,20 @@ mod tests {
         let ok = validate_encoder_sizes(&[("d_model", 8), ("n_layers", 2)], 8, 2, 0.1);
         assert_eq!(ok, Ok(()));
         let zero = validate_encoder_sizes(&[("d_model", 8), ("n_layers", 0)], 8, 2, 0.1);
-        assert_eq!(zero.unwrap_err(), "encoder n_layers must be > 0");
-        let heads = validate_encoder_sizes(&[], 10, 4, 0.1).unwrap_err();
+        assert_eq!(
+            zero.unwrap_err().to_string(),
+            "encoder n_layers must be > 0"
+        );
+        let heads = validate_encoder_sizes(&[], 10, 4, 0.1)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             heads,
             "encoder d_model (10) must be a multiple of n_heads (4)"
         );
-        let dropout = validate_encoder_sizes(&[], 8, 2, 1.0).unwrap_err();
+        let dropout = validate_encoder_sizes(&[], 8, 2, 1.0)
+            .unwrap_err()
+            .to_string();
         assert_eq!(dropout, "encoder dropout must be in [0, 1), got 1");
     }
 }

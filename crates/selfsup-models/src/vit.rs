@@ -61,7 +61,7 @@ pub struct VitConfig {
 }
 
 impl VitConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::ModelError> {
         for (name, v) in [
             ("image_size", self.image_size),
             ("patch_size", self.patch_size),
@@ -71,32 +71,34 @@ impl VitConfig {
             ("heads", self.heads),
         ] {
             if v == 0 {
-                return Err(format!("ViT {name} must be at least 1"));
+                return Err(crate::ModelError::Config(format!(
+                    "ViT {name} must be at least 1"
+                )));
             }
         }
         if self.image_size % self.patch_size != 0 {
-            return Err(format!(
+            return Err(crate::ModelError::Config(format!(
                 "ViT patch_size {} must divide the image size {}",
                 self.patch_size, self.image_size
-            ));
+            )));
         }
         if self.dim % self.heads != 0 {
-            return Err(format!(
+            return Err(crate::ModelError::Config(format!(
                 "ViT dim {} must be a multiple of heads {}",
                 self.dim, self.heads
-            ));
+            )));
         }
         if self.positions == VitPositions::Sincos && self.dim % 4 != 0 {
-            return Err(format!(
+            return Err(crate::ModelError::Config(format!(
                 "ViT dim {} must be a multiple of 4 for sin-cos positions (two axes × sin, cos)",
                 self.dim
-            ));
+            )));
         }
         if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) {
-            return Err(format!(
+            return Err(crate::ModelError::Config(format!(
                 "ViT mlp_ratio must be positive, got {}",
                 self.mlp_ratio
-            ));
+            )));
         }
         Ok(())
     }

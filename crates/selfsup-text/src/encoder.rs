@@ -47,6 +47,7 @@ impl TextEncoderConfig {
             ("max_len", self.max_len),
         ];
         validate_encoder_sizes(&positive, self.d_model, self.n_heads, self.dropout)
+            .map_err(|e| e.to_string())
     }
 
     /// Panics on an invalid config; call [`validate`](Self::validate) first to report it.

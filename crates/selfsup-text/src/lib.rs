@@ -7,20 +7,21 @@
 pub mod dataset;
 pub mod encoder;
 pub mod error;
-pub mod finetune;
 pub mod loss;
 pub mod masking;
 pub mod methods;
+pub mod modality;
 pub mod models;
 pub mod tokenizer;
 
 pub use dataset::{Document, Documents, TextDataset, TextFormat, TextSource};
 pub use encoder::{Pooling, TextEncoder, TextEncoderConfig, TokenBatch, pad_rows, pool};
 pub use error::{Result, TextError};
-pub use finetune::{embed_all, finetune, scores};
 pub use loss::{IGNORE_INDEX, LmLoss, causal_lm_loss, masked_lm_loss, next_token_labels};
 pub use masking::{MaskedSequence, MlmMaskConfig};
-pub use models::{LmBatch, LmHead, LmMetrics, LmModel, Objective, TextClassifier};
+pub use methods::{TextMethod, TextMethodConfig};
+pub use modality::{Text, TextSettings, TextTask};
+pub use models::{LmBatch, LmHead, LmMetrics, LmModel, Objective};
 pub use tokenizer::{SPECIAL_TOKENS, SpecialIds, TextTokenizer, WordPieceConfig};
 
 /// A scratch directory removed on drop (tests only; `tempfile` as a dev-dependency would change

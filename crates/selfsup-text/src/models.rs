@@ -8,7 +8,7 @@ use burn::prelude::*;
 use selfsup_data::SampleRng;
 use selfsup_models::transformer::gelu;
 
-use crate::encoder::{Pooling, TextEncoder, TextEncoderConfig, TokenBatch, pad_rows, pool};
+use crate::encoder::{TextEncoder, TextEncoderConfig, TokenBatch, pad_rows};
 use crate::loss::{IGNORE_INDEX, LmLoss, masked_lm_loss, next_token_labels};
 use crate::masking::MlmMaskConfig;
 use crate::tokenizer::SpecialIds;
@@ -134,31 +134,6 @@ impl LmModel {
     }
 }
 
-/// Encoder + pooling + a linear classifier.
-#[derive(Module, Debug)]
-pub struct TextClassifier {
-    pub encoder: TextEncoder,
-    pub head: Linear,
-    #[module(skip)]
-    pub pooling: Pooling,
-}
-
-impl TextClassifier {
-    pub fn new(encoder: TextEncoder, classes: usize, pooling: Pooling, device: &Device) -> Self {
-        Self {
-            head: LinearConfig::new(encoder.d_model, classes).init(device),
-            encoder,
-            pooling,
-        }
-    }
-
-    /// Class logits `[B, classes]`.
-    pub fn forward(&self, batch: &TokenBatch) -> Tensor<2> {
-        let hidden = self.encoder.forward(batch);
-        self.head.forward(pool(hidden, batch, self.pooling))
-    }
-}
-
 /// A language-model batch: the model's input and per-position labels (row-major; padding and
 /// positions without a target are [`IGNORE_INDEX`]).
 #[derive(Debug, Clone)]
@@ -260,6 +235,7 @@ impl LmMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Pooling;
     use burn::optim::GradientsParams;
     use selfsup_methods::optim::{OptimizerConfig, OptimizerKind};
 
@@ -389,9 +365,13 @@ mod tests {
         let device = Device::flex();
         let mlm = LmModel::new(&tiny(), &Objective::NextToken, &device);
         assert!(mlm.backbone.causal);
-        let clf = TextClassifier::new(mlm.backbone.clone(), 2, Pooling::Mean, &device);
+        let clf = selfsup_core::finetune::Classifier {
+            encoder: mlm.backbone.clone(),
+            head: LinearConfig::new(mlm.backbone.d_model, 2).init(&device),
+        };
         let batch = TokenBatch::collate(&corpus(3), 0, None, &device);
-        assert_eq!(clf.forward(&batch).dims(), [3, 2]);
+        let logits = clf.head.forward(clf.encoder.embed(&batch, Pooling::Mean));
+        assert_eq!(logits.dims(), [3, 2]);
         assert_eq!(clf.encoder.num_params(), mlm.backbone.num_params());
     }
 }

@@ -1,35 +1,16 @@
-//! `selfsup`: self-supervised pretraining and evaluation from the command line.
+//! `selfsup`: self-supervised pretraining and evaluation from the command line, a thin layer
+//! over the library (`selfsup::Pretrain`, `selfsup::Evaluate`, `selfsup::report`).
 //!
 //! Every subcommand's last line on stdout is one JSON object with its figures.
 
-mod audio;
-mod data;
-mod downstream;
-mod embed;
-mod encoder;
-mod export;
-mod features;
-mod finetune;
-mod pretext;
-mod pretrain;
-mod prove;
-mod quickstart;
-mod report;
-mod spectrogram_png;
-mod text;
-mod train_data;
+use std::path::PathBuf;
 
-use std::path::{Path, PathBuf};
-
-use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
-use selfsup_data::Split;
-use selfsup_eval::{KnnConfig, LinearProbeConfig, knn_classify, linear_probe};
-use serde_json::json;
-
-use selfsup::{checkpoint, config, device};
-
-use crate::config::Config;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use selfsup::{
+    Evaluate, FinetuneMode, FinetuneRequest, Pretrain, ProveOptions, QuickstartOptions, Recipe,
+    ReportOptions, Result, Split, TaskOptions,
+};
+use serde_json::Value;
 
 /// mimalloc, with freed memory kept mapped: see [`selfsup::alloc`].
 #[global_allocator]
@@ -39,7 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "selfsup",
     version,
-    about = "Self-supervised learning: pretrain encoders on unlabeled data, evaluate with few labels"
+    about = "Self-supervised learning: pretrain encoders on unlabeled images, audio or text, evaluate with few labels"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,27 +29,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Pretrain an encoder without labels (images: SimCLR, MoCo, …; audio: masked_frames, cpc;
-    /// text: mlm, causal_lm).
+    /// Pretrain an encoder without labels (images: SimCLR, MoCo, …; audio: masked_frames, cpc,
+    /// audio_simclr; text: mlm, causal_lm).
     Pretrain(PretrainCmd),
-    /// Evaluate a checkpoint's frozen backbone.
+    /// Evaluate a checkpoint's frozen encoder (any modality).
     #[command(subcommand)]
     Eval(EvalCmd),
-    /// Write backbone embeddings of a dataset split, with labels and source paths.
+    /// Write a checkpoint's embeddings of a dataset split, with labels and sample names.
     Embed {
         #[command(flatten)]
         common: EvalCommon,
-        /// `train` or `test`.
-        #[arg(long, default_value = "test")]
-        split: String,
+        #[arg(long, value_enum, default_value = "test")]
+        split: SplitArg,
         /// FILE.safetensors (embeddings, labels, paths in metadata) or FILE.npy (+ FILE.labels.npy, FILE.paths.txt).
         #[arg(long)]
         out: PathBuf,
-        /// Only N images, evenly spaced over the split (so every class of a folder dataset shows up).
+        /// Only N samples, evenly spaced over the split (so every class of a folder dataset shows up).
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
     },
-    /// Write a checkpoint's backbone for another framework.
+    /// Write a checkpoint's encoder for another framework (image ResNets: torchvision).
     Export {
         #[arg(long)]
         checkpoint: PathBuf,
@@ -80,17 +60,33 @@ enum Command {
         out: PathBuf,
     },
     /// HTML report of a run: loss, learning rate, kNN and collapse diagnostics per epoch, a t-SNE
-    /// map of test embeddings, few-label tables (prove*.json).
-    Report(report::ReportArgs),
+    /// map of test embeddings, pictures of what the model sees, few-label tables (prove*.json).
+    Report(ReportCmd),
     /// Train a classifier on a stratified subset of the training labels, on the checkpoint's
     /// encoder (or from scratch), and test it on the whole test split.
-    Finetune(finetune::FinetuneArgs),
+    Finetune(FinetuneCmd),
     /// Pretrained vs from scratch with few labels: kNN, linear probe, fine-tune and scratch at
-    /// each label fraction; writes RUN/prove.md and RUN/prove.json.
-    Prove(prove::ProveArgs),
+    /// each label subset; writes RUN/prove.md and RUN/prove.json.
+    Prove(ProveCmd),
     /// Install Fashion-MNIST if missing, pretrain a small encoder for a few minutes, and compare
     /// its kNN accuracy with the same encoder at random initialisation.
-    Quickstart(quickstart::QuickstartArgs),
+    Quickstart {
+        /// Run directory.
+        #[arg(long, default_value = "runs/quickstart")]
+        out: PathBuf,
+        /// Override a value of configs/quickstart_fashion_mnist.toml (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Start over even if --out holds an earlier quickstart run.
+        #[arg(long)]
+        fresh: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitArg {
+    Train,
+    Test,
 }
 
 #[derive(Args)]
@@ -121,32 +117,68 @@ struct PretrainCmd {
     stop_after: Option<usize>,
 }
 
+/// The checkpoint and data of a downstream command.
 #[derive(Args)]
-struct EvalCommon {
+struct TaskArgs {
     /// A checkpoint written by `selfsup pretrain` (RUN_DIR/checkpoints/epoch_NNNN.safetensors).
     #[arg(long)]
     checkpoint: PathBuf,
     /// Labelled dataset with train and test splits; default: the checkpoint's data.path.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Evaluate the same architecture at random initialisation instead of the checkpoint's weights.
-    #[arg(long)]
-    random_init: bool,
-    #[arg(long)]
-    skip_corrupt: bool,
     /// Compute device (default: the checkpoint's train.device): cpu, vulkan, libtorch.
     #[arg(long)]
     device: Option<String>,
+    /// Images: skip unreadable files (counted) instead of stopping.
+    #[arg(long)]
+    skip_corrupt: bool,
+    /// Text checkpoints: the sequence embedding, `cls` ([CLS] output), `mean` (mean over the
+    /// tokens) or `last` (the last token's output). Default: the checkpoint's text.pooling.
+    #[arg(long)]
+    pooling: Option<String>,
+}
+
+impl TaskArgs {
+    fn evaluate(&self) -> Evaluate {
+        let mut e = Evaluate::checkpoint(&self.checkpoint)
+            .skip_corrupt(self.skip_corrupt)
+            .pooling(self.pooling.clone());
+        if let Some(d) = &self.data {
+            e = e.data(d);
+        }
+        if let Some(d) = &self.device {
+            e = e.device(d);
+        }
+        e
+    }
+}
+
+#[derive(Args)]
+struct EvalCommon {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Evaluate the same architecture at random initialisation instead of the checkpoint's weights.
+    #[arg(long)]
+    random_init: bool,
     /// Leave the test split alone: hold out this stratified fraction of the train split
     /// (seeded by train.seed) as the queries and use the rest as the labelled train set, for
     /// choosing hyper-parameters.
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     validation: Option<f64>,
+}
+
+impl EvalCommon {
+    fn evaluate(&self) -> Evaluate {
+        self.task
+            .evaluate()
+            .random_init(self.random_init)
+            .validation(self.validation)
+    }
 }
 
 #[derive(Subcommand)]
 enum EvalCmd {
-    /// Weighted kNN on L2-normalised backbone features (cosine similarity).
+    /// Weighted kNN on L2-normalised embeddings (cosine similarity).
     Knn {
         #[command(flatten)]
         common: EvalCommon,
@@ -155,7 +187,7 @@ enum EvalCmd {
         #[arg(long)]
         temperature: Option<f64>,
     },
-    /// Linear classifier on frozen backbone features.
+    /// Linear classifier on frozen embeddings.
     Linear {
         #[command(flatten)]
         common: EvalCommon,
@@ -166,283 +198,318 @@ enum EvalCmd {
     },
 }
 
-fn print_json(v: serde_json::Value) {
-    println!("{v}");
+/// Training settings shared by `finetune` and `prove`.
+#[derive(Args, Clone)]
+struct RecipeArgs {
+    /// Labelled samples per batch (full mode and the linear probe). Default: 64 for images,
+    /// 32 for audio and text.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate of the head (full mode; cosine decay to 0). Default: 0.05 (SGD, no
+    /// warm-up) for images, 5e-4 (AdamW, 10 % warm-up) for audio, 1e-4 (AdamW, 10 % warm-up)
+    /// for text.
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f64>,
+    /// Backbone learning rate = lr × this, for a pretrained backbone (full mode): the new,
+    /// randomly initialised head learns at the full rate while the pretrained features adapt
+    /// more slowly. From scratch the backbone always gets the full lr (this flag is ignored),
+    /// so the baseline is not handicapped. Default: 0.5 for images, 1 for audio and text.
+    #[arg(long, allow_negative_numbers = true)]
+    backbone_lr_mult: Option<f64>,
+    /// Weight decay (full mode). Default: 5e-4 (SGD) for images, 0.01 (AdamW) for audio and
+    /// text.
+    #[arg(long, allow_negative_numbers = true)]
+    weight_decay: Option<f64>,
+    /// Optimizer steps of full mode, exactly (--budget is then ignored). Default: whole epochs
+    /// over the labelled subset, max(1, round(S / labels)) of them with floor(labels / batch)
+    /// batches each (drop_last), times --budget; S = 20000 for images (280 steps at 500
+    /// labels, 312 at 5,000), 7500 for audio (150 steps at 50 labels), 10000 for text (280
+    /// steps at 250 labels).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Multiplier of the default number of steps (`--budget 3`: 840 at 500 labels).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    budget: f64,
+    /// Epochs of the linear probe on frozen features (Adam, lr 1e-3, standardised features).
+    #[arg(long, default_value_t = 100)]
+    linear_epochs: usize,
+    /// Seeds the label subset, the head, the random init (--from-scratch), order and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// LP-FT (Kumar et al. 2022), full mode: start the head from a linear probe
+    /// (--linear-epochs, Adam lr 1e-3, unnormalised features) on the frozen encoder's
+    /// embeddings of the labelled samples instead of at random, then fine-tune as usual.
+    /// Applies alike to a pretrained encoder and to --from-scratch.
+    #[arg(long)]
+    lp_ft: bool,
+    /// Score on a stratified fraction of the *training* samples held out (chosen by the
+    /// checkpoint's train.seed, the same for every --seed, as `eval knn --validation`) instead
+    /// of the test split; label subsets are drawn from the other training samples.
+    #[arg(long, allow_negative_numbers = true)]
+    validation: Option<f64>,
 }
 
-fn pretrain_cmd(cmd: PretrainCmd) -> Result<()> {
-    let mut overrides = cmd.overrides;
-    if let Some(d) = cmd.data {
-        overrides.push(format!("data.path=\"{d}\""));
+impl RecipeArgs {
+    fn recipe(&self) -> Recipe {
+        Recipe {
+            batch_size: self.batch_size,
+            lr: self.lr,
+            backbone_lr_mult: self.backbone_lr_mult,
+            weight_decay: self.weight_decay,
+            steps: self.steps,
+            budget: self.budget,
+            linear_epochs: self.linear_epochs,
+            seed: self.seed,
+            lp_ft: self.lp_ft,
+            validation: self.validation,
+            ..Recipe::default()
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Linear classifier on frozen features.
+    Linear,
+    /// Backbone and linear head trained together.
+    Full,
+}
+
+#[derive(Args)]
+struct FinetuneCmd {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Fraction of each class's training labels to use, in (0, 1] (e.g. 0.01, 0.1, 1).
+    #[arg(
+        long,
+        conflicts_with = "labels_per_class",
+        allow_negative_numbers = true
+    )]
+    label_fraction: Option<f64>,
+    /// Training labels per class (instead of --label-fraction).
+    #[arg(long)]
+    labels_per_class: Option<usize>,
+    /// `linear`: linear classifier on frozen features; `full`: fine-tune backbone and head.
+    #[arg(long, value_enum, default_value = "full")]
+    mode: ModeArg,
+    /// Train the same architecture from random initialisation (seeded by --seed) with the same
+    /// recipe and budget; the backbone then gets the full --lr (no --backbone-lr-mult).
+    #[arg(long)]
+    from_scratch: bool,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// No per-step progress on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ProveCmd {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Label fractions, comma-separated, each in (0, 1]. Default 0.01,0.1 when
+    /// --labels-per-class is not given either.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    fractions: Vec<f64>,
+    /// Labels per class, comma-separated (e.g. 5): subsets besides (or instead of) --fractions.
+    #[arg(long, value_delimiter = ',')]
+    labels_per_class: Vec<usize>,
+    /// Seeds, comma-separated (e.g. 0,1,2): every figure per seed, then mean ± std.
+    /// Default: --seed.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Where to write prove.md and prove.json (prove_budgetB.* when --budget is not 1);
+    /// default: the checkpoint's run directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No per-step progress on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ReportCmd {
+    /// Run directory written by `selfsup pretrain --out` (metrics.jsonl, checkpoints/).
+    run_dir: PathBuf,
+    /// Checkpoint whose encoder embeds the test samples (default: the run's newest).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Labelled dataset with a test split (default: the checkpoint's data.path).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Test samples in the t-SNE map (stratified by class); 0 leaves the map out.
+    #[arg(long, default_value_t = 2000)]
+    points: usize,
+}
+
+fn to_json(v: impl serde::Serialize) -> Value {
+    serde_json::to_value(v).expect("figures serialise")
+}
+
+fn pretrain(cmd: PretrainCmd) -> Result<Value> {
+    let mut run = Pretrain::new(&cmd.out)
+        .resume(cmd.resume)
+        .quiet(cmd.quiet)
+        .stop_after(cmd.stop_after);
+    if let Some(c) = &cmd.config {
+        run = run.config(c);
+    }
+    for o in &cmd.overrides {
+        run = run.set(o);
+    }
+    if let Some(d) = &cmd.data {
+        run = run.data(d);
     }
     if cmd.skip_corrupt {
-        overrides.push("data.skip_corrupt=true".into());
+        run = run.set("data.skip_corrupt=true");
     }
-    let config = Config::load(cmd.config.as_deref(), &overrides)?;
-    if config.data.path.is_empty() && !cmd.resume {
-        anyhow::bail!("no dataset: set data.path in the config or pass --data PATH");
-    }
-    let summary = pretrain::run(pretrain::PretrainArgs {
-        config,
-        out: cmd.out.clone(),
-        resume: cmd.resume,
-        base_dir: std::env::current_dir()?,
-        quiet: cmd.quiet,
-        stop_after: cmd.stop_after,
-    })?;
+    let s = run.run()?;
     eprintln!(
         "pretrained {} epochs ({} steps) in {:.1} min, {:.0} views/s; checkpoint {}",
-        summary.epochs,
-        summary.steps,
-        summary.train_seconds / 60.0,
-        summary.views_per_second,
-        summary.checkpoint.display()
+        s.epochs,
+        s.steps,
+        s.train_seconds / 60.0,
+        s.views_per_second,
+        s.checkpoint.display()
     );
-    print_json(json!({
-        "epochs": summary.epochs, "steps": summary.steps, "final_loss": summary.final_loss,
-        "train_seconds": summary.train_seconds, "views_per_second": summary.views_per_second,
-        "images": summary.images, "skipped_corrupt": summary.skipped_corrupt,
-        "checkpoint": summary.checkpoint, "run_dir": cmd.out,
-    }));
-    Ok(())
+    Ok(to_json(s))
 }
 
-struct EvalData {
-    config: Config,
-    backbone: selfsup_models::Backbone,
-    data_path: PathBuf,
-    cache: PathBuf,
-}
-
-fn eval_setup(common: &EvalCommon) -> Result<EvalData> {
-    let (config, mut backbone) =
-        encoder::load_backbone(&common.checkpoint, common.device.as_deref())?;
-    if common.random_init {
-        backbone = encoder::random_init_backbone(&config)?;
-    }
-    let data_path = match &common.data {
-        Some(d) => d.clone(),
-        None => PathBuf::from(&config.data.path),
-    };
-    let run_dir = common.checkpoint.parent().and_then(Path::parent);
-    let cache = data::cache_dir(&config, run_dir);
-    Ok(EvalData {
-        config,
-        backbone,
-        data_path,
-        cache,
-    })
-}
-
-fn eval_features(
-    e: &EvalData,
-    common: &EvalCommon,
-) -> Result<[(selfsup_eval::Features, Vec<u32>); 2]> {
-    let skip = common.skip_corrupt;
-    match common.validation {
-        Some(f) => {
-            features::train_validation(&e.config, &e.backbone, &e.data_path, &e.cache, skip, f)
-        }
-        None => features::train_test(&e.config, &e.backbone, &e.data_path, &e.cache, skip),
-    }
-}
-
-/// What the evaluated queries are: the test split, or the held-out part of the train split.
-fn query_split(common: &EvalCommon) -> &'static str {
-    if common.validation.is_some() {
-        "held-out train (validation)"
-    } else {
-        "test"
-    }
-}
-
-fn eval_cmd(cmd: EvalCmd) -> Result<()> {
+fn eval(cmd: EvalCmd) -> Result<Value> {
     match cmd {
         EvalCmd::Knn {
             common,
             k,
             temperature,
-        } => {
-            let e = eval_setup(&common)?;
-            let k = k.unwrap_or(e.config.eval.knn_k);
-            let t = temperature.unwrap_or(e.config.eval.knn_temperature);
-            if k == 0 || !(t > 0.0) {
-                anyhow::bail!("--k must be ≥ 1 and --temperature > 0 (got k={k}, temperature={t})");
-            }
-            let [(ftr, ltr), (fte, lte)] = eval_features(&e, &common)?;
-            let r = knn_classify(
-                &ftr,
-                &ltr,
-                &fte,
-                &lte,
-                &KnnConfig {
-                    k,
-                    temperature: t as f32,
-                    ..Default::default()
-                },
-            )?;
-            for n in &r.notes {
-                eprintln!("note: {n}");
-            }
-            eprintln!(
-                "kNN (k={}, T={t}) top-1 {:.2}% on {} {} images",
-                r.k,
-                100.0 * r.top1,
-                fte.n,
-                query_split(&common)
-            );
-            print_json(
-                json!({"knn_top1": r.top1, "knn_top5": r.top5, "k": r.k, "temperature": t,
-                "images": fte.n, "train_images": ftr.n, "random_init": common.random_init,
-                "validation": common.validation}),
-            );
-        }
-        EvalCmd::Linear { common, epochs, lr } => {
-            let e = eval_setup(&common)?;
-            let [(ftr, ltr), (fte, lte)] = eval_features(&e, &common)?;
-            let cfg = LinearProbeConfig {
-                epochs,
-                lr,
-                seed: e.config.train.seed,
-                ..Default::default()
-            };
-            let r = linear_probe(&ftr, &ltr, &fte, &lte, &cfg)?;
-            eprintln!(
-                "linear probe top-1 {:.2}% on {} {} images (train {:.2}%)",
-                100.0 * r.test_top1,
-                fte.n,
-                query_split(&common),
-                100.0 * r.train_top1
-            );
-            print_json(
-                json!({"linear_top1": r.test_top1, "linear_top5": r.test_top5, "train_top1": r.train_top1,
-                "images": fte.n, "train_images": ftr.n, "epochs": epochs, "random_init": common.random_init,
-                "validation": common.validation}),
-            );
-        }
+        } => common.evaluate().knn_with(k, temperature).map(to_json),
+        EvalCmd::Linear { common, epochs, lr } => common.evaluate().linear(epochs, lr).map(to_json),
     }
-    Ok(())
 }
 
-/// `n` indices spread evenly over `0..len` (all of them when `n ≥ len`).
-fn evenly_spaced(len: usize, n: usize) -> Vec<usize> {
-    let n = n.min(len);
-    (0..n).map(|i| i * len / n).collect()
-}
-
-fn embed_cmd(common: EvalCommon, split: &str, out: &Path, limit: Option<usize>) -> Result<()> {
-    if limit == Some(0) {
-        anyhow::bail!("--limit must be at least 1");
-    }
-    let split = match split {
-        "train" => Split::Train,
-        "test" => Split::Test,
-        other => anyhow::bail!("--split `{other}`: use train or test"),
-    };
-    let e = eval_setup(&common)?;
-    let dataset = data::open(&e.data_path, split, &e.cache, common.skip_corrupt)?;
-    let dev = device::select(&e.config.train.device)?;
-    let pipe = data::eval_pipeline(&e.config)?;
-    let indices = match limit {
-        Some(n) => evenly_spaced(dataset.len(), n),
-        None => (0..dataset.len()).collect(),
-    };
-    let paths = indices
-        .iter()
-        .map(|&i| dataset.path(i).display().to_string())
-        .collect();
-    let class_names = dataset.class_names().to_vec();
-    let (features, labels) = features::extract(
-        &e.backbone,
-        dataset,
-        Some(indices),
-        pipe,
-        e.config.eval.batch_size,
-        e.config.data.workers,
-        &dev,
-    )?;
-    let (n, dim) = (features.n, features.dim);
-    let written = embed::write(
-        out,
-        &embed::Embeddings {
-            features,
-            labels,
-            paths,
-            class_names,
+fn finetune(cmd: FinetuneCmd) -> Result<Value> {
+    let subset =
+        selfsup::selfsup_core::finetune::subset_spec(cmd.label_fraction, cmd.labels_per_class)?;
+    let request = FinetuneRequest {
+        subset,
+        mode: match cmd.mode {
+            ModeArg::Linear => FinetuneMode::Linear,
+            ModeArg::Full => FinetuneMode::Full,
         },
-    )?;
-    eprintln!(
-        "wrote {n} embeddings of dimension {dim} to {}",
-        written
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    print_json(
-        json!({"images": n, "dim": dim, "files": written, "random_init": common.random_init}),
-    );
-    Ok(())
+        from_scratch: cmd.from_scratch,
+        recipe: cmd.recipe.recipe(),
+        quiet: cmd.quiet,
+    };
+    cmd.task.evaluate().finetune(&request)
 }
 
-fn export_cmd(checkpoint: &Path, format: &str, out: &Path) -> Result<()> {
-    if format != "torchvision" {
-        anyhow::bail!("--format `{format}` is not supported: use torchvision");
-    }
-    let (config, backbone) = encoder::load_backbone(checkpoint, Some("cpu"))?;
-    let Some(resnet) = backbone.as_resnet() else {
-        anyhow::bail!(
-            "checkpoint {} holds a {} encoder; --format torchvision exports ResNets only (torchvision has no matching ViT layout). Use `selfsup embed` for its features",
-            checkpoint.display(),
-            config.model.backbone
-        );
+fn prove(cmd: ProveCmd) -> Result<Value> {
+    let options = ProveOptions {
+        fractions: cmd.fractions,
+        labels_per_class: cmd.labels_per_class,
+        seeds: cmd.seeds,
+        recipe: cmd.recipe.recipe(),
+        out_dir: cmd.out.unwrap_or_default(),
+        quiet: cmd.quiet,
+        checkpoint: PathBuf::new(),
+        data: PathBuf::new(),
+        modality: "",
     };
-    let state = checkpoint::load(checkpoint)?.state;
-    let tensors = export::torchvision_tensors(resnet, state.global_step as i64);
-    export::write(
-        out,
-        &tensors,
-        export::metadata(&config, checkpoint, state.epoch),
-    )?;
-    eprintln!(
-        "wrote {} tensors of {} (width {}, {} stem) in torchvision layout to {}",
-        tensors.len(),
-        config.model.backbone,
-        config.model.width,
-        config.model.stem,
-        out.display()
-    );
-    print_json(
-        json!({"format": format, "out": out, "tensors": tensors.len(),
-        "architecture": config.model.backbone, "width": config.model.width, "stem": config.model.stem}),
-    );
-    Ok(())
+    cmd.task.evaluate().prove(options)
 }
 
 fn main() {
     selfsup::alloc::keep_freed_memory();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Pretrain(c) => pretrain_cmd(c),
-        Command::Eval(c) => eval_cmd(c),
-        Command::Quickstart(a) => quickstart::run(a),
+    let result = match Cli::parse().command {
+        Command::Pretrain(c) => pretrain(c),
+        Command::Eval(c) => eval(c),
         Command::Embed {
             common,
             split,
             out,
             limit,
-        } => embed_cmd(common, &split, &out, limit),
+        } => {
+            let split = match split {
+                SplitArg::Train => Split::Train,
+                SplitArg::Test => Split::Test,
+            };
+            common.evaluate().embed(split, limit, &out).map(to_json)
+        }
         Command::Export {
             checkpoint,
             format,
             out,
-        } => export_cmd(&checkpoint, &format, &out),
-        Command::Report(a) => report::run(a),
-        Command::Finetune(a) => finetune::run(a).map(print_json),
-        Command::Prove(a) => prove::run(a).map(print_json),
+        } => Evaluate::checkpoint(checkpoint).export(&format, &out),
+        Command::Report(c) => {
+            let options = ReportOptions {
+                run_dir: c.run_dir,
+                points: c.points,
+            };
+            let task = TaskOptions {
+                data: c.data,
+                ..TaskOptions::default()
+            };
+            selfsup::report(&options, c.checkpoint.as_deref(), &task).map(to_json)
+        }
+        Command::Finetune(c) => finetune(c),
+        Command::Prove(c) => prove(c),
+        Command::Quickstart {
+            out,
+            overrides,
+            fresh,
+        } => selfsup::quickstart(&QuickstartOptions {
+            out,
+            overrides,
+            fresh,
+        })
+        .map(to_json),
     };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match result {
+        Ok(v) => println!("{v}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn finetune_flags_map_onto_the_recipe() {
+        let cli = Cli::try_parse_from([
+            "selfsup",
+            "finetune",
+            "--checkpoint",
+            "c.safetensors",
+            "--labels-per-class",
+            "5",
+            "--lr",
+            "0.01",
+            "--lp-ft",
+            "--validation",
+            "0.1",
+            "--steps",
+            "7",
+        ])
+        .unwrap();
+        let Command::Finetune(c) = cli.command else {
+            panic!("finetune")
+        };
+        let r = c.recipe.recipe();
+        assert_eq!(
+            (r.lr, r.steps, r.lp_ft, r.validation),
+            (Some(0.01), Some(7), true, Some(0.1))
+        );
+        assert_eq!(c.labels_per_class, Some(5));
     }
 }

@@ -1,28 +1,35 @@
-//! `selfsup quickstart`: the whole loop on a fresh machine in a few minutes: Fashion-MNIST
+//! The quickstart: the whole loop on a fresh machine in a few minutes: Fashion-MNIST
 //! (installed from Debian when missing), a short SimCLR pretraining of a small ResNet on CPU,
 //! and kNN accuracy of the pretrained encoder next to the same encoder at random initialisation.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use clap::Args;
-use serde_json::json;
+use selfsup_core::{Context, Result, bail};
 
-use crate::config::Config;
-use crate::pretrain;
+use crate::{Evaluate, Pretrain};
 
-#[derive(Args)]
-pub struct QuickstartArgs {
+/// How the quickstart runs.
+#[derive(Debug, Clone)]
+pub struct QuickstartOptions {
     /// Run directory.
-    #[arg(long, default_value = "runs/quickstart")]
-    out: PathBuf,
-    /// Override a value of configs/quickstart_fashion_mnist.toml (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
-    /// Start over even if --out holds an earlier quickstart run.
-    #[arg(long)]
-    fresh: bool,
+    pub out: PathBuf,
+    /// Overrides of configs/quickstart_fashion_mnist.toml.
+    pub overrides: Vec<String>,
+    /// Start over even if `out` holds an earlier quickstart run.
+    pub fresh: bool,
+}
+
+/// What the quickstart measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuickstartSummary {
+    pub knn_top1: f64,
+    pub knn_top1_random_init: f64,
+    pub images: usize,
+    pub pretrain_seconds: f64,
+    pub total_seconds: f64,
+    pub views_per_second: f64,
+    pub checkpoint: PathBuf,
 }
 
 /// The quickstart recipe, compiled in so the command works from any directory.
@@ -70,61 +77,52 @@ fn ensure_fashion_mnist() -> Result<PathBuf> {
     Ok(dir)
 }
 
-pub fn run(args: QuickstartArgs) -> Result<()> {
+/// Installs Fashion-MNIST if missing, pretrains for a few minutes (or resumes an earlier
+/// quickstart in `options.out`), and compares kNN accuracy with random initialisation.
+pub fn quickstart(options: &QuickstartOptions) -> Result<QuickstartSummary> {
     let start = Instant::now();
     let data_dir = ensure_fashion_mnist()?;
-    let recipe: toml::Table =
-        toml::from_str(RECIPE).expect("built-in quickstart recipe is valid TOML");
     let recipe_path =
         std::env::temp_dir().join(format!("selfsup-quickstart-{}.toml", std::process::id()));
-    std::fs::write(&recipe_path, toml::to_string(&recipe)?)?;
-    let mut overrides = vec![format!("data.path=\"{}\"", data_dir.display())];
-    overrides.extend(args.overrides);
-    let config = Config::load(Some(&recipe_path), &overrides)?;
-    let _ = std::fs::remove_file(&recipe_path);
-    if args.fresh && args.out.join("checkpoints").exists() {
-        std::fs::remove_dir_all(args.out.join("checkpoints"))?;
-        let _ = std::fs::remove_file(args.out.join("metrics.jsonl"));
+    std::fs::write(&recipe_path, RECIPE)
+        .with_context(|| format!("cannot write {}", recipe_path.display()))?;
+    let out = &options.out;
+    if options.fresh && out.join("checkpoints").exists() {
+        std::fs::remove_dir_all(out.join("checkpoints"))?;
+        let _ = std::fs::remove_file(out.join("metrics.jsonl"));
     }
-    let resume = !crate::checkpoint::list(&args.out).is_empty();
+    let resume = !crate::checkpoint::list(out).is_empty();
+    let mut run = Pretrain::new(out).config(&recipe_path).data(&data_dir);
+    for o in &options.overrides {
+        run = run.set(o);
+    }
     eprintln!(
-        "quickstart: SimCLR on {} Fashion-MNIST images, ResNet-18 width {}, {} epochs (run dir {})",
-        config.data.limit,
-        config.model.width,
-        config.train.epochs,
-        args.out.display()
+        "quickstart: SimCLR on Fashion-MNIST ({}), run dir {}",
+        data_dir.display(),
+        out.display()
     );
-    let summary = pretrain::run(pretrain::PretrainArgs {
-        config: config.clone(),
-        out: args.out.clone(),
-        resume,
-        base_dir: std::env::current_dir()?,
-        quiet: false,
-        stop_after: None,
-    })?;
-    let cache = crate::data::cache_dir(&config, Some(&args.out));
-    let data_path = config.data_path(Path::new("."));
-    eprintln!(
-        "kNN evaluation (k={}, T={}) on the 10,000 test images…",
-        config.eval.knn_k, config.eval.knn_temperature
-    );
-    let (_, backbone) = crate::encoder::load_backbone(&summary.checkpoint, None)?;
-    let (pretrained, images) = pretrain::knn_eval(&config, &backbone, &data_path, &cache)?;
-    let random = crate::encoder::random_init_backbone(&config)?;
-    let (random_top1, _) = pretrain::knn_eval(&config, &random, &data_path, &cache)?;
+    let summary = run.resume(resume).run();
+    let _ = std::fs::remove_file(&recipe_path);
+    let summary = summary?;
+    eprintln!("kNN evaluation on the 10,000 test images…");
+    let eval = Evaluate::checkpoint(&summary.checkpoint);
+    let pretrained = eval.knn()?;
+    let random = eval.clone().random_init(true).knn()?;
     let total = start.elapsed().as_secs_f64();
     eprintln!(
         "kNN top-1: pretrained {:.2}%  vs  random init {:.2}%  ({:+.2} points); {:.1} min in all",
-        100.0 * pretrained,
-        100.0 * random_top1,
-        100.0 * (pretrained - random_top1),
+        100.0 * pretrained.knn_top1,
+        100.0 * random.knn_top1,
+        100.0 * (pretrained.knn_top1 - random.knn_top1),
         total / 60.0
     );
-    println!(
-        "{}",
-        json!({"knn_top1": pretrained, "knn_top1_random_init": random_top1, "images": images,
-            "pretrain_seconds": summary.train_seconds, "total_seconds": total, "views_per_second": summary.views_per_second,
-            "checkpoint": summary.checkpoint})
-    );
-    Ok(())
+    Ok(QuickstartSummary {
+        knn_top1: pretrained.knn_top1,
+        knn_top1_random_init: random.knn_top1,
+        images: pretrained.images,
+        pretrain_seconds: summary.train_seconds,
+        total_seconds: total,
+        views_per_second: summary.views_per_second,
+        checkpoint: summary.checkpoint,
+    })
 }

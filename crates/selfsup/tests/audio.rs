@@ -47,7 +47,7 @@ fn config(name: &str) -> PathBuf {
 }
 
 /// A tiny encoder and batch for 18 training clips.
-const TINY: [&str; 12] = [
+const TINY: [&str; 11] = [
     "train.epochs=1",
     "train.batch_size=6",
     "train.knn_every=1",
@@ -57,7 +57,6 @@ const TINY: [&str; 12] = [
     "audio_encoder.n_heads=2",
     "audio_encoder.n_layers=1",
     "audio.crop_frames=40",
-    "audio.mask_span=[3, 6]",
     "optim.warmup_epochs=0",
     "train.seed=3",
 ];
@@ -72,6 +71,9 @@ fn pretrain(cfg: &str, data: &Path, out: &Path, extra: &[&str]) -> std::process:
         .arg(out);
     for s in TINY.iter().chain(extra) {
         cmd.args(["--set", s]);
+    }
+    if cfg == "masked_frames_fsdd.toml" {
+        cmd.args(["--set", "method.mask_span=[3, 6]"]);
     }
     run(&mut cmd)
 }
@@ -139,17 +141,20 @@ fn audio_pretrain_finetune_prove_report() {
         assert_eq!(j["steps"], 4, "{j}");
         assert!((0.0..=1.0).contains(&j["top1"].as_f64().unwrap()), "{j}");
     }
-    // --validation (held-out training images) is implemented for images only: refused by name.
+    // --validation: 20 % of the 18 training clips (stratified: 1 per digit) are the queries,
+    // labels come from the other 15 (5 per digit).
     let o = run(bin()
-        .args(["finetune", "--quiet", "--checkpoint"])
+        .args(["finetune", "--quiet", "--steps", "2", "--checkpoint"])
         .arg(&ckpt)
-        .args(["--labels-per-class", "5", "--validation", "0.2"]));
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("--validation is implemented for image checkpoints"),
-        "{}",
-        stderr(&o)
+        .args(["--labels-per-class", "4", "--validation", "0.2"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = last_json(&o);
+    assert_eq!(
+        (j["test_images"].as_u64(), j["train_images"].as_u64()),
+        (Some(3), Some(15)),
+        "{j}"
     );
+    assert_eq!(j["validation"], 0.2);
 
     // prove: 5 per digit and 50 %, seeds 0 and 1, mean ± std per subset.
     let j = prove_small(&ckpt, "audio", "0,1", 3);
@@ -193,8 +198,9 @@ fn audio_pretrain_finetune_prove_report() {
     let masked = png.pixels().filter(|p| p.0 == [60, 160, 200]).count();
     assert!(masked > 0, "masked spans are painted");
     let html = std::fs::read_to_string(out.join("report/report.html")).unwrap();
-    // Image-only commands say so instead of failing on tensor names.
-    assert_image_commands_refuse(&ckpt, "is an audio run");
+    // Frozen-encoder commands work on audio checkpoints too; export says what it supports.
+    assert_frozen_commands_work(&ckpt, &out, 18, 9);
+    assert_export_refuses(&ckpt, "an audio run");
     assert!(
         html.contains("spectrograms.png") && html.contains("5/class"),
         "report html"
@@ -210,9 +216,15 @@ fn cpc_pretrains_and_bad_audio_settings_are_named() {
         "cpc_fsdd.toml",
         &data,
         &dir.join("cpc"),
+        // The key's old place, moved to `method.cpc_steps` with a note.
         &["audio.cpc_steps=2"],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`audio.cpc_steps` is now `method.cpc_steps`"),
+        "{}",
+        stderr(&o)
+    );
     let j = last_json(&o);
     assert_eq!(j["steps"], 3);
     assert!(j["final_loss"].as_f64().unwrap().is_finite(), "{j}");
@@ -228,12 +240,32 @@ fn cpc_pretrains_and_bad_audio_settings_are_named() {
         "audio.heldout_speaker",
     );
     fails_with(
-        &["audio.reconstruction=\"l3\""],
+        &["method.reconstruction=\"l3\""],
         "b",
-        "audio.reconstruction",
+        "method.reconstruction",
     );
     fails_with(&["audio_encoder.n_heads=3"], "c", "audio_encoder");
-    fails_with(&["audio.mask_ratio=1.5"], "d", "audio.mask_ratio");
+    fails_with(&["method.mask_ratio=1.5"], "d", "method.mask_ratio");
+    // A key of another method is refused naming the method it belongs to.
+    fails_with(
+        &["method.cpc_steps=3"],
+        "g",
+        "a setting of cpc, not of masked_frames",
+    );
+    let o = pretrain(
+        "cpc_fsdd.toml",
+        &data,
+        &dir.join("h"),
+        &["audio.mask_span=[2, 3]"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(
+            "`audio.mask_span` is now `method.mask_span`, a setting of masked_frames, not of cpc"
+        ),
+        "{}",
+        stderr(&o)
+    );
     fails_with(&["train.batch_size=64"], "e", "fewer than train.batch_size");
     let o = run(bin()
         .args(["pretrain", "--quiet", "--config"])

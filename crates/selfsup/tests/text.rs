@@ -185,6 +185,19 @@ fn mlm_pretrain_resume_finetune_prove_report() {
     assert_eq!(j["backbone_lr_mult"], 1.0);
     let j = finetune(&["--mode", "linear", "--linear-epochs", "5"]);
     assert!((0.0..=1.0).contains(&j["top1"].as_f64().unwrap()), "{j}");
+    // LP-FT and --validation work for text as for the other modalities: 25 % of the 80
+    // training sentences (stratified) are the queries.
+    let j = finetune(&["--lp-ft", "--linear-epochs", "5", "--validation", "0.25"]);
+    assert_eq!(
+        (j["test_images"].as_u64(), j["train_images"].as_u64()),
+        (Some(20), Some(60)),
+        "{j}"
+    );
+    assert_eq!(
+        (j["lp_ft"].as_bool(), j["steps"].as_u64()),
+        (Some(true), Some(3)),
+        "{j}"
+    );
 
     // prove: 5 per class and 50 %, one seed.
     prove_small(&ckpt, "text", "0", 2);
@@ -199,8 +212,9 @@ fn mlm_pretrain_resume_finetune_prove_report() {
         plots.contains("tsne.png") && plots.contains("heldout.png"),
         "{plots}"
     );
-    // Image-only commands say so.
-    assert_image_commands_refuse(&ckpt, "is a text run");
+    // Frozen-encoder commands work on text checkpoints too; export says what it supports.
+    assert_frozen_commands_work(&ckpt, &out, 80, 30);
+    assert_export_refuses(&ckpt, "a text run");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -276,12 +290,12 @@ fn bad_text_inputs_are_named() {
     fails_with(&[&test_corpus], "d", &["never reads test texts"]);
     // Bad config values, each named before any work.
     fails_with(
-        &["text.mask_probability=1.5"],
+        &["method.mask_probability=1.5"],
         "e",
-        &["text.mask_probability"],
+        &["method.mask_probability"],
     );
     fails_with(
-        &["text.mask_fraction=0.95"],
+        &["method.mask_fraction=0.95"],
         "f",
         &["mask_fraction + random_fraction"],
     );
@@ -307,10 +321,26 @@ fn bad_text_inputs_are_named() {
         "l",
         &["did you mean `text.vocab_size`"],
     );
+    // Another method's keys in the file are refused, naming the method.
     fails_with(
-        &["method.name=\"causal_lm\"", "text.pooling=\"cls\""],
+        &["method.name=\"causal_lm\""],
         "m",
-        &["text.pooling", "causal"],
+        &[
+            "is a setting of mlm, not of causal_lm",
+            "remove it or set method.name",
+        ],
+    );
+    let o = pretrain(
+        "causal_text.toml",
+        &data,
+        &dir.join("m2"),
+        &["text.pooling=\"cls\""],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("text.pooling") && stderr(&o).contains("causal"),
+        "{}",
+        stderr(&o)
     );
     let missing = format!("text.tokenizer=\"{}\"", dir.join("nope.json").display());
     fails_with(&[&missing], "n", &["text.tokenizer", "nope.json"]);

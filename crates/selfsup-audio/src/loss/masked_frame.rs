@@ -3,7 +3,8 @@
 use burn::prelude::*;
 
 /// Distance between predicted and target frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Reconstruction {
     L1,
     L2,

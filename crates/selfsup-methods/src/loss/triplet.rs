@@ -14,7 +14,8 @@ use super::{LossConfigError, check_pair, l2_normalize};
 const DISTANCE_EPS: f64 = 1e-6;
 
 /// How each anchor's negative is picked among the other images' views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TripletMining {
     /// The candidate closest to the anchor (hardest negative).
     Hardest,

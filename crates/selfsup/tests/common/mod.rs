@@ -135,11 +135,65 @@ pub fn prove_small(ckpt: &Path, modality: &str, seeds: &str, steps: usize) -> se
     j
 }
 
-/// Image-only commands refuse a checkpoint of another modality with a message naming it.
-pub fn assert_image_commands_refuse(ckpt: &Path, says: &str) {
-    let o = run(bin().args(["eval", "knn", "--checkpoint"]).arg(ckpt));
+/// `eval knn`, `eval linear` and `embed` on a checkpoint of any modality: figures over the
+/// `train` training and `test` test samples, embeddings with one name and label per sample.
+pub fn assert_frozen_commands_work(ckpt: &Path, dir: &Path, train: u64, test: u64) {
+    let ok = |cmd: &mut Command| {
+        let o = run(cmd);
+        assert!(o.status.success(), "{}", stderr(&o));
+        last_json(&o)
+    };
+    let j = ok(bin()
+        .args(["eval", "knn", "--k", "3", "--checkpoint"])
+        .arg(ckpt));
+    assert_eq!(
+        (j["train_images"].as_u64(), j["images"].as_u64()),
+        (Some(train), Some(test)),
+        "{j}"
+    );
+    assert!(
+        (0.0..=1.0).contains(&j["knn_top1"].as_f64().unwrap()),
+        "{j}"
+    );
+    let j = ok(bin()
+        .args(["eval", "linear", "--epochs", "3", "--checkpoint"])
+        .arg(ckpt));
+    assert!(
+        (0.0..=1.0).contains(&j["linear_top1"].as_f64().unwrap()),
+        "{j}"
+    );
+    let out = dir.join("embeddings.npy");
+    let j = ok(bin()
+        .args(["embed", "--split", "train", "--limit", "4", "--checkpoint"])
+        .arg(ckpt)
+        .arg("--out")
+        .arg(&out));
+    assert_eq!(j["images"], 4, "{j}");
+    let names = std::fs::read_to_string(dir.join("embeddings.paths.txt")).unwrap();
+    assert_eq!(names.lines().count(), 4, "{names}");
+    let labels = std::fs::read(dir.join("embeddings.labels.npy")).unwrap();
+    assert_eq!(
+        labels.len() % 64,
+        32,
+        "4 int64 labels after a 64-byte-aligned header"
+    );
+}
+
+/// `export` refuses a checkpoint it cannot write, naming its modality.
+pub fn assert_export_refuses(ckpt: &Path, says: &str) {
+    let out = ckpt.with_file_name("export.safetensors");
+    let o = run(bin()
+        .args(["export", "--checkpoint"])
+        .arg(ckpt)
+        .arg("--out")
+        .arg(&out));
     assert!(!o.status.success());
-    assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(says) && e.contains("torchvision") && e.contains("selfsup embed"),
+        "{e}"
+    );
+    assert!(!out.exists());
 }
 
 pub fn tiny_args<'a>(data: &'a Path, out: &'a Path) -> Vec<String> {

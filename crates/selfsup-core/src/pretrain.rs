@@ -1,0 +1,468 @@
+//! Self-supervised pretraining: one loop ([`Run::train`]) for every method and modality. A
+//! [`TrainData`] supplies the batches and the per-epoch evaluation; the run directory holds
+//! `config.toml`, `metrics.jsonl` and `checkpoints/epoch_NNNN.safetensors`, and `--resume`
+//! continues from the newest checkpoint that loads.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use selfsup_eval::Features;
+use selfsup_methods::method::{Progress, SslMethod, StepOutput};
+use selfsup_methods::optim::cosine_with_warmup;
+use selfsup_models::{NamedTensor, load_named_tensors, named_tensors};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::bail;
+use crate::checkpoint::{self, Checkpoint, FORMAT, RunState};
+use crate::config::RunConfig;
+use crate::error::{Context, Error, Result};
+use crate::modality::Modality;
+
+/// Named figures of one evaluation, merged into the epoch record of `metrics.jsonl`.
+pub type Figures = serde_json::Map<String, serde_json::Value>;
+
+/// Where the one pretraining loop takes its batches and its per-epoch evaluation from: one
+/// implementation per modality.
+pub trait TrainData<M: SslMethod> {
+    /// Training samples (images, clips, documents) per epoch.
+    fn samples(&self) -> usize;
+
+    fn steps_per_epoch(&self) -> usize;
+
+    /// What the throughput counts (`views`; `tokens` for text): the epoch record's
+    /// `<unit>_per_second`.
+    fn throughput_unit(&self) -> &'static str {
+        "views"
+    }
+
+    /// The batches of epoch `epoch` (reproducible from the run's seed and the epoch), each with
+    /// its size in [`throughput_unit`](Self::throughput_unit)s.
+    fn epoch<'a>(
+        &'a self,
+        epoch: usize,
+        device: &'a Device,
+    ) -> Box<dyn Iterator<Item = (M::Input, usize)> + 'a>;
+
+    /// Held-out figures of the model, every `train.knn_every` epochs: images and audio the
+    /// test-split top-1 accuracy of a kNN classifier on the encoder's embeddings (`knn_top1`),
+    /// text the language model's accuracy and perplexity on held-out documents.
+    fn evaluate(&self, model: &M) -> Result<Figures>;
+}
+
+/// `{"knn_top1": top1}`.
+pub fn knn_figures(top1: f64) -> Figures {
+    let mut f = Figures::new();
+    f.insert("knn_top1".into(), top1.into());
+    f
+}
+
+/// How a pretraining run is started, besides its config.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run directory.
+    pub out: PathBuf,
+    /// Continue the run in `out` from its newest checkpoint that loads.
+    pub resume: bool,
+    /// Where relative data paths are resolved (the current directory).
+    pub base_dir: PathBuf,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Stop after this many epochs of this invocation; `resume` continues the run.
+    pub stop_after: Option<usize>,
+}
+
+impl RunOptions {
+    /// A fresh run into `out`, relative paths against the current directory, with a progress
+    /// bar.
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        Self {
+            out: out.into(),
+            resume: false,
+            base_dir: std::env::current_dir().unwrap_or_default(),
+            quiet: false,
+            stop_after: None,
+        }
+    }
+}
+
+/// What a pretraining run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PretrainSummary {
+    /// Epochs completed in the run (this invocation and before).
+    pub epochs: usize,
+    pub steps: usize,
+    pub final_loss: f64,
+    pub train_seconds: f64,
+    pub views_per_second: f64,
+    /// Training samples per epoch.
+    pub images: usize,
+    /// The newest checkpoint.
+    pub checkpoint: PathBuf,
+    /// Unreadable images skipped with `--skip-corrupt`.
+    pub skipped_corrupt: usize,
+    pub run_dir: PathBuf,
+}
+
+/// Pretrains with `config` into `options.out`: refuses to overwrite a run unless resuming
+/// (then the checkpoint's config is authoritative), writes `config.toml`, and hands the run
+/// to the modality.
+pub fn pretrain<M: Modality>(config: RunConfig<M>, options: RunOptions) -> Result<PretrainSummary> {
+    let out = options.out.clone();
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create run directory {}", out.display()))?;
+    checkpoint::remove_partial_writes(&out)?;
+    let (config, resumed) = if options.resume {
+        let c = checkpoint::latest_good(&out)?
+            .with_context(|| format!("--resume: no checkpoint in {}/checkpoints", out.display()))?;
+        let saved = RunConfig::<M>::from_stored(&c.state.config, &c.path.display().to_string())?;
+        if saved != config {
+            eprintln!(
+                "note: resuming with the checkpoint's config (it differs from the one given)"
+            );
+        }
+        (saved, Some(c))
+    } else {
+        if !checkpoint::list(&out).is_empty() {
+            bail!(
+                "{} already holds checkpoints; pass --resume to continue that run or choose another --out",
+                out.display()
+            );
+        }
+        (config, None)
+    };
+    if !options.resume && config.data.path.is_empty() {
+        bail!("no dataset: set data.path in the config or pass --data PATH");
+    }
+    let config_file = out.join("config.toml");
+    crate::fs::write_atomic(&config_file, config.to_toml().as_bytes())?;
+    if config.train.deterministic {
+        crate::device::use_deterministic_compute()?;
+    }
+    let device = crate::device::select(&config.train.device)?.autodiff();
+    device.seed(config.train.seed);
+    M::pretrain(Run {
+        config,
+        options,
+        resumed,
+        device,
+        skipped_corrupt: 0,
+    })
+}
+
+/// A pretraining run handed to its modality: the config, the run directory, the checkpoint it
+/// resumes from and the (autodiff) device.
+pub struct Run<M: Modality> {
+    pub config: RunConfig<M>,
+    pub options: RunOptions,
+    pub resumed: Option<Checkpoint>,
+    pub device: Device,
+    /// Unreadable samples the data skipped (`data.skip_corrupt`), for the start record.
+    pub skipped_corrupt: usize,
+}
+
+/// Appends one JSON object per line to `metrics.jsonl`.
+struct MetricsLog(std::fs::File, PathBuf);
+
+impl MetricsLog {
+    fn open(out: &Path) -> Result<Self> {
+        let path = out.join("metrics.jsonl");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(Self(f, path))
+    }
+
+    fn write(&mut self, v: serde_json::Value) -> Result<()> {
+        // One write per record, so a kill rarely leaves half a line (resume repairs it anyway).
+        self.0
+            .write_all(format!("{v}\n").as_bytes())
+            .with_context(|| format!("cannot append to {}", self.1.display()))
+    }
+}
+
+fn to_features(z: Tensor<2>) -> Result<Features> {
+    let [n, d] = z.dims();
+    Ok(Features::new(
+        z.into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32"),
+        n,
+        d,
+    )?)
+}
+
+/// Collapse diagnostics on one batch's projections: per-dimension std of the L2-normalised
+/// embeddings (1/sqrt(d) when spread, 0 when collapsed), effective rank, alignment, uniformity.
+/// Alignment only when `z_b` is a second view of `z_a`'s samples (`paired`).
+fn diagnostics(z_a: Tensor<2>, z_b: Tensor<2>, paired: bool) -> Result<serde_json::Value> {
+    let a = to_features(z_a)?.l2_normalized();
+    let alignment = if paired {
+        let b = to_features(z_b)?.l2_normalized();
+        Some(selfsup_eval::alignment(&a, &b, 2.0)?)
+    } else {
+        None
+    };
+    Ok(json!({
+        "embedding_std": selfsup_eval::embedding_std(&a)?,
+        "effective_rank": selfsup_eval::rankme(&a)?,
+        "alignment": alignment,
+        "uniformity": selfsup_eval::uniformity(&a, 2.0)?,
+        "dim": a.dim,
+    }))
+}
+
+fn last_good_text(last_ckpt: &Path) -> String {
+    if last_ckpt.as_os_str().is_empty() {
+        "none (no epoch finished)".to_string()
+    } else {
+        last_ckpt.display().to_string()
+    }
+}
+
+/// `model` with the checkpoint's `model.*` tensors (teacher, queue and center included).
+fn restore_model<S: SslMethod>(model: S, c: &Checkpoint) -> Result<S> {
+    load_named_tensors(model, &c.section("model"), "").map_err(|e| {
+        Error::msg(format!(
+            "checkpoint {} does not fit its model: {e}",
+            c.path.display()
+        ))
+    })
+}
+
+impl<M: Modality> Run<M> {
+    /// Where relative paths of the config are resolved.
+    pub fn base_dir(&self) -> &Path {
+        &self.options.base_dir
+    }
+
+    /// The run directory.
+    pub fn out(&self) -> &Path {
+        &self.options.out
+    }
+
+    fn save_checkpoint<S: SslMethod>(
+        &self,
+        model: &S,
+        optim: &selfsup_methods::optim::Optimizer,
+        epoch: usize,
+        step: usize,
+    ) -> Result<PathBuf> {
+        let mut tensors: std::collections::BTreeMap<String, NamedTensor> = named_tensors(model)
+            .into_iter()
+            .map(|(k, v)| (format!("model.{k}"), v))
+            .collect();
+        for (k, (shape, values)) in optim.state_dict() {
+            tensors.insert(format!("optim.{k}"), NamedTensor { shape, values });
+        }
+        let state = RunState {
+            format: FORMAT.into(),
+            method: self.config.method_name().to_string(),
+            epoch,
+            global_step: step,
+            config: self.config.to_toml(),
+        };
+        let path = checkpoint::epoch_path(self.out(), epoch);
+        checkpoint::save(&path, &state, &tensors)?;
+        Ok(path)
+    }
+
+    /// The training loop, the same for every method and modality: batch → loss → optimizer
+    /// step → the method's non-gradient update; metrics, diagnostics, evaluation and
+    /// checkpoints per epoch.
+    pub fn train<S, D>(self, mut model: S, data: &D) -> Result<PretrainSummary>
+    where
+        S: SslMethod,
+        D: TrainData<S>,
+    {
+        let config = &self.config;
+        let out = self.out().to_path_buf();
+        let device = &self.device;
+        let images = data.samples();
+        let steps_per_epoch = data.steps_per_epoch();
+        let total_steps = steps_per_epoch * config.train.epochs;
+        let warmup_steps = (config.optim.warmup_epochs * steps_per_epoch as f64).round() as usize;
+
+        let mut optim = config.optimizer()?;
+        let (start_epoch, mut step) = match &self.resumed {
+            Some(c) => {
+                model = restore_model(model, c)?;
+                let state = c
+                    .section("optim")
+                    .into_iter()
+                    .map(|(k, t)| (k, (t.shape, t.values)))
+                    .collect();
+                optim.load_state_dict(&state).map_err(|e| {
+                    Error::msg(format!(
+                        "checkpoint {}: optimizer state: {e:?}",
+                        c.path.display()
+                    ))
+                })?;
+                eprintln!(
+                    "resuming after epoch {} (step {})",
+                    c.state.epoch, c.state.global_step
+                );
+                (c.state.epoch, c.state.global_step)
+            }
+            None => (0, 0),
+        };
+        if self.resumed.is_some() {
+            crate::runlog::drop_partial_last_line(&out.join("metrics.jsonl"))?;
+        }
+        let mut log = MetricsLog::open(&out)?;
+        if let Some(c) = &self.resumed {
+            // Records after this one replace any the interrupted run wrote past its checkpoint.
+            log.write(json!({"type": "resume", "epoch": c.state.epoch, "step": c.state.global_step, "checkpoint": c.path}))?;
+        } else {
+            log.write(json!({"type": "start", "modality": M::NAME, "images": images, "skipped_corrupt": self.skipped_corrupt,
+            "compute_threads": rayon::current_num_threads(), "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs,
+            "params_backbone": model.backbone().num_params(), "params_model": model.num_params(), "config": config.to_json()}))?;
+        }
+
+        let pb = if self.options.quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(total_steps as u64)
+        };
+        pb.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .expect("progress template")
+                .progress_chars("=> "),
+        );
+        pb.set_position(step as u64);
+
+        let mut last_ckpt = checkpoint::list(&out)
+            .first()
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
+        let mut final_loss = f64::NAN;
+        let mut train_seconds = 0.0;
+        let mut views = 0usize;
+        let end_epoch = match self.options.stop_after {
+            Some(n) => (start_epoch + n).min(config.train.epochs),
+            None => config.train.epochs,
+        };
+        for epoch in start_epoch..end_epoch {
+            pb.set_prefix(format!("epoch {}/{}", epoch + 1, config.train.epochs));
+            let epoch_start = Instant::now();
+            let mut loss_sum = 0.0;
+            let mut diag = serde_json::Value::Null;
+            let mut epoch_views = 0usize;
+            for (i, (inputs, n_views)) in data.epoch(epoch, device).enumerate() {
+                let t0 = Instant::now();
+                let lr = cosine_with_warmup(
+                    step,
+                    total_steps,
+                    warmup_steps,
+                    config.optim.lr,
+                    config.optim.final_lr,
+                );
+                let progress = Progress {
+                    step,
+                    total_steps,
+                    steps_per_epoch,
+                    seed: config.train.seed,
+                };
+                let StepOutput {
+                    loss: loss_tensor,
+                    z_a,
+                    z_b,
+                    update,
+                } = model.train_step(inputs, &progress);
+                let loss: f64 = loss_tensor.clone().into_scalar::<f32>() as f64;
+                if !loss.is_finite() {
+                    pb.abandon();
+                    bail!(
+                        "loss is {loss} at epoch {} step {} (global step {}, lr {lr:.3e}); stopping. \
+                     The last good checkpoint is {}. Lower optim.lr or check the data.",
+                        epoch + 1,
+                        i + 1,
+                        step + 1,
+                        last_good_text(&last_ckpt)
+                    );
+                }
+                if i + 1 == steps_per_epoch {
+                    diag = diagnostics(z_a, z_b, S::PAIRED_VIEWS)?;
+                }
+                let grads = GradientsParams::from_grads(loss_tensor.backward(), &model);
+                model = optim.step(lr, model, grads);
+                // A finite loss can hide a diverged model (e.g. BatchNorm running variances
+                // overflowed to inf); check the whole state so no step goes on from it.
+                if let Some((name, value)) = checkpoint::first_non_finite(&named_tensors(&model)) {
+                    pb.abandon();
+                    bail!(
+                        "model tensor `{name}` is {value} after epoch {} step {} (global step {}, lr {lr:.3e}); stopping. \
+                     The last good checkpoint is {}. Lower optim.lr or check the data.",
+                        epoch + 1,
+                        i + 1,
+                        step + 1,
+                        last_good_text(&last_ckpt)
+                    );
+                }
+                // After the parameters moved: EMA teacher, queue, center.
+                model = model.update(update, &progress);
+                step += 1;
+                loss_sum += loss;
+                let dt = t0.elapsed().as_secs_f64();
+                views += n_views;
+                epoch_views += n_views;
+                pb.inc(1);
+                pb.set_message(format!(
+                    "loss {loss:.4} lr {lr:.4} {:.0} views/s",
+                    n_views as f64 / dt
+                ));
+                log.write(json!({"type": "step", "epoch": epoch + 1, "step": step, "loss": loss, "lr": lr, "step_seconds": dt}))?;
+            }
+            let epoch_seconds = epoch_start.elapsed().as_secs_f64();
+            train_seconds += epoch_seconds;
+            final_loss = loss_sum / steps_per_epoch as f64;
+            let throughput = epoch_views as f64 / epoch_seconds;
+            let mut record = json!({"type": "epoch", "epoch": epoch + 1, "step": step, "loss": final_loss, "seconds": epoch_seconds,
+            "views_per_second": throughput, "diagnostics": diag});
+            let unit = data.throughput_unit();
+            if unit != "views" {
+                record[format!("{unit}_per_second")] = json!(throughput);
+            }
+            if config.train.knn_every > 0 && (epoch + 1) % config.train.knn_every == 0 {
+                let figures = data.evaluate(&model)?;
+                let shown: Vec<String> = figures.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                pb.println(format!("epoch {}: {}", epoch + 1, shown.join(", ")));
+                for (k, v) in figures {
+                    record[k] = v;
+                }
+            }
+            if let Some(rank) = record["diagnostics"]["effective_rank"].as_f64() {
+                if rank < 2.0 {
+                    pb.println(format!("warning: epoch {}: effective rank of the embeddings is {rank:.2}: the representation is collapsing", epoch + 1));
+                }
+            }
+            log.write(record)?;
+            if (epoch + 1) % config.train.checkpoint_every == 0 || epoch + 1 == end_epoch {
+                last_ckpt = self.save_checkpoint(&model, &optim, epoch + 1, step)?;
+            }
+        }
+        pb.finish_and_clear();
+        Ok(PretrainSummary {
+            epochs: end_epoch,
+            steps: step,
+            final_loss,
+            train_seconds,
+            views_per_second: if train_seconds > 0.0 {
+                views as f64 / train_seconds
+            } else {
+                0.0
+            },
+            images,
+            checkpoint: last_ckpt,
+            skipped_corrupt: self.skipped_corrupt,
+            run_dir: out,
+        })
+    }
+}
