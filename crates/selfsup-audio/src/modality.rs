@@ -6,11 +6,11 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use selfsup_core::config::RunConfig;
+use selfsup_core::config::{RunConfig, Schema};
 use selfsup_core::downstream::{self, Eval};
-use selfsup_core::finetune::RecipeDefaults;
 use selfsup_core::modality::{DownstreamTask, Init, Modality, Picture, TaskSource};
 use selfsup_core::pretrain::{Figures, Run, TrainData, knn_figures};
+use selfsup_core::recipe::RecipeDefaults;
 use selfsup_core::{Context, Error, PretrainSummary, Result, bail};
 use selfsup_data::{SampleRng, Split as DataSplit, shuffled_batches};
 use selfsup_models::{load_named_tensors, named_tensors};
@@ -169,12 +169,10 @@ impl AudioMethodVisitor for Check {
     }
 }
 
-impl Modality for Audio {
+impl Schema for Audio {
     const NAME: &'static str = "audio";
     type Settings = AudioSettings;
     type Method = AudioMethod;
-    type Task = AudioTask;
-    const RECIPE: RecipeDefaults = RecipeDefaults::AUDIO;
     const MOVED_KEYS: &'static [(&'static str, &'static str, &'static [&'static str])] = MOVED;
 
     fn validate(config: &AudioRunConfig) -> Result<()> {
@@ -192,6 +190,11 @@ impl Modality for Audio {
         encoder_config(config)?;
         Ok(())
     }
+}
+
+impl Modality for Audio {
+    type Task = AudioTask;
+    const RECIPE: RecipeDefaults = RecipeDefaults::AUDIO;
 
     fn pretrain(run: Run<Self>) -> Result<PretrainSummary> {
         pretrain(run)

@@ -18,6 +18,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::config::RunConfig;
 use crate::error::{Context, Result};
 use crate::modality::{DownstreamTask, Init, Modality, TaskOptions, TaskSource, article};
+pub use crate::recipe::check_validation_fraction;
 
 /// The checkpoint at `path`, read and checked.
 pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
@@ -253,14 +254,6 @@ pub fn require_labels(labels: &[Option<u32>], split: &str) -> Result<Vec<u32>> {
             })
         })
         .collect()
-}
-
-/// Refuses a `--validation` value that is not a fraction in (0, 1), before any work.
-pub fn check_validation_fraction(fraction: f64) -> Result<()> {
-    if !(fraction > 0.0 && fraction < 1.0) {
-        bail!("--validation must be a fraction in (0, 1) of the train split, got {fraction}");
-    }
-    Ok(())
 }
 
 /// The train split's rows cut for validation: (the rest, a stratified, seeded `fraction` held

@@ -17,12 +17,14 @@ pub mod modality;
 pub mod plugin;
 pub mod pretrain;
 pub mod prove;
+pub mod recipe;
 pub mod report;
 pub mod runlog;
 
-pub use config::{RawConfig, RunConfig};
+pub use config::{RawConfig, RunConfig, Schema};
 pub use downstream::{Eval, Loaded};
 pub use error::{Context, Error, Result};
 pub use modality::{DownstreamTask, Init, Modality, Picture, TaskOptions, TaskSource};
-pub use plugin::{AnyModality, Plugin};
+pub use plugin::{AnyModality, Plugin, pretrain};
 pub use pretrain::{PretrainSummary, Run, RunOptions, TrainData};
+pub use recipe::{Recipe, RecipeDefaults};

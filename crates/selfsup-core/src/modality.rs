@@ -7,33 +7,20 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::prelude::*;
 use selfsup_data::Split;
-use selfsup_methods::registry::MethodSet;
 
 use crate::checkpoint::Checkpoint;
-use crate::config::{RunConfig, Settings};
+use crate::config::{RunConfig, Schema};
 use crate::error::Result;
-use crate::finetune::RecipeDefaults;
 use crate::pretrain::{PretrainSummary, Run};
+pub use crate::recipe::Init;
+use crate::recipe::RecipeDefaults;
 
-/// One kind of data selfsup learns from.
-pub trait Modality: Sized + Send + Sync + 'static {
-    /// `image`, `audio` or `text`.
-    const NAME: &'static str;
-    /// The modality's own config sections, flattened into the run config.
-    type Settings: Settings;
-    /// Its methods, tagged by `method.name`.
-    type Method: MethodSet;
+/// One kind of data selfsup learns from: its config ([`Schema`]) and what it does.
+pub trait Modality: Schema {
     /// The few-label task of a checkpoint.
     type Task: DownstreamTask;
     /// How its encoders are fine-tuned when the user gives no setting.
     const RECIPE: RecipeDefaults;
-    /// Config keys this version moved: (old key, new key, the methods it applies to). A
-    /// stored config is migrated silently, a user's config with a note.
-    const MOVED_KEYS: &'static [(&'static str, &'static str, &'static [&'static str])] = &[];
-
-    /// The modality's checks of a whole config (its sections, and method settings that depend
-    /// on them); each error names its key.
-    fn validate(config: &RunConfig<Self>) -> Result<()>;
 
     /// Opens the training data, builds the configured method and runs [`Run::train`].
     fn pretrain(run: Run<Self>) -> Result<PretrainSummary>;
@@ -103,15 +90,6 @@ pub struct TaskOptions {
     pub pooling: Option<String>,
     /// Allow unlabelled data (embeddings of an unlabelled folder).
     pub unlabelled: bool,
-}
-
-/// Which encoder a figure is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Init {
-    /// The checkpoint's.
-    Pretrained,
-    /// The same architecture at random initialisation (the from-scratch baseline).
-    Random { seed: u64 },
 }
 
 /// A checkpoint's encoder and labelled data, as every downstream command uses them: frozen

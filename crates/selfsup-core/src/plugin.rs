@@ -12,14 +12,16 @@ use selfsup_methods::registry::MethodSet;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::bail;
 use crate::checkpoint::Checkpoint;
 use crate::config::{RawConfig, RunConfig};
 use crate::downstream::{self, KnnFigures, LinearFigures, Loaded};
-use crate::error::Result;
-use crate::finetune::{self, Recipe};
+use crate::error::{Context, Result};
+use crate::finetune;
 use crate::modality::{Init, Modality, TaskOptions};
 use crate::pretrain::{PretrainSummary, RunOptions};
 use crate::prove::{self, ProveOptions};
+use crate::recipe::{self, Recipe};
 use crate::report::{self, ReportOptions, ReportSummary};
 
 /// Which checkpoint and data a downstream command evaluates, and how.
@@ -127,6 +129,52 @@ pub trait AnyModality: Sync {
     fn export(&self, checkpoint: Checkpoint, format: &str, out: &Path) -> Result<Value>;
 }
 
+/// Pretrains with `config` into `options.out`: refuses to overwrite a run unless resuming
+/// (then the checkpoint's config is authoritative), writes `config.toml`, and hands the run
+/// to the modality.
+pub fn pretrain<M: Modality>(config: RunConfig<M>, options: RunOptions) -> Result<PretrainSummary> {
+    let out = options.out.clone();
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create run directory {}", out.display()))?;
+    crate::checkpoint::remove_partial_writes(&out)?;
+    let (config, resumed) = if options.resume {
+        let c = crate::checkpoint::latest_good(&out)?
+            .with_context(|| format!("--resume: no checkpoint in {}/checkpoints", out.display()))?;
+        let saved = RunConfig::<M>::from_stored(&c.state.config, &c.path.display().to_string())?;
+        if saved != config {
+            eprintln!(
+                "note: resuming with the checkpoint's config (it differs from the one given)"
+            );
+        }
+        (saved, Some(c))
+    } else {
+        if !crate::checkpoint::list(&out).is_empty() {
+            bail!(
+                "{} already holds checkpoints; pass --resume to continue that run or choose another --out",
+                out.display()
+            );
+        }
+        (config, None)
+    };
+    if !options.resume && config.data.path.is_empty() {
+        bail!("no dataset: set data.path in the config or pass --data PATH");
+    }
+    let config_file = out.join("config.toml");
+    crate::fs::write_atomic(&config_file, config.to_toml().as_bytes())?;
+    if config.train.deterministic {
+        crate::device::use_deterministic_compute()?;
+    }
+    let device = crate::device::select(&config.train.device)?.autodiff();
+    device.seed(config.train.seed);
+    M::pretrain(crate::pretrain::Run {
+        config,
+        options,
+        resumed,
+        device,
+        skipped_corrupt: 0,
+    })
+}
+
 /// [`AnyModality`] for a [`Modality`].
 pub struct Plugin<M>(PhantomData<fn() -> M>);
 
@@ -188,7 +236,7 @@ impl<M: Modality> AnyModality for Plugin<M> {
         } else {
             RunConfig::<M>::from_raw(raw)?
         };
-        crate::pretrain::pretrain(config, options)
+        pretrain(config, options)
     }
 
     fn knn(
@@ -293,7 +341,7 @@ impl<M: Modality> AnyModality for Plugin<M> {
         let eval = &loaded.eval;
         let train_labels = eval.train_labels()?;
         let test_len = eval.test_len();
-        let subset = finetune::label_subset(&train_labels, request.subset, recipe.seed)?;
+        let subset = recipe::label_subset(&train_labels, request.subset, recipe.seed)?;
         let init = init_of(request.from_scratch, recipe.seed);
         let what = if request.from_scratch {
             "from scratch"

@@ -19,9 +19,8 @@ use serde_json::json;
 
 use crate::bail;
 use crate::checkpoint::{self, Checkpoint, FORMAT, RunState};
-use crate::config::RunConfig;
+use crate::config::{RunConfig, Schema};
 use crate::error::{Context, Error, Result};
-use crate::modality::Modality;
 
 /// Named figures of one evaluation, merged into the epoch record of `metrics.jsonl`.
 pub type Figures = serde_json::Map<String, serde_json::Value>;
@@ -108,55 +107,9 @@ pub struct PretrainSummary {
     pub run_dir: PathBuf,
 }
 
-/// Pretrains with `config` into `options.out`: refuses to overwrite a run unless resuming
-/// (then the checkpoint's config is authoritative), writes `config.toml`, and hands the run
-/// to the modality.
-pub fn pretrain<M: Modality>(config: RunConfig<M>, options: RunOptions) -> Result<PretrainSummary> {
-    let out = options.out.clone();
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create run directory {}", out.display()))?;
-    checkpoint::remove_partial_writes(&out)?;
-    let (config, resumed) = if options.resume {
-        let c = checkpoint::latest_good(&out)?
-            .with_context(|| format!("--resume: no checkpoint in {}/checkpoints", out.display()))?;
-        let saved = RunConfig::<M>::from_stored(&c.state.config, &c.path.display().to_string())?;
-        if saved != config {
-            eprintln!(
-                "note: resuming with the checkpoint's config (it differs from the one given)"
-            );
-        }
-        (saved, Some(c))
-    } else {
-        if !checkpoint::list(&out).is_empty() {
-            bail!(
-                "{} already holds checkpoints; pass --resume to continue that run or choose another --out",
-                out.display()
-            );
-        }
-        (config, None)
-    };
-    if !options.resume && config.data.path.is_empty() {
-        bail!("no dataset: set data.path in the config or pass --data PATH");
-    }
-    let config_file = out.join("config.toml");
-    crate::fs::write_atomic(&config_file, config.to_toml().as_bytes())?;
-    if config.train.deterministic {
-        crate::device::use_deterministic_compute()?;
-    }
-    let device = crate::device::select(&config.train.device)?.autodiff();
-    device.seed(config.train.seed);
-    M::pretrain(Run {
-        config,
-        options,
-        resumed,
-        device,
-        skipped_corrupt: 0,
-    })
-}
-
 /// A pretraining run handed to its modality: the config, the run directory, the checkpoint it
 /// resumes from and the (autodiff) device.
-pub struct Run<M: Modality> {
+pub struct Run<M: Schema> {
     pub config: RunConfig<M>,
     pub options: RunOptions,
     pub resumed: Option<Checkpoint>,
@@ -237,7 +190,7 @@ fn restore_model<S: SslMethod>(model: S, c: &Checkpoint) -> Result<S> {
     })
 }
 
-impl<M: Modality> Run<M> {
+impl<M: Schema> Run<M> {
     /// Where relative paths of the config are resolved.
     pub fn base_dir(&self) -> &Path {
         &self.options.base_dir

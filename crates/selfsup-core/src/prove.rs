@@ -28,8 +28,9 @@ use serde_json::{Value, json};
 use crate::bail;
 use crate::downstream::Eval;
 use crate::error::{Context, Result};
-use crate::finetune::{self, Recipe};
+use crate::finetune;
 use crate::modality::{DownstreamTask, Init};
+use crate::recipe::{self, Recipe};
 
 /// What `prove` compares.
 #[derive(Debug, Clone)]
@@ -296,7 +297,7 @@ pub fn prove<T: DownstreamTask>(eval: &Eval<T>, options: &ProveOptions) -> Resul
         };
         let subsets = specs
             .iter()
-            .map(|&s| finetune::label_subset(train_labels, s, seed))
+            .map(|&s| recipe::label_subset(train_labels, s, seed))
             .collect::<Result<Vec<_>>>()?;
         let mut union: Vec<usize> = subsets.iter().flatten().copied().collect();
         union.sort_unstable();

@@ -30,7 +30,7 @@ pub use dataset::{CacheOptions, ImageDataset, open_dataset};
 pub use error::{DataError, Result};
 pub use loader::{Batch, EpochBatches, LoaderConfig, ViewLoader};
 pub use pixels::{ImageView, RgbImage};
-pub use rng::{SampleRng, shuffled_batches};
+pub use rng::{SampleRng, SplitMix64, shuffled_batches};
 pub use sources::Split;
 pub use transforms::{
     CropBox, EncoderInput, Jitter, Normalization, Pipeline, Transform, sample_color_jitter,

@@ -986,16 +986,8 @@ mod tests {
 
     /// Deterministic pseudo-random bytes (splitmix64).
     fn random_image(h: usize, w: usize, seed: u64) -> RgbImage {
-        let mut state = seed;
-        let data = (0..h * w * 3)
-            .map(|_| {
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                (z ^ (z >> 31)) as u8
-            })
-            .collect();
+        let mut rng = crate::SplitMix64::from_state(seed);
+        let data = (0..h * w * 3).map(|_| rng.next_u64() as u8).collect();
         RgbImage::new(h, w, data)
     }
 

@@ -427,7 +427,7 @@ fn kernel(a: &[&[f32]; MR], panel: &[f32], dim: usize, tile: &mut [[f32; NR]; MR
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::SplitMix64;
+    use selfsup_data::SplitMix64;
 
     fn randn(n: usize, d: usize, seed: u64) -> Features {
         let mut r = SplitMix64::new(seed);

@@ -14,7 +14,6 @@ pub mod features;
 pub mod knn;
 pub mod linear;
 pub mod metrics;
-pub(crate) mod rng;
 pub mod subset;
 pub mod tsne;
 

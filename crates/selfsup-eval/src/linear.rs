@@ -1,16 +1,20 @@
 //! Linear probe on frozen features: multinomial logistic regression (softmax
 //! cross-entropy) trained with Adam or SGD, full-batch or mini-batch.
 //!
-//! Gradients are computed in closed form (`∂L/∂W = (P − Y)ᵀ X / B + λW`), in
-//! f32, parallelised over fixed 64-sample blocks whose partial gradients are
-//! summed in a fixed order, so results are deterministic for a seed whatever
-//! the thread count. Parameters start at zero (the problem is convex), so
-//! full-batch training has no randomness at all; the seed only drives the
-//! mini-batch shuffling.
+//! The classifier is a burn [`Linear`] trained on `Device::flex()` tensors (the features
+//! are one `[n, dim]` tensor, mini-batches are row selections of it) by selfsup-optim's
+//! [`Optimizer`](selfsup_optim::Optimizer) — the same implementation that pre-trains and
+//! fine-tunes — with gradients from burn's autodiff. Parameters start at zero (the problem is
+//! convex), so full-batch training has no randomness at all; the seed only drives the
+//! mini-batch shuffling (selfsup-data's `SplitMix64`). Repeated runs give identical weights.
 
-use rayon::prelude::*;
+use burn::module::Param;
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::prelude::{Device, Int, Tensor, TensorData};
+use burn::tensor::activation::log_softmax;
+use selfsup_data::SplitMix64;
+use selfsup_optim::{GradientsParams, OptimizerConfig, OptimizerKind};
 
-use crate::rng::SplitMix64;
 use crate::{EvalError, Features, Result, metrics};
 
 /// Feature preprocessing, fitted on the train set and applied to both sets.
@@ -26,7 +30,8 @@ pub enum Normalization {
 }
 
 /// Optimiser, with PyTorch semantics (`torch.optim.Adam` / `SGD`, weight
-/// decay added to the gradient of the weights; the bias is not decayed).
+/// decay added to the gradient of the weights; the bias is not decayed): selfsup-optim's
+/// [`OptimizerKind::Adam`] / [`OptimizerKind::Sgd`] (no Nesterov term).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Optimizer {
     Adam { beta1: f32, beta2: f32, eps: f32 },
@@ -142,36 +147,17 @@ pub fn linear_probe(
         Some(c) => c,
         None => max_label + 1,
     };
-    let d = train.dim;
+    let optim = optimizer(cfg)?;
 
     let (xtr, xte) = normalize(train, test, cfg.normalization);
+    let device = Device::flex();
+    let xtr = to_tensor(xtr, &device);
+    let head = train_head(&xtr, train_labels, c, cfg, optim);
 
-    let mut w = vec![0.0f32; c * d];
-    let mut b = vec![0.0f32; c];
-    let mut state = OptState::new(c * d + c);
-    let mut rng = SplitMix64::new(cfg.seed);
-    let mut order: Vec<usize> = (0..train.n).collect();
-    let bs = cfg.batch_size.unwrap_or(train.n).min(train.n);
-
-    for _epoch in 0..cfg.epochs {
-        if cfg.batch_size.is_some() {
-            rng.shuffle(&mut order);
-        }
-        for batch in order.chunks(bs) {
-            let (mut gw, gb, _) = grad(&xtr, train_labels, batch, &w, &b, c);
-            if cfg.weight_decay > 0.0 {
-                for (g, &wv) in gw.iter_mut().zip(&w) {
-                    *g += cfg.weight_decay * wv;
-                }
-            }
-            state.step(cfg, &mut w, &mut b, &gw, &gb);
-        }
-    }
-
-    let all: Vec<usize> = (0..train.n).collect();
-    let (_, _, train_loss) = grad(&xtr, train_labels, &all, &w, &b, c);
-    let train_pred = metrics::argmax_rows(&logits(&xtr, &w, &b, c), c);
-    let test_scores = logits(&xte, &w, &b, c);
+    let train_scores = scores(&head, xtr);
+    let test_scores = scores(&head, to_tensor(xte, &device));
+    let train_loss = mean_cross_entropy(&train_scores, train_labels, c);
+    let train_pred = metrics::argmax_rows(&train_scores, c);
     let test_predictions = metrics::argmax_rows(&test_scores, c);
     let train_top1 = metrics::accuracy(&train_pred, train_labels)?;
     let test_top1 = metrics::accuracy(&test_predictions, test_labels)?;
@@ -180,6 +166,15 @@ pub fn linear_probe(
     } else {
         None
     };
+    // burn's Linear holds [dim, classes]; the result is [classes, dim].
+    let weights = host(head.weight.val().inner().transpose());
+    let bias = host(
+        head.bias
+            .as_ref()
+            .expect("the probe has a bias")
+            .val()
+            .inner(),
+    );
     Ok(LinearProbeResult {
         train_top1,
         test_top1,
@@ -187,9 +182,129 @@ pub fn linear_probe(
         train_loss,
         test_predictions,
         num_classes: c,
-        weights: w,
-        bias: b,
+        weights,
+        bias,
     })
+}
+
+/// The f64 a user meant by an f32 setting (`1e-3f32` → `0.001`, not `0.0010000000474974513`),
+/// so the optimizer's f64 arithmetic (bias corrections `1 - β^t`) matches PyTorch's on the
+/// same numbers.
+fn widen(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
+/// selfsup-optim's optimizer for `cfg` (its hyper-parameters validated).
+fn optimizer(cfg: &LinearProbeConfig) -> Result<selfsup_optim::Optimizer> {
+    let kind = match cfg.optimizer {
+        Optimizer::Adam { beta1, beta2, eps } => OptimizerKind::Adam {
+            beta1: widen(beta1),
+            beta2: widen(beta2),
+            eps: widen(eps),
+        },
+        Optimizer::Sgd { momentum } => OptimizerKind::Sgd {
+            momentum: widen(momentum),
+            nesterov: false,
+        },
+    };
+    OptimizerConfig {
+        kind,
+        weight_decay: widen(cfg.weight_decay),
+        // The bias (the only 1-D parameter) is not decayed.
+        exclude_bias_and_norm: true,
+    }
+    .init()
+    .map_err(|e| EvalError::InvalidArgument(e.to_string()))
+}
+
+fn to_tensor(x: Features, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(x.data, [x.n, x.dim]), device)
+}
+
+/// Trains the zero-initialised `[dim → classes]` head on the (normalised) train features
+/// `features` `[n, dim]` with `optim`.
+fn train_head(
+    features: &Tensor<2>,
+    labels: &[u32],
+    classes: usize,
+    cfg: &LinearProbeConfig,
+    mut optim: selfsup_optim::Optimizer,
+) -> Linear {
+    let lr = widen(cfg.lr);
+    let device = &features.device();
+    let [n, dim] = features.dims();
+    let targets: Vec<i64> = labels.iter().map(|&y| y as i64).collect();
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), device);
+    let mut head = LinearConfig::new(dim, classes)
+        .with_initializer(Initializer::Zeros)
+        .init(&device.clone().autodiff());
+
+    let mut rng = SplitMix64::new(cfg.seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    let bs = cfg.batch_size.unwrap_or(n).min(n);
+    for _epoch in 0..cfg.epochs {
+        if cfg.batch_size.is_some() {
+            rng.shuffle(&mut order);
+        }
+        for batch in order.chunks(bs) {
+            let (xb, yb) = if cfg.batch_size.is_none() {
+                // Full batch, in order: the tensors as they are.
+                (features.clone(), targets.clone())
+            } else {
+                let idx: Vec<i64> = batch.iter().map(|&i| i as i64).collect();
+                let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [batch.len()]), device);
+                (
+                    features.clone().select(0, idx.clone()),
+                    targets.clone().select(0, idx),
+                )
+            };
+            let loss = cross_entropy(head.forward(xb), yb);
+            let grads = GradientsParams::from_grads(loss.backward(), &head);
+            head = optim.step(lr, head, grads);
+        }
+    }
+    head
+}
+
+/// Mean softmax cross-entropy of `logits` `[b, classes]` against `targets` `[b]`.
+fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let b = targets.dims()[0];
+    log_softmax(logits, 1)
+        .gather(1, targets.reshape([b, 1]))
+        .mean()
+        .neg()
+}
+
+/// Row-major `n × classes` logits of the trained head on `input` `[n, dim]`.
+fn scores(head: &Linear, input: Tensor<2>) -> Vec<f32> {
+    let weight = head.weight.val().inner();
+    let bias = head
+        .bias
+        .as_ref()
+        .expect("the probe has a bias")
+        .val()
+        .inner();
+    host(input.matmul(weight) + bias.unsqueeze())
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .expect("flex float tensors are f32")
+}
+
+/// Mean cross-entropy of row-major `scores` (f64 log-sum-exp per row).
+fn mean_cross_entropy(scores: &[f32], labels: &[u32], classes: usize) -> f64 {
+    let total: f64 = scores
+        .chunks_exact(classes)
+        .zip(labels)
+        .map(|(z, &y)| {
+            let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let s: f64 = z.iter().map(|&v| (v as f64 - m).exp()).sum();
+            m + s.ln() - z[y as usize] as f64
+        })
+        .sum();
+    total / labels.len() as f64
 }
 
 fn normalize(train: &Features, test: &Features, how: Normalization) -> (Features, Features) {
@@ -233,152 +348,6 @@ fn normalize(train: &Features, test: &Features, how: Normalization) -> (Features
     }
 }
 
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
-}
-
-/// Row-major `n × c` logits.
-fn logits(x: &Features, w: &[f32], b: &[f32], c: usize) -> Vec<f32> {
-    let d = x.dim;
-    let mut out = vec![0.0f32; x.n * c];
-    out.par_chunks_mut(c)
-        .zip(x.data.par_chunks(d))
-        .for_each(|(o, row)| {
-            for k in 0..c {
-                o[k] = b[k] + dot(&w[k * d..(k + 1) * d], row);
-            }
-        });
-    out
-}
-
-const BLOCK: usize = 64;
-
-/// Mean softmax-CE gradient over `batch` (weights `c × d`, bias `c`) and mean loss.
-fn grad(
-    x: &Features,
-    y: &[u32],
-    batch: &[usize],
-    w: &[f32],
-    b: &[f32],
-    c: usize,
-) -> (Vec<f32>, Vec<f32>, f64) {
-    let d = x.dim;
-    let partials: Vec<(Vec<f32>, Vec<f32>, f64)> = batch
-        .par_chunks(BLOCK)
-        .map(|blk| {
-            let mut gw = vec![0.0f32; c * d];
-            let mut gb = vec![0.0f32; c];
-            let mut loss = 0.0f64;
-            let mut z = vec![0.0f32; c];
-            for &i in blk {
-                let row = x.row(i);
-                for k in 0..c {
-                    z[k] = b[k] + dot(&w[k * d..(k + 1) * d], row);
-                }
-                let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let mut s = 0.0f32;
-                for v in z.iter_mut() {
-                    *v = (*v - m).exp();
-                    s += *v;
-                }
-                let yi = y[i] as usize;
-                loss += (s.ln() - (z[yi].ln())) as f64;
-                let inv = 1.0 / s;
-                for k in 0..c {
-                    let g = z[k] * inv - if k == yi { 1.0 } else { 0.0 };
-                    gb[k] += g;
-                    for (gv, &xv) in gw[k * d..(k + 1) * d].iter_mut().zip(row) {
-                        *gv += g * xv;
-                    }
-                }
-            }
-            (gw, gb, loss)
-        })
-        .collect();
-    let mut gw = vec![0.0f32; c * d];
-    let mut gb = vec![0.0f32; c];
-    let mut loss = 0.0f64;
-    for (pw, pb, pl) in partials {
-        gw.iter_mut().zip(&pw).for_each(|(a, v)| *a += v);
-        gb.iter_mut().zip(&pb).for_each(|(a, v)| *a += v);
-        loss += pl;
-    }
-    let inv = 1.0 / batch.len() as f32;
-    gw.iter_mut().for_each(|v| *v *= inv);
-    gb.iter_mut().for_each(|v| *v *= inv);
-    (gw, gb, loss / batch.len() as f64)
-}
-
-struct OptState {
-    m: Vec<f32>,
-    v: Vec<f32>,
-    t: i32,
-}
-
-impl OptState {
-    fn new(p: usize) -> Self {
-        Self {
-            m: vec![0.0; p],
-            v: vec![0.0; p],
-            t: 0,
-        }
-    }
-
-    fn step(
-        &mut self,
-        cfg: &LinearProbeConfig,
-        w: &mut [f32],
-        b: &mut [f32],
-        gw: &[f32],
-        gb: &[f32],
-    ) {
-        self.t += 1;
-        let params = w.iter_mut().chain(b.iter_mut());
-        let grads = gw.iter().chain(gb.iter());
-        let lr = cfg.lr;
-        match cfg.optimizer {
-            Optimizer::Adam { beta1, beta2, eps } => {
-                let bc1 = 1.0 - beta1.powi(self.t);
-                let bc2_sqrt = (1.0 - beta2.powi(self.t)).sqrt();
-                let step = lr / bc1;
-                for (((p, &g), m), v) in params
-                    .zip(grads)
-                    .zip(self.m.iter_mut())
-                    .zip(self.v.iter_mut())
-                {
-                    *m = beta1 * *m + (1.0 - beta1) * g;
-                    *v = beta2 * *v + (1.0 - beta2) * g * g;
-                    let denom = v.sqrt() / bc2_sqrt + eps;
-                    *p -= step * *m / denom;
-                }
-            }
-            Optimizer::Sgd { momentum } => {
-                for ((p, &g), buf) in params.zip(grads).zip(self.m.iter_mut()) {
-                    *buf = if momentum > 0.0 {
-                        momentum * *buf + g
-                    } else {
-                        g
-                    };
-                    *p -= lr * *buf;
-                }
-            }
-        }
-    }
-}
-
 /// LP-FT (Kumar et al. 2022): a burn `Linear` head `[dim → num_classes]` holding a linear probe
 /// fitted on `features` of the labelled samples, to start fine-tuning from instead of random
 /// weights. The features are used as they are (`cfg.normalization` is overridden to `None`):
@@ -391,9 +360,6 @@ pub fn probed_linear_head(
     cfg: &LinearProbeConfig,
     device: &burn::prelude::Device,
 ) -> Result<burn::nn::Linear> {
-    use burn::module::Param;
-    use burn::prelude::{Tensor, TensorData};
-
     let cfg = LinearProbeConfig {
         normalization: Normalization::None,
         num_classes: Some(num_classes),
@@ -460,7 +426,7 @@ mod tests {
         let fit = linear_probe(&x, &y, &x, &y, &raw).unwrap();
         assert!(fit.train_top1 > 0.9, "the probe learns: {}", fit.train_top1);
         let input = Tensor::<2>::from_data(TensorData::new(x.data.clone(), [30, 5]), &device);
-        let logits = head.forward(input).into_data().to_vec::<f32>().unwrap();
+        let logits = head.forward(input).into_data().try_to_vec::<f32>().unwrap();
         for i in 0..30 {
             for k in 0..3 {
                 let by_hand = fit.bias[k]
@@ -476,32 +442,59 @@ mod tests {
         }
     }
 
+    /// One full-batch SGD step from zero, worked out by hand: the softmax is uniform, so
+    /// `W = -lr · (1/c - Y)ᵀ X / n` and `b = -lr · mean(1/c - Y)`; and the reported train
+    /// loss is the mean cross-entropy of the returned parameters.
     #[test]
-    fn gradient_matches_finite_difference() {
-        let (x, y) = blobs(20, 5, 3, 1);
-        let c = 3;
-        let w: Vec<f32> = (0..15).map(|i| (i as f32 * 0.37).sin() * 0.3).collect();
-        let b = vec![0.1, -0.2, 0.05];
-        let all: Vec<usize> = (0..20).collect();
-        let (gw, gb, l0) = grad(&x, &y, &all, &w, &b, c);
-        let h = 1e-2f32;
-        for idx in [0usize, 7, 14] {
-            let mut wp = w.clone();
-            wp[idx] += h;
-            let mut wm = w.clone();
-            wm[idx] -= h;
-            let fd = (grad(&x, &y, &all, &wp, &b, c).2 - grad(&x, &y, &all, &wm, &b, c).2)
-                / (2.0 * h as f64);
-            assert!(
-                (fd - gw[idx] as f64).abs() < 2e-3,
-                "w[{idx}]: fd {fd} vs {}",
-                gw[idx]
-            );
+    fn one_sgd_step_is_the_softmax_gradient() {
+        let (n, d, c) = (20, 5, 3);
+        let (x, y) = blobs(n, d, c, 1);
+        let lr = 0.5;
+        let cfg = LinearProbeConfig {
+            epochs: 1,
+            batch_size: None,
+            lr: lr as f32,
+            optimizer: Optimizer::sgd(0.0),
+            normalization: Normalization::None,
+            ..Default::default()
+        };
+        let r = linear_probe(&x, &y, &x, &y, &cfg).unwrap();
+        for k in 0..c {
+            let resid = |i: usize| 1.0 / c as f64 - if y[i] as usize == k { 1.0 } else { 0.0 };
+            let gb = (0..n).map(resid).sum::<f64>() / n as f64;
+            assert!((r.bias[k] as f64 + lr * gb).abs() < 1e-6, "bias {k}");
+            for j in 0..d {
+                let g = (0..n)
+                    .map(|i| resid(i) * x.data[i * d + j] as f64)
+                    .sum::<f64>()
+                    / n as f64;
+                let got = r.weights[k * d + j] as f64;
+                assert!(
+                    (got + lr * g).abs() < 1e-5,
+                    "w[{k}][{j}]: {got} vs {}",
+                    -lr * g
+                );
+            }
         }
-        let mut bp = b.clone();
-        bp[1] += h;
-        let fd = (grad(&x, &y, &all, &w, &bp, c).2 - l0) / h as f64;
-        assert!((fd - gb[1] as f64).abs() < 2e-2);
+        let loss = (0..n)
+            .map(|i| {
+                let z: Vec<f64> = (0..c)
+                    .map(|k| {
+                        r.bias[k] as f64
+                            + (0..d)
+                                .map(|j| r.weights[k * d + j] as f64 * x.data[i * d + j] as f64)
+                                .sum::<f64>()
+                    })
+                    .collect();
+                z.iter().map(|v| v.exp()).sum::<f64>().ln() - z[y[i] as usize]
+            })
+            .sum::<f64>()
+            / n as f64;
+        assert!(
+            (loss - r.train_loss).abs() < 1e-5,
+            "{loss} vs {}",
+            r.train_loss
+        );
     }
 
     #[test]
@@ -558,5 +551,18 @@ mod tests {
             ..Default::default()
         };
         assert!(linear_probe(&x, &y, &x, &y, &bad).is_err());
+        // Optimiser hyper-parameters are checked by selfsup-optim.
+        let bad = LinearProbeConfig {
+            optimizer: Optimizer::Adam {
+                beta1: 1.0,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            ..Default::default()
+        };
+        assert!(matches!(
+            linear_probe(&x, &y, &x, &y, &bad),
+            Err(EvalError::InvalidArgument(m)) if m.contains("beta1")
+        ));
     }
 }

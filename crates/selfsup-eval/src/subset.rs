@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::rng::SplitMix64;
+use selfsup_data::SplitMix64;
+
 use crate::{EvalError, Result};
 
 /// How many samples to keep per class.

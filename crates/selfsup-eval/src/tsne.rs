@@ -213,7 +213,7 @@ pub fn map_knn_accuracy(map: &Features, labels: &[u32], k: usize) -> Result<f64>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::SplitMix64;
+    use selfsup_data::SplitMix64;
 
     fn fixture() -> serde_json::Value {
         serde_json::from_str(include_str!("../fixtures/tsne_fixture.json")).unwrap()
@@ -261,7 +261,7 @@ mod tests {
         }
     }
 
-    /// Standard normal by Box–Muller from the crate's SplitMix64.
+    /// Standard normal by Box–Muller from selfsup-data's SplitMix64.
     fn normal(rng: &mut SplitMix64) -> f32 {
         let u = |r: &mut SplitMix64| ((r.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
         let (a, b) = (u(rng), u(rng));

@@ -97,7 +97,7 @@ impl<U> StepOutput<U> {
 }
 
 /// The single batch of a one-view method (panics unless there is exactly one).
-pub(crate) fn one_view(method: &str, views: ImageViews) -> Tensor<4> {
+pub fn one_view(method: &str, views: ImageViews) -> Tensor<4> {
     expect_views(method, &views, 1);
     views.into_iter().next().expect("one view")
 }
@@ -107,7 +107,7 @@ pub(crate) fn one_view(method: &str, views: ImageViews) -> Tensor<4> {
 pub type ImageViews = Vec<Tensor<4>>;
 
 /// Panics unless `views` holds exactly `n` batches (methods without multi-crop take 2).
-pub(crate) fn expect_views(method: &str, views: &[Tensor<4>], n: usize) {
+pub fn expect_views(method: &str, views: &[Tensor<4>], n: usize) {
     assert_eq!(
         views.len(),
         n,
@@ -118,7 +118,7 @@ pub(crate) fn expect_views(method: &str, views: &[Tensor<4>], n: usize) {
 
 /// Runs `f` on both global views as one batch of 2N (BatchNorm statistics over both views, one
 /// pass instead of two) and splits the result back into the two views' outputs.
-pub(crate) fn both_views(
+pub fn both_views(
     a: Tensor<4>,
     b: Tensor<4>,
     f: impl FnOnce(Tensor<4>) -> Tensor<2>,
@@ -129,7 +129,7 @@ pub(crate) fn both_views(
 }
 
 /// `projector(backbone(view))` of the two global views (one 2N batch), for two-view methods.
-pub(crate) fn project_two_views(
+pub fn project_two_views(
     method: &str,
     backbone: &Backbone,
     projector: &selfsup_models::MlpHead,
@@ -141,7 +141,7 @@ pub(crate) fn project_two_views(
 }
 
 /// Applies `head` to two `[N, D]` batches as one batch of 2N and splits the result.
-pub(crate) fn head_both(
+pub fn head_both(
     head: &selfsup_models::MlpHead,
     a: Tensor<2>,
     b: Tensor<2>,

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-use selfsup_core::config::RunConfig;
-use selfsup_core::finetune::RecipeDefaults;
+use selfsup_core::config::{RunConfig, Schema};
 use selfsup_core::modality::{DownstreamTask, Init, Modality, TaskSource};
 use selfsup_core::pretrain::{Figures, Run, TrainData};
+use selfsup_core::recipe::RecipeDefaults;
 use selfsup_core::{Error, PretrainSummary, Result, bail};
 use selfsup_data::{Split, shuffled_batches};
 use selfsup_models::{load_named_tensors, named_tensors};
@@ -165,12 +165,10 @@ const MOVED: &[(&str, &str, &[&str])] = &[
     ("text.random_fraction", "method.random_fraction", &["mlm"]),
 ];
 
-impl Modality for Text {
+impl Schema for Text {
     const NAME: &'static str = "text";
     type Settings = TextSettings;
     type Method = TextMethod;
-    type Task = TextTask;
-    const RECIPE: RecipeDefaults = RecipeDefaults::TEXT;
     const MOVED_KEYS: &'static [(&'static str, &'static str, &'static [&'static str])] = MOVED;
 
     fn validate(config: &TextRunConfig) -> Result<()> {
@@ -219,6 +217,11 @@ impl Modality for Text {
             .encoder_config(t.vocab_size, t.max_len)?;
         Ok(())
     }
+}
+
+impl Modality for Text {
+    type Task = TextTask;
+    const RECIPE: RecipeDefaults = RecipeDefaults::TEXT;
 
     fn pretrain(run: Run<Self>) -> Result<PretrainSummary> {
         pretrain(run)

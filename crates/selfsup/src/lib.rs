@@ -29,9 +29,9 @@ pub use quickstart::{QuickstartOptions, QuickstartSummary, quickstart};
 pub use selfsup_audio::Audio;
 pub use selfsup_core::checkpoint::{self, Checkpoint};
 pub use selfsup_core::downstream::{KnnFigures, LinearFigures};
-pub use selfsup_core::finetune::Recipe;
 pub use selfsup_core::plugin::{EmbedSummary, EvalRequest, FinetuneMode, FinetuneRequest};
 pub use selfsup_core::prove::ProveOptions;
+pub use selfsup_core::recipe::Recipe;
 pub use selfsup_core::report::{ReportOptions, ReportSummary};
 pub use selfsup_core::{
     AnyModality, Error, Plugin, PretrainSummary, RawConfig, Result, RunOptions, TaskOptions,

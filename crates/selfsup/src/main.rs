@@ -390,7 +390,7 @@ fn eval(cmd: EvalCmd) -> Result<Value> {
 
 fn finetune(cmd: FinetuneCmd) -> Result<Value> {
     let subset =
-        selfsup::selfsup_core::finetune::subset_spec(cmd.label_fraction, cmd.labels_per_class)?;
+        selfsup::selfsup_core::recipe::subset_spec(cmd.label_fraction, cmd.labels_per_class)?;
     let request = FinetuneRequest {
         subset,
         mode: match cmd.mode {

@@ -3,48 +3,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
-
-/// A manifest of real FSDD clips (absolute paths): digits 0–2, 6 train clips and 3 test clips
-/// each, from the official split.
-fn tiny_fsdd(dir: &Path) -> PathBuf {
-    let root = selfsup_data::data_root().join("fsdd");
-    let text = std::fs::read_to_string(root.join("labels.csv"))
-        .unwrap_or_else(|e| panic!("FSDD labels.csv under {}: {e}", root.display()));
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
-    let (path, label, speaker, split) = (col("path"), col("label"), col("speaker"), col("split"));
-    let mut out = String::from("path,label,speaker,split\n");
-    let mut counts = std::collections::BTreeMap::new();
-    for line in lines {
-        let f: Vec<&str> = line.split(',').collect();
-        if !["0", "1", "2"].contains(&f[label]) {
-            continue;
-        }
-        let want = if f[split] == "train" { 6 } else { 3 };
-        let n = counts.entry((f[label], f[split])).or_insert(0);
-        if *n < want {
-            *n += 1;
-            out.push_str(&format!(
-                "{},{},{},{}\n",
-                root.join(f[path]).display(),
-                f[label],
-                f[speaker],
-                f[split]
-            ));
-        }
-    }
-    let manifest = dir.join("fsdd_tiny.csv");
-    std::fs::write(&manifest, out).unwrap();
-    manifest
-}
-
-fn config(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../configs/{name}"))
-}
 
 /// A tiny encoder and batch for 18 training clips.
 const TINY: [&str; 11] = [

@@ -3,41 +3,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
-
-/// A labelled folder of real SST-2 sentences: `train.csv` (the first 80 training sentences),
-/// `test.csv` (the first 30 dev sentences), and `more.txt` (the next 40 training sentences, one
-/// per line) for a second, plain-text corpus file.
-fn tiny_sst2(dir: &Path) -> PathBuf {
-    let root = selfsup_data::data_root().join("text/sst2");
-    let read = |name: &str| {
-        std::fs::read_to_string(root.join(name))
-            .unwrap_or_else(|e| panic!("SST-2 {name} under {}: {e}", root.display()))
-    };
-    let data = dir.join("sst2");
-    std::fs::create_dir_all(&data).unwrap();
-    let train = read("train.csv");
-    let lines: Vec<&str> = train.lines().collect();
-    std::fs::write(data.join("train.csv"), lines[..81].join("\n") + "\n").unwrap();
-    let more: Vec<String> = lines[81..121]
-        .iter()
-        .map(|l| {
-            let text = l.rsplit_once(',').unwrap().0;
-            text.trim_matches('"').replace("\"\"", "\"")
-        })
-        .collect();
-    std::fs::write(data.join("more.txt"), more.join("\n") + "\n").unwrap();
-    let dev = read("dev.csv");
-    let dev: Vec<&str> = dev.lines().take(31).collect();
-    std::fs::write(data.join("test.csv"), dev.join("\n") + "\n").unwrap();
-    data
-}
-
-fn config(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../configs/{name}"))
-}
 
 /// A tiny vocabulary, encoder and batch for 108 training sentences (12 of 120 held out).
 const TINY: [&str; 14] = [

@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::bail;
 use crate::error::{Context, Error, Result};
-use crate::modality::Modality;
 
 /// What a modality's config sections must be: TOML tables with a default for every key.
 pub trait Settings:
@@ -38,6 +37,24 @@ impl<T> Settings for T where
         + Sync
         + 'static
 {
+}
+
+/// What a modality's configs hold and how they are checked: its name, its own sections, its
+/// methods. (What the modality does with a config is [`crate::Modality`].)
+pub trait Schema: Sized + Send + Sync + 'static {
+    /// `image`, `audio` or `text`.
+    const NAME: &'static str;
+    /// The modality's own config sections, flattened into the run config.
+    type Settings: Settings;
+    /// Its methods, tagged by `method.name`.
+    type Method: MethodSet;
+    /// Config keys this version moved: (old key, new key, the methods it applies to). A
+    /// stored config is migrated silently, a user's config with a note.
+    const MOVED_KEYS: &'static [(&'static str, &'static str, &'static [&'static str])] = &[];
+
+    /// The modality's checks of a whole config (its sections, and method settings that depend
+    /// on them); each error names its key.
+    fn validate(config: &RunConfig<Self>) -> Result<()>;
 }
 
 /// The method of a config that names none.
@@ -256,9 +273,8 @@ impl RawConfig {
     }
 }
 
-/// A run's full, validated configuration for modality `M`.
-#[derive(Debug)]
-pub struct RunConfig<M: Modality> {
+/// A run's full, validated configuration of modality `M`.
+pub struct RunConfig<M: Schema> {
     pub data: DataConfig,
     pub method: M::Method,
     pub optim: OptimConfig,
@@ -268,7 +284,20 @@ pub struct RunConfig<M: Modality> {
     pub modality: M::Settings,
 }
 
-impl<M: Modality> Clone for RunConfig<M> {
+impl<M: Schema> std::fmt::Debug for RunConfig<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunConfig")
+            .field("data", &self.data)
+            .field("method", &self.method)
+            .field("optim", &self.optim)
+            .field("train", &self.train)
+            .field("eval", &self.eval)
+            .field("modality", &self.modality)
+            .finish()
+    }
+}
+
+impl<M: Schema> Clone for RunConfig<M> {
     fn clone(&self) -> Self {
         Self {
             data: self.data.clone(),
@@ -281,7 +310,7 @@ impl<M: Modality> Clone for RunConfig<M> {
     }
 }
 
-impl<M: Modality> PartialEq for RunConfig<M> {
+impl<M: Schema> PartialEq for RunConfig<M> {
     fn eq(&self, other: &Self) -> bool {
         self.data == other.data
             && self.method == other.method
@@ -292,7 +321,7 @@ impl<M: Modality> PartialEq for RunConfig<M> {
     }
 }
 
-impl<M: Modality> Default for RunConfig<M> {
+impl<M: Schema> Default for RunConfig<M> {
     fn default() -> Self {
         Self {
             data: DataConfig::default(),
@@ -339,7 +368,7 @@ fn parse_probing<T: Settings>(table: &toml::Table, prefix: &str, source: &str) -
     }
 }
 
-impl<M: Modality> RunConfig<M> {
+impl<M: Schema> RunConfig<M> {
     /// The config of `raw`: unknown keys refused, every value checked.
     pub fn from_raw(raw: &RawConfig) -> Result<Self> {
         let mut raw = raw.clone();

@@ -4,7 +4,7 @@
 
 use burn::prelude::*;
 
-use super::triplet::splitmix64;
+use selfsup_data::SplitMix64;
 
 /// Which patches of each image are hidden: the same plan drives the encoder (visible patches
 /// only), the decoder (un-shuffling) and the loss (masked patches only).
@@ -28,14 +28,14 @@ impl PatchMask {
             "mask ratio must be within [0, 1), got {ratio}"
         );
         let n_hidden = ((patches as f64 * ratio).round() as usize).min(patches - 1);
-        let mut state = seed;
+        let mut rng = SplitMix64::from_state(seed);
         let mut visible = Vec::with_capacity(batch);
         let mut hidden = Vec::with_capacity(batch);
         for _ in 0..batch {
             // Fisher-Yates: the first n_hidden of the permutation are hidden.
             let mut order: Vec<usize> = (0..patches).collect();
             for i in (1..patches).rev() {
-                let j = (splitmix64(&mut state) % (i as u64 + 1)) as usize;
+                let j = (rng.next_u64() % (i as u64 + 1)) as usize;
                 order.swap(i, j);
             }
             let mut h = order[..n_hidden].to_vec();

@@ -7,6 +7,7 @@
 //! offset keeps the gradient defined when two embeddings coincide.
 
 use burn::prelude::*;
+use selfsup_data::SplitMix64;
 
 use super::{LossConfigError, check_pair, l2_normalize};
 
@@ -99,11 +100,11 @@ pub fn mine_negatives(
                 .reshape([n])
         }
         TripletMining::Random => {
-            let mut state = seed;
+            let mut rng = SplitMix64::from_state(seed);
             let indices: Vec<i64> = (0..n)
                 .map(|i| {
                     // Position among the 2N-2 allowed candidates, then skip i and i+N.
-                    let mut j = (splitmix64(&mut state) % (2 * n as u64 - 2)) as usize;
+                    let mut j = (rng.next_u64() % (2 * n as u64 - 2)) as usize;
                     if j >= i {
                         j += 1;
                     }
@@ -150,15 +151,6 @@ pub fn triplet_loss_with_negatives(
 /// Row-wise `||x - y + eps||_2`, shape `[N, 1]`.
 fn distance(x: Tensor<2>, y: Tensor<2>) -> Tensor<2> {
     (x - y).add_scalar(DISTANCE_EPS).square().sum_dim(1).sqrt()
-}
-
-/// SplitMix64: a seeded stream that gives the same numbers on every platform.
-pub(crate) fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -214,3 +214,71 @@ pub fn tiny_args<'a>(data: &'a Path, out: &'a Path) -> Vec<String> {
         "data.workers=1".into(),
     ]
 }
+
+/// A manifest of real FSDD clips (absolute paths): digits 0–2, 6 train clips and 3 test clips
+/// each, from the official split.
+pub fn tiny_fsdd(dir: &Path) -> PathBuf {
+    let root = selfsup_data::data_root().join("fsdd");
+    let text = std::fs::read_to_string(root.join("labels.csv"))
+        .unwrap_or_else(|e| panic!("FSDD labels.csv under {}: {e}", root.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (path, label, speaker, split) = (col("path"), col("label"), col("speaker"), col("split"));
+    let mut out = String::from("path,label,speaker,split\n");
+    let mut counts = std::collections::BTreeMap::new();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        if !["0", "1", "2"].contains(&f[label]) {
+            continue;
+        }
+        let want = if f[split] == "train" { 6 } else { 3 };
+        let n = counts.entry((f[label], f[split])).or_insert(0);
+        if *n < want {
+            *n += 1;
+            out.push_str(&format!(
+                "{},{},{},{}\n",
+                root.join(f[path]).display(),
+                f[label],
+                f[speaker],
+                f[split]
+            ));
+        }
+    }
+    let manifest = dir.join("fsdd_tiny.csv");
+    std::fs::write(&manifest, out).unwrap();
+    manifest
+}
+
+/// A labelled folder of real SST-2 sentences: `train.csv` (the first 80 training sentences),
+/// `test.csv` (the first 30 dev sentences), and `more.txt` (the next 40 training sentences, one
+/// per line) for a second, plain-text corpus file.
+pub fn tiny_sst2(dir: &Path) -> PathBuf {
+    let root = selfsup_data::data_root().join("text/sst2");
+    let read = |name: &str| {
+        std::fs::read_to_string(root.join(name))
+            .unwrap_or_else(|e| panic!("SST-2 {name} under {}: {e}", root.display()))
+    };
+    let data = dir.join("sst2");
+    std::fs::create_dir_all(&data).unwrap();
+    let train = read("train.csv");
+    let lines: Vec<&str> = train.lines().collect();
+    std::fs::write(data.join("train.csv"), lines[..81].join("\n") + "\n").unwrap();
+    let more: Vec<String> = lines[81..121]
+        .iter()
+        .map(|l| {
+            let text = l.rsplit_once(',').unwrap().0;
+            text.trim_matches('"').replace("\"\"", "\"")
+        })
+        .collect();
+    std::fs::write(data.join("more.txt"), more.join("\n") + "\n").unwrap();
+    let dev = read("dev.csv");
+    let dev: Vec<&str> = dev.lines().take(31).collect();
+    std::fs::write(data.join("test.csv"), dev.join("\n") + "\n").unwrap();
+    data
+}
+
+/// A shipped config file (configs/NAME).
+pub fn config(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../configs/{name}"))
+}

@@ -1,4 +1,4 @@
-//! SGD (momentum, Nesterov), LARS and AdamW over a burn module, with exportable state.
+//! SGD (momentum, Nesterov), LARS, Adam and AdamW over a burn module, with exportable state.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,6 +28,11 @@ pub enum OptimizerKind {
     /// layer steps by `min(trust, lr)·(g + wd·p)` — the scheduled `lr` caps the layer-wise rate
     /// instead of scaling it (solo-learn's CIFAR recipes for BYOL, Barlow Twins and DINO).
     Lars { momentum: f64, eta: f64, clip: bool },
+    /// `torch.optim.Adam`: weight decay is an L2 term added to the gradient (`g + wd·p`, which
+    /// then enters both moments), Adam moments with bias correction,
+    /// `p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps)`. With `weight_decay == 0` it is
+    /// the same update as [`AdamW`](Self::AdamW).
+    Adam { beta1: f64, beta2: f64, eps: f64 },
     /// `torch.optim.AdamW`: `p *= 1 - lr·wd`, Adam moments with bias correction,
     /// `p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps)`.
     AdamW { beta1: f64, beta2: f64, eps: f64 },
@@ -114,7 +119,8 @@ impl OptimizerConfig {
                 )?;
                 check("eta", eta, "finite and > 0", eta > 0.0)?;
             }
-            OptimizerKind::AdamW { beta1, beta2, eps } => {
+            OptimizerKind::Adam { beta1, beta2, eps }
+            | OptimizerKind::AdamW { beta1, beta2, eps } => {
                 check("beta1", beta1, "in [0, 1)", (0.0..1.0).contains(&beta1))?;
                 check("beta2", beta2, "in [0, 1)", (0.0..1.0).contains(&beta2))?;
                 check("eps", eps, "finite and >= 0", eps >= 0.0)?;
@@ -130,7 +136,7 @@ impl OptimizerConfig {
 
 /// Exported optimizer state: `"<module path>.<field>"` → (shape, values). Fields are
 /// `step` (shape `[]`, the number of updates this parameter has had), `momentum_buffer`
-/// (SGD/LARS with momentum > 0), `exp_avg` and `exp_avg_sq` (AdamW).
+/// (SGD/LARS with momentum > 0), `exp_avg` and `exp_avg_sq` (Adam, AdamW).
 pub type StateDict = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Why [`Optimizer::load_state_dict`] refused a state dict.
@@ -318,7 +324,7 @@ impl Optimizer {
                 &[]
             }
             OptimizerKind::Sgd { .. } | OptimizerKind::Lars { .. } => &["momentum_buffer"],
-            OptimizerKind::AdamW { .. } => &["exp_avg", "exp_avg_sq"],
+            OptimizerKind::Adam { .. } | OptimizerKind::AdamW { .. } => &["exp_avg", "exp_avg_sq"],
         }
     }
 
@@ -394,35 +400,55 @@ impl Optimizer {
                 let d = momentum_step(state, d, momentum, false, unflat, flat);
                 param - d.mul_scalar(lr)
             }
+            OptimizerKind::Adam { beta1, beta2, eps } => {
+                let grad = with_weight_decay(grad, &param, wd);
+                let update = adam_update(state, grad, lr, [beta1, beta2, eps], unflat, flat);
+                param - update
+            }
             OptimizerKind::AdamW { beta1, beta2, eps } => {
                 let param = if wd != 0.0 {
                     param.mul_scalar(1.0 - lr * wd)
                 } else {
                     param
                 };
-                let m = match state.exp_avg.as_ref() {
-                    Some(m) => unflat(m).mul_scalar(beta1) + grad.clone().mul_scalar(1.0 - beta1),
-                    None => grad.clone().mul_scalar(1.0 - beta1),
-                };
-                let v = match state.exp_avg_sq.as_ref() {
-                    Some(v) => unflat(v).mul_scalar(beta2) + grad.square().mul_scalar(1.0 - beta2),
-                    None => grad.square().mul_scalar(1.0 - beta2),
-                };
-                let t = state.step as i32;
-                let bias_correction1 = 1.0 - beta1.powi(t);
-                let bias_correction2 = 1.0 - beta2.powi(t);
-                let denom = v
-                    .clone()
-                    .sqrt()
-                    .div_scalar(bias_correction2.sqrt())
-                    .add_scalar(eps);
-                let update = (m.clone() / denom).mul_scalar(lr / bias_correction1);
-                state.exp_avg = Some(flat(m));
-                state.exp_avg_sq = Some(flat(v));
+                let update = adam_update(state, grad, lr, [beta1, beta2, eps], unflat, flat);
                 param - update
             }
         }
     }
+}
+
+/// Adam's moments with bias correction (PyTorch's single-tensor `adam`): updates the moments in
+/// `state` and returns `lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps)`, to subtract from the
+/// parameter.
+fn adam_update<const D: usize>(
+    state: &mut ParamState,
+    grad: Tensor<D>,
+    lr: f64,
+    [beta1, beta2, eps]: [f64; 3],
+    unflat: impl Fn(&Tensor<1>) -> Tensor<D>,
+    flat: impl Fn(Tensor<D>) -> Tensor<1>,
+) -> Tensor<D> {
+    let m = match state.exp_avg.as_ref() {
+        Some(m) => unflat(m).mul_scalar(beta1) + grad.clone().mul_scalar(1.0 - beta1),
+        None => grad.clone().mul_scalar(1.0 - beta1),
+    };
+    let v = match state.exp_avg_sq.as_ref() {
+        Some(v) => unflat(v).mul_scalar(beta2) + grad.square().mul_scalar(1.0 - beta2),
+        None => grad.square().mul_scalar(1.0 - beta2),
+    };
+    let t = state.step as i32;
+    let bias_correction1 = 1.0 - beta1.powi(t);
+    let bias_correction2 = 1.0 - beta2.powi(t);
+    let denom = v
+        .clone()
+        .sqrt()
+        .div_scalar(bias_correction2.sqrt())
+        .add_scalar(eps);
+    let update = (m.clone() / denom).mul_scalar(lr / bias_correction1);
+    state.exp_avg = Some(flat(m));
+    state.exp_avg_sq = Some(flat(v));
+    update
 }
 
 impl ParamState {
@@ -507,16 +533,23 @@ struct StepMapper<'a> {
     path: Vec<String>,
 }
 
+/// Whether a module-tree segment names an enum variant rather than a field: the rule of
+/// `selfsup_models::named::is_variant_segment` (which this bottom-layer crate cannot import;
+/// selfsup-methods' `optimizer_state_keys_are_checkpoint_paths` test checks the two agree).
+fn is_variant_segment(container_type: &str) -> bool {
+    container_type.starts_with("Enum:")
+}
+
 impl ModuleMapper for StepMapper<'_> {
     // Paths as in checkpoints (enum variants skipped), so state keys match `model.*` names.
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        if !selfsup_models::named::is_variant_segment(container_type) {
+        if !is_variant_segment(container_type) {
             self.path.push(name.to_string());
         }
     }
 
     fn exit_module(&mut self, _name: &str, container_type: &str) {
-        if !selfsup_models::named::is_variant_segment(container_type) {
+        if !is_variant_segment(container_type) {
             self.path.pop();
         }
     }
@@ -646,6 +679,11 @@ mod tests {
                 momentum: f("momentum"),
                 eta: f("eta"),
                 clip: case["clip"].as_bool().unwrap_or(false),
+            },
+            "adam" => OptimizerKind::Adam {
+                beta1: f("beta1"),
+                beta2: f("beta2"),
+                eps: f("eps"),
             },
             "adamw" => OptimizerKind::AdamW {
                 beta1: f("beta1"),
@@ -834,6 +872,35 @@ mod tests {
         assert!(last < first, "loss went from {first} to {last}");
     }
 
+    /// Without weight decay, Adam's L2 term and AdamW's decoupled decay both vanish: the two
+    /// kinds must give the same bits. With decay they differ (the fixture's `adam_*` cases are
+    /// `torch.optim.Adam`, the `adamw_*` ones `torch.optim.AdamW`).
+    #[test]
+    fn adam_without_weight_decay_is_adamw() {
+        let fx = fixture();
+        let device = Device::flex().autodiff();
+        let run = |kind, weight_decay| {
+            let mut optim = OptimizerConfig {
+                kind,
+                weight_decay,
+                exclude_bias_and_norm: false,
+            }
+            .init()
+            .unwrap();
+            let mut model = net(&fx, &device);
+            for (t, lr) in [0.01, 0.005, 0.02].into_iter().enumerate() {
+                let g = grads(&model, &fx["grads"][t]);
+                model = optim.step(lr, model, g);
+            }
+            (values(&model.linear.weight), optim.state_dict())
+        };
+        let (beta1, beta2, eps) = (0.9, 0.999, 1e-8);
+        let adam = OptimizerKind::Adam { beta1, beta2, eps };
+        let adamw = OptimizerKind::AdamW { beta1, beta2, eps };
+        assert_eq!(run(adam, 0.0), run(adamw, 0.0));
+        assert_ne!(run(adam, 0.1).0, run(adamw, 0.1).0);
+    }
+
     #[test]
     fn config_errors_name_the_field() {
         let bad = |kind, weight_decay| {
@@ -882,6 +949,17 @@ mod tests {
                 0.0
             ),
             Some("beta2")
+        );
+        assert_eq!(
+            bad(
+                OptimizerKind::Adam {
+                    beta1: 1.0,
+                    beta2: 0.999,
+                    eps: 1e-8
+                },
+                0.0
+            ),
+            Some("beta1")
         );
         assert_eq!(bad(sgd, 1e-4), None);
     }
