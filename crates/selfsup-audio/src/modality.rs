@@ -7,13 +7,13 @@ use std::path::Path;
 
 use burn::prelude::*;
 use selfsup_core::config::{RunConfig, Schema};
-use selfsup_core::downstream::{self, Eval};
-use selfsup_core::modality::{DownstreamTask, Init, Modality, Picture, TaskSource};
+use selfsup_core::downstream;
+use selfsup_core::modality::{DownstreamTask, Init, Modality, Picture, TaskSource, fresh_encoder};
 use selfsup_core::pretrain::{Figures, Run, TrainData, knn_figures};
 use selfsup_core::recipe::RecipeDefaults;
 use selfsup_core::{Context, Error, PretrainSummary, Result, bail};
 use selfsup_data::{SampleRng, Split as DataSplit, shuffled_batches};
-use selfsup_models::{load_named_tensors, named_tensors};
+use selfsup_models::load_named_tensors;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{AudioDataset, Split};
@@ -383,14 +383,11 @@ impl<M: selfsup_methods::method::SslMethod<Input = Vec<Spectrogram>, Backbone = 
             pretrained: model.backbone().clone(),
             device: selfsup_core::device::select(&c.train.device)?,
         };
-        let eval = Eval::new(task, c.eval.batch_size, None, c.train.seed)?;
-        let knn = downstream::knn(
-            &eval,
-            Init::Pretrained,
-            c.eval.knn_k,
-            c.eval.knn_temperature,
-        )?;
-        Ok(knn_figures(knn.knn_top1))
+        Ok(knn_figures(downstream::epoch_knn(
+            task,
+            &c.eval,
+            c.train.seed,
+        )?))
     }
 }
 
@@ -523,15 +520,9 @@ impl DownstreamTask for AudioTask {
     }
 
     fn encoder(&self, init: Init, device: &Device) -> Result<AudioEncoder> {
-        let fresh = |seed: u64| {
-            device.seed(seed);
-            self.architecture.init(device)
-        };
-        match init {
-            Init::Random { seed } => Ok(fresh(seed)),
-            Init::Pretrained => load_named_tensors(fresh(0), &named_tensors(&self.pretrained), "")
-                .map_err(|e| Error::msg(format!("copying the encoder: {e}"))),
-        }
+        fresh_encoder(init, device, &self.pretrained, |d| {
+            self.architecture.init(d)
+        })
     }
 
     fn batches<'a>(

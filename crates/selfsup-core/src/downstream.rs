@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::bail;
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::RunConfig;
+use crate::config::{EvalConfig, RunConfig};
 use crate::error::{Context, Result};
 use crate::modality::{DownstreamTask, Init, Modality, TaskOptions, TaskSource, article};
 pub use crate::recipe::check_validation_fraction;
@@ -328,6 +328,13 @@ pub fn knn<T: DownstreamTask>(
         random_init: init != Init::Pretrained,
         validation: eval.validation,
     })
+}
+
+/// kNN top-1 of `task`'s pretrained encoder on its test split with a run's `[eval]` settings:
+/// the per-epoch figure of image and audio pretraining.
+pub fn epoch_knn<T: DownstreamTask>(task: T, eval: &EvalConfig, seed: u64) -> Result<f64> {
+    let e = Eval::new(task, eval.batch_size, None, seed)?;
+    Ok(knn(&e, Init::Pretrained, eval.knn_k, eval.knn_temperature)?.knn_top1)
 }
 
 /// A linear classifier on frozen embeddings.

@@ -8,9 +8,11 @@ use burn::module::Module;
 use burn::prelude::*;
 use selfsup_data::Split;
 
+use selfsup_models::{load_named_tensors, named_tensors};
+
 use crate::checkpoint::Checkpoint;
 use crate::config::{RunConfig, Schema};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pretrain::{PretrainSummary, Run};
 pub use crate::recipe::Init;
 use crate::recipe::RecipeDefaults;
@@ -138,4 +140,26 @@ pub trait DownstreamTask: Send + Sync {
     ) -> Result<Box<dyn Iterator<Item = (Self::Batch, Vec<u32>)> + 'a>>;
     /// The encoder's embedding `[B, embed_dim]` of a batch.
     fn forward(&self, encoder: &Self::Encoder, batch: Self::Batch) -> Tensor<2>;
+}
+
+/// The encoder of `init` as a fresh module on `device` (training on an autodiff device then
+/// leaves the task's copy alone): `pretrained`'s weights copied into a new `build(device)`, or
+/// `build(device)` at random initialisation seeded by `seed`. The device is seeded either way
+/// (0 for the copy), so whatever draws from it next draws the same numbers.
+pub fn fresh_encoder<E: Module>(
+    init: Init,
+    device: &Device,
+    pretrained: &E,
+    build: impl FnOnce(&Device) -> E,
+) -> Result<E> {
+    device.seed(match init {
+        Init::Random { seed } => seed,
+        Init::Pretrained => 0,
+    });
+    let fresh = build(device);
+    match init {
+        Init::Random { .. } => Ok(fresh),
+        Init::Pretrained => load_named_tensors(fresh, &named_tensors(pretrained), "")
+            .map_err(|e| Error::msg(format!("copying the encoder: {e}"))),
+    }
 }

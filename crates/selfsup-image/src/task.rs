@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use burn::prelude::*;
-use selfsup_core::modality::{DownstreamTask, Init};
+use selfsup_core::modality::{DownstreamTask, Init, fresh_encoder};
 use selfsup_core::{Error, Result, TaskSource};
 use selfsup_data::{ImageDataset, LoaderConfig, Pipeline, Split, ViewLoader};
-use selfsup_models::{Backbone, BackboneConfig, load_named_tensors, named_tensors};
+use selfsup_models::{Backbone, BackboneConfig, load_named_tensors};
 
 use crate::{ImageConfig, backbone_config, data};
 
@@ -132,18 +132,9 @@ impl DownstreamTask for ImageTask {
     }
 
     fn encoder(&self, init: Init, device: &Device) -> Result<Backbone> {
-        match init {
-            Init::Random { seed } => {
-                device.seed(seed);
-                Ok(self.architecture.init(device))
-            }
-            Init::Pretrained => load_named_tensors(
-                self.architecture.init(device),
-                &named_tensors(&self.pretrained),
-                "",
-            )
-            .map_err(|e| Error::msg(format!("copying the backbone: {e}"))),
-        }
+        fresh_encoder(init, device, &self.pretrained, |d| {
+            self.architecture.init(d)
+        })
     }
 
     fn batches<'a>(

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 use selfsup_core::bail;
-use selfsup_core::downstream::{self, Eval};
+use selfsup_core::downstream;
 use selfsup_core::pretrain::{Figures, TrainData, knn_figures};
-use selfsup_core::{Init, PretrainSummary, Result, Run};
+use selfsup_core::{PretrainSummary, Result, Run};
 use selfsup_data::{LoaderConfig, Split, ViewLoader};
 use selfsup_methods::method::{ImageMethodConfig, ImageMethodVisitor, ImageViews, SslMethod};
 use selfsup_models::Backbone;
@@ -60,14 +60,11 @@ impl<M: SslMethod<Input = ImageViews, Backbone = Backbone>> TrainData<M> for Ima
             open(Split::Test)?,
             selfsup_core::device::select(&c.train.device)?,
         )?;
-        let eval = Eval::new(task, c.eval.batch_size, None, c.train.seed)?;
-        let knn = downstream::knn(
-            &eval,
-            Init::Pretrained,
-            c.eval.knn_k,
-            c.eval.knn_temperature,
-        )?;
-        Ok(knn_figures(knn.knn_top1))
+        Ok(knn_figures(downstream::epoch_knn(
+            task,
+            &c.eval,
+            c.train.seed,
+        )?))
     }
 }
 

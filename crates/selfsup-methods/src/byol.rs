@@ -12,7 +12,7 @@ use crate::method::{
     head_both,
 };
 use crate::momentum::{cosine_momentum, ema_update, teacher_copy};
-use crate::registry::{MethodSettings, check_momentum, check_widths};
+use crate::registry::{MethodSettings, check_momentum, check_prediction_dims};
 
 /// BYOL's `[method]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,18 +41,7 @@ impl MethodSettings for ByolConfig {
     const NAME: &'static str = "byol";
 
     fn validate(&self) -> Result<(), MethodError> {
-        check_widths("projection_dims", &self.projection_dims)?;
-        check_widths("prediction_dims", &self.prediction_dims)?;
-        if self.prediction_dims.last() != self.projection_dims.last() {
-            return Err(MethodError::setting(
-                "prediction_dims",
-                format!(
-                    "must end with the projection's output width {:?} (the prediction regresses a projection), got {:?}",
-                    self.projection_dims.last(),
-                    self.prediction_dims
-                ),
-            ));
-        }
+        check_prediction_dims(&self.projection_dims, &self.prediction_dims)?;
         check_momentum("ema_momentum", self.momentum)
     }
 }

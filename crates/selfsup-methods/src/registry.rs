@@ -119,6 +119,26 @@ pub fn check_widths(key: &str, dims: &[usize]) -> Result<(), MethodError> {
     }
 }
 
+/// `method.prediction_dims` (BYOL, SimSiam): positive widths ending with the projection's
+/// output width, since the prediction regresses a projection.
+pub fn check_prediction_dims(
+    projection: &[usize],
+    prediction: &[usize],
+) -> Result<(), MethodError> {
+    check_widths("projection_dims", projection)?;
+    check_widths("prediction_dims", prediction)?;
+    if prediction.last() != projection.last() {
+        return Err(MethodError::setting(
+            "prediction_dims",
+            format!(
+                "must end with the projection's output width {:?} (the prediction regresses a projection), got {prediction:?}",
+                projection.last()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `method.ema_momentum`: the momentum teacher's schedule, start and end within [0, 1].
 pub fn check_momentum(key: &str, m: [f64; 2]) -> Result<(), MethodError> {
     if m.iter().all(|v| (0.0..=1.0).contains(v)) {

@@ -10,7 +10,7 @@ use crate::loss::negative_cosine_similarity;
 use crate::method::{
     ImageContext, ImageMethodConfig, Progress, SslMethod, StepOutput, head_both, project_two_views,
 };
-use crate::registry::{MethodSettings, check_widths};
+use crate::registry::{MethodSettings, check_prediction_dims};
 
 /// SimSiam's `[method]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,18 +36,7 @@ impl MethodSettings for SimSiamConfig {
     const NAME: &'static str = "simsiam";
 
     fn validate(&self) -> Result<(), MethodError> {
-        check_widths("projection_dims", &self.projection_dims)?;
-        check_widths("prediction_dims", &self.prediction_dims)?;
-        if self.prediction_dims.last() != self.projection_dims.last() {
-            return Err(MethodError::setting(
-                "prediction_dims",
-                format!(
-                    "must end with the projection's output width {:?} (the prediction regresses a projection), got {:?}",
-                    self.projection_dims.last(),
-                    self.prediction_dims
-                ),
-            ));
-        }
+        check_prediction_dims(&self.projection_dims, &self.prediction_dims)?;
         Ok(())
     }
 }

@@ -9,12 +9,12 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use selfsup_core::config::{RunConfig, Schema};
-use selfsup_core::modality::{DownstreamTask, Init, Modality, TaskSource};
+use selfsup_core::modality::{DownstreamTask, Init, Modality, TaskSource, fresh_encoder};
 use selfsup_core::pretrain::{Figures, Run, TrainData};
 use selfsup_core::recipe::RecipeDefaults;
 use selfsup_core::{Error, PretrainSummary, Result, bail};
 use selfsup_data::{Split, shuffled_batches};
-use selfsup_models::{load_named_tensors, named_tensors};
+use selfsup_models::load_named_tensors;
 use serde::{Deserialize, Serialize};
 
 use crate::TextError;
@@ -644,15 +644,9 @@ impl DownstreamTask for TextTask {
     }
 
     fn encoder(&self, init: Init, device: &Device) -> Result<TextEncoder> {
-        let fresh = |seed: u64| {
-            device.seed(seed);
-            self.encoder_config.init(device)
-        };
-        match init {
-            Init::Random { seed } => Ok(fresh(seed)),
-            Init::Pretrained => load_named_tensors(fresh(0), &named_tensors(&self.pretrained), "")
-                .map_err(|e| Error::msg(format!("copying the encoder: {e}"))),
-        }
+        fresh_encoder(init, device, &self.pretrained, |d| {
+            self.encoder_config.init(d)
+        })
     }
 
     fn batches<'a>(

@@ -7,21 +7,6 @@ use std::path::Path;
 
 use common::*;
 
-/// A tiny encoder and batch for 18 training clips.
-const TINY: [&str; 11] = [
-    "train.epochs=1",
-    "train.batch_size=6",
-    "train.knn_every=1",
-    "eval.knn_k=3",
-    "audio_encoder.d_model=16",
-    "audio_encoder.d_ff=32",
-    "audio_encoder.n_heads=2",
-    "audio_encoder.n_layers=1",
-    "audio.crop_frames=40",
-    "optim.warmup_epochs=0",
-    "train.seed=3",
-];
-
 fn pretrain(cfg: &str, data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut cmd = bin();
     cmd.args(["pretrain", "--quiet", "--config"])
@@ -30,7 +15,7 @@ fn pretrain(cfg: &str, data: &Path, out: &Path, extra: &[&str]) -> std::process:
         .arg(data)
         .arg("--out")
         .arg(out);
-    for s in TINY.iter().chain(extra) {
+    for s in AUDIO_TINY.iter().chain(&["train.epochs=1"]).chain(extra) {
         cmd.args(["--set", s]);
     }
     if cfg == "masked_frames_fsdd.toml" {

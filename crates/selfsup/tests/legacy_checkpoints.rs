@@ -127,6 +127,24 @@ fn ok(cmd: &mut Command) -> serde_json::Value {
     last_json(&o)
 }
 
+/// `finetune --mode linear` of the legacy binary on `per_class` labels per class, saved to `out`.
+fn linear_fixture(ckpt: &Path, data: &Path, per_class: &str, out: &Path) {
+    let j = ok(legacy()
+        .args([
+            "finetune",
+            "--quiet",
+            "--mode",
+            "linear",
+            "--linear-epochs",
+            "20",
+        ])
+        .args(["--labels-per-class", per_class, "--checkpoint"])
+        .arg(ckpt)
+        .arg("--data")
+        .arg(data));
+    std::fs::write(out, j.to_string() + "\n").unwrap();
+}
+
 /// Writes fixtures/legacy with the binary in SELFSUP_LEGACY_BIN (see the module docs).
 #[test]
 #[ignore]
@@ -185,40 +203,17 @@ fn make_legacy_fixtures() {
         .arg(&manifest)
         .arg("--out")
         .arg(&out);
-    for s in [
-        "train.epochs=1",
-        "train.batch_size=6",
-        "eval.knn_k=3",
-        "audio_encoder.d_model=16",
-        "audio_encoder.d_ff=32",
-        "audio_encoder.n_heads=2",
-        "audio_encoder.n_layers=1",
-        "audio.crop_frames=40",
-        "audio.mask_span=[3, 6]",
-        "optim.warmup_epochs=0",
-        "train.seed=3",
-    ] {
+    // The masking keys were under [audio] then.
+    for s in AUDIO_TINY
+        .iter()
+        .chain(&["train.epochs=1", "audio.mask_span=[3, 6]"])
+    {
         cmd.args(["--set", s]);
     }
     ok(&mut cmd);
     let aud = fixtures.join("audio/checkpoints/epoch_0001.safetensors");
     copy(out.join("checkpoints/epoch_0001.safetensors"), aud.clone());
-    let lin = ok(legacy()
-        .args([
-            "finetune",
-            "--quiet",
-            "--mode",
-            "linear",
-            "--labels-per-class",
-            "4",
-            "--linear-epochs",
-            "20",
-            "--checkpoint",
-        ])
-        .arg(&aud)
-        .arg("--data")
-        .arg(&manifest));
-    std::fs::write(fixtures.join("audio/linear.json"), lin.to_string() + "\n").unwrap();
+    linear_fixture(&aud, &manifest, "4", &fixtures.join("audio/linear.json"));
 
     // Text: MLM, a tiny encoder and vocabulary, one epoch on 80 SST-2 sentences.
     let sst = tiny_sst2(&dir);
@@ -232,22 +227,7 @@ fn make_legacy_fixtures() {
         .arg(&out);
     let corpus = format!("text.corpus=[\"{}\"]", sst.join("train.csv").display());
     cmd.args(["--set", &corpus]);
-    for s in [
-        "train.epochs=1",
-        "train.batch_size=16",
-        "train.seed=5",
-        "eval.batch_size=16",
-        "optim.warmup_epochs=0",
-        "text.vocab_size=300",
-        "text.min_frequency=1",
-        "text.max_len=24",
-        "text.heldout_every=10",
-        "text_encoder.d_model=32",
-        "text_encoder.n_heads=2",
-        "text_encoder.n_layers=1",
-        "text_encoder.d_ff=64",
-        "text_encoder.dropout=0.0",
-    ] {
+    for s in TEXT_TINY.iter().chain(&["train.epochs=1"]) {
         cmd.args(["--set", s]);
     }
     ok(&mut cmd);
@@ -257,20 +237,5 @@ fn make_legacy_fixtures() {
         out.join("tokenizer.json"),
         fixtures.join("text/tokenizer.json"),
     );
-    let lin = ok(legacy()
-        .args([
-            "finetune",
-            "--quiet",
-            "--mode",
-            "linear",
-            "--labels-per-class",
-            "5",
-            "--linear-epochs",
-            "20",
-            "--checkpoint",
-        ])
-        .arg(&txt)
-        .arg("--data")
-        .arg(&sst));
-    std::fs::write(fixtures.join("text/linear.json"), lin.to_string() + "\n").unwrap();
+    linear_fixture(&txt, &sst, "5", &fixtures.join("text/linear.json"));
 }

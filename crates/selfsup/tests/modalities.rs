@@ -62,18 +62,10 @@ fn audio(dir: &Path) -> (Case, PathBuf) {
     let mut run = Pretrain::new(&out)
         .config(config("masked_frames_fsdd.toml"))
         .data(&data);
-    for s in [
-        "train.epochs=1",
-        "train.batch_size=6",
-        "eval.knn_k=3",
-        "eval.batch_size=8",
-        "audio_encoder.d_model=16",
-        "audio_encoder.d_ff=32",
-        "audio_encoder.n_heads=2",
-        "audio_encoder.n_layers=1",
-        "audio.crop_frames=40",
-        "method.mask_span=[3, 6]",
-    ] {
+    for s in AUDIO_TINY
+        .iter()
+        .chain(&["train.epochs=1", "method.mask_span=[3, 6]"])
+    {
         run = run.set(s);
     }
     let s = pretrain(run, &out);
@@ -98,19 +90,7 @@ fn text(dir: &Path) -> (Case, PathBuf) {
             "text.corpus=[\"{}\"]",
             data.join("train.csv").display()
         ));
-    for s in [
-        "train.epochs=1",
-        "train.batch_size=16",
-        "eval.batch_size=16",
-        "text.vocab_size=300",
-        "text.min_frequency=1",
-        "text.max_len=24",
-        "text.heldout_every=10",
-        "text_encoder.d_model=32",
-        "text_encoder.n_heads=2",
-        "text_encoder.n_layers=1",
-        "text_encoder.d_ff=64",
-    ] {
+    for s in TEXT_TINY.iter().chain(&["train.epochs=1"]) {
         run = run.set(s);
     }
     let s = pretrain(run, &out);

@@ -7,25 +7,6 @@ use std::path::Path;
 
 use common::*;
 
-/// A tiny vocabulary, encoder and batch for 108 training sentences (12 of 120 held out).
-const TINY: [&str; 14] = [
-    "train.epochs=2",
-    "train.batch_size=16",
-    "train.seed=5",
-    "eval.batch_size=16",
-    "optim.warmup_epochs=0",
-    "text.vocab_size=300",
-    "text.min_frequency=1",
-    "text.max_len=24",
-    "text.heldout_every=10",
-    "text_encoder.d_model=32",
-    "text_encoder.n_heads=2",
-    "text_encoder.n_layers=1",
-    "text_encoder.d_ff=64",
-    // No dropout: the resumed run must match the uninterrupted one exactly.
-    "text_encoder.dropout=0.0",
-];
-
 fn pretrain_cmd(cfg: &str, data: &Path, out: &Path, extra: &[&str]) -> std::process::Command {
     let corpus = format!(
         "text.corpus=[\"{}\", \"{}\"]",
@@ -40,7 +21,7 @@ fn pretrain_cmd(cfg: &str, data: &Path, out: &Path, extra: &[&str]) -> std::proc
         .arg("--out")
         .arg(out)
         .args(["--set", &corpus]);
-    for s in TINY.iter().chain(extra) {
+    for s in TEXT_TINY.iter().chain(&["train.epochs=2"]).chain(extra) {
         cmd.args(["--set", s]);
     }
     cmd

@@ -282,3 +282,35 @@ pub fn tiny_sst2(dir: &Path) -> PathBuf {
 pub fn config(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../configs/{name}"))
 }
+
+/// A tiny audio encoder and batch for the 18 training clips of [`tiny_fsdd`].
+pub const AUDIO_TINY: [&str; 10] = [
+    "train.batch_size=6",
+    "train.knn_every=1",
+    "eval.knn_k=3",
+    "audio_encoder.d_model=16",
+    "audio_encoder.d_ff=32",
+    "audio_encoder.n_heads=2",
+    "audio_encoder.n_layers=1",
+    "audio.crop_frames=40",
+    "optim.warmup_epochs=0",
+    "train.seed=3",
+];
+
+/// A tiny vocabulary, encoder and batch for the 80 training sentences of [`tiny_sst2`] (no
+/// dropout: a resumed run must match the uninterrupted one exactly).
+pub const TEXT_TINY: [&str; 13] = [
+    "train.batch_size=16",
+    "train.seed=5",
+    "eval.batch_size=16",
+    "optim.warmup_epochs=0",
+    "text.vocab_size=300",
+    "text.min_frequency=1",
+    "text.max_len=24",
+    "text.heldout_every=10",
+    "text_encoder.d_model=32",
+    "text_encoder.n_heads=2",
+    "text_encoder.n_layers=1",
+    "text_encoder.d_ff=64",
+    "text_encoder.dropout=0.0",
+];
