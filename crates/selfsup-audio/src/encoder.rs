@@ -47,7 +47,7 @@ pub struct AudioEncoderConfig {
 }
 
 impl AudioEncoderConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), selfsup_models::ModelError> {
         let positive = [
             ("n_mels", self.n_mels),
             ("d_model", self.d_model),
@@ -58,13 +58,12 @@ impl AudioEncoderConfig {
             ("max_frames", self.max_frames),
         ];
         if self.conv_kernel % 2 == 0 {
-            return Err(format!(
+            return Err(selfsup_models::ModelError::Config(format!(
                 "encoder conv_kernel must be odd, got {}",
                 self.conv_kernel
-            ));
+            )));
         }
         validate_encoder_sizes(&positive, self.d_model, self.n_heads, self.dropout)
-            .map_err(|e| e.to_string())
     }
 
     /// Panics on an invalid config; call [`validate`](Self::validate) first to report it.
@@ -261,6 +260,7 @@ mod tests {
                 .with_n_heads(5)
                 .validate()
                 .unwrap_err()
+                .to_string()
                 .contains("n_heads")
         );
         assert!(
@@ -268,12 +268,14 @@ mod tests {
                 .with_conv_kernel(4)
                 .validate()
                 .unwrap_err()
+                .to_string()
                 .contains("conv_kernel")
         );
         assert!(
             AudioEncoderConfig::new(0)
                 .validate()
                 .unwrap_err()
+                .to_string()
                 .contains("n_mels")
         );
     }

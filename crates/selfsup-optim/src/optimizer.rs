@@ -49,24 +49,13 @@ pub struct OptimizerConfig {
 }
 
 /// A rejected optimizer hyper-parameter: the field's name and its value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field} must be {expected}, got {value}")]
 pub struct OptimizerConfigError {
     pub field: &'static str,
     pub value: f64,
     pub expected: &'static str,
 }
-
-impl core::fmt::Display for OptimizerConfigError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "{} must be {}, got {}",
-            self.field, self.expected, self.value
-        )
-    }
-}
-
-impl std::error::Error for OptimizerConfigError {}
 
 fn check(
     field: &'static str,
@@ -140,28 +129,19 @@ impl OptimizerConfig {
 pub type StateDict = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Why [`Optimizer::load_state_dict`] refused a state dict.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StateDictError {
     /// The key has no `.` or names a field this optimizer kind does not keep.
+    #[error("optimizer state: unknown key {0:?}")]
     UnknownKey(String),
     /// A parameter's buffers lack its `step` entry, or a buffer this kind needs is missing.
+    #[error("optimizer state: missing entry {0:?}")]
     Missing(String),
     /// The values do not fill the shape, buffers of one parameter disagree, or a step is not a
     /// non-negative integer.
+    #[error("optimizer state: malformed entry {0:?}")]
     Malformed(String),
 }
-
-impl core::fmt::Display for StateDictError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::UnknownKey(k) => write!(f, "optimizer state: unknown key {k:?}"),
-            Self::Missing(k) => write!(f, "optimizer state: missing entry {k:?}"),
-            Self::Malformed(k) => write!(f, "optimizer state: malformed entry {k:?}"),
-        }
-    }
-}
-
-impl std::error::Error for StateDictError {}
 
 /// One parameter's state. Buffers are flattened to 1-D on the parameter's (inner) device and
 /// reshaped to the parameter's shape when used.

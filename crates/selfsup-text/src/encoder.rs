@@ -37,7 +37,7 @@ pub struct TextEncoderConfig {
 }
 
 impl TextEncoderConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), selfsup_models::ModelError> {
         let positive = [
             ("vocab_size", self.vocab_size),
             ("d_model", self.d_model),
@@ -47,7 +47,6 @@ impl TextEncoderConfig {
             ("max_len", self.max_len),
         ];
         validate_encoder_sizes(&positive, self.d_model, self.n_heads, self.dropout)
-            .map_err(|e| e.to_string())
     }
 
     /// Panics on an invalid config; call [`validate`](Self::validate) first to report it.
@@ -329,6 +328,7 @@ mod tests {
                 .with_n_heads(3)
                 .validate()
                 .unwrap_err()
+                .to_string()
                 .contains("n_heads")
         );
         assert!(
@@ -338,6 +338,7 @@ mod tests {
             }
             .validate()
             .unwrap_err()
+            .to_string()
             .contains("vocab_size")
         );
         assert_eq!("mean".parse::<Pooling>(), Ok(Pooling::Mean));
