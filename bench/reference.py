@@ -176,10 +176,60 @@ def cmd_augment(args):
     return rates
 
 
+def load_split(root, split, limit=0):
+    """The images of an image folder's split (`limit` of them evenly spaced, 0: all) as uint8
+    NCHW with their class ids."""
+    import numpy as np
+    from PIL import Image
+
+    d = os.path.join(root, split)
+    paths = []
+    for c, cls in enumerate(sorted(os.listdir(d))):
+        paths += [(os.path.join(d, cls, f), c) for f in sorted(os.listdir(os.path.join(d, cls)))]
+    if limit:
+        paths = paths[:: max(1, len(paths) // limit)][:limit]
+    xs = [np.asarray(Image.open(p).convert("RGB")) for p, _ in paths]
+    return np.stack(xs).transpose(0, 3, 1, 2), np.array([c for _, c in paths])
+
+
+def knn_top1(backbone, root, device, k=200, temperature=0.1, limit=0):
+    """selfsup's kNN (cosine, k = 200, T = 0.1, votes weighted by exp(sim / T)) of the backbone's
+    features of the test split against the train split, on `device`."""
+    import torch
+
+    mean = torch.tensor([0.4914, 0.4822, 0.4465], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616], device=device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def features(split):
+        x, y = load_split(root, split, limit)
+        out = []
+        for i in range(0, len(x), 1024):
+            b = torch.from_numpy(x[i : i + 1024]).to(device).float().div(255).sub(mean).div(std)
+            out.append(torch.nn.functional.normalize(backbone(b), dim=1))
+        return torch.cat(out), torch.from_numpy(y).to(device)
+
+    was_training = backbone.training
+    backbone.eval()
+    ftr, ytr = features("train")
+    fte, yte = features("test")
+    classes = int(ytr.max()) + 1
+    correct = 0
+    for i in range(0, len(fte), 512):
+        sim, idx = (fte[i : i + 512] @ ftr.T).topk(k, dim=1)
+        votes = torch.zeros(len(sim), classes, device=device)
+        votes.scatter_add_(1, ytr[idx], (sim / temperature).exp())
+        correct += int((votes.argmax(1) == yte[i : i + 512]).sum())
+    backbone.train(was_training)
+    return correct / len(fte)
+
+
 def cmd_pretrain(args):
-    """One epoch of a LightlySSL SimCLR loop over `--limit` CIFAR-10 training images (the recipe of
-    configs/simclr_cifar10.toml); views/s over the whole epoch, data loading included (decoding
-    the images into memory before it is not)."""
+    """A LightlySSL SimCLR loop over `--limit` CIFAR-10 training images (the recipe of
+    configs/simclr_cifar10.toml): one epoch, views/s over the whole epoch, data loading included
+    (decoding the images into memory before it is not). With `--seconds S`: epochs until S seconds
+    of training have passed, each followed by kNN on the test split (not counted as training
+    time), for a time-to-accuracy row."""
     import torch
     from lightly.loss import NTXentLoss
     from lightly.transforms import SimCLRTransform
@@ -205,26 +255,44 @@ def cmd_pretrain(args):
         shuffle=True,
         drop_last=True,
         num_workers=args.workers,
-        persistent_workers=False,
+        persistent_workers=args.seconds > 0,
         pin_memory=args.device == "cuda",
     )
     model = simclr_model(args.width).to(args.device)
     model.train()
     opt = sgd(model)
     loss_fn = NTXentLoss(temperature=0.5)
-    t = time.perf_counter()
-    views = 0
-    for a, b in loader:
-        a = a.to(args.device, non_blocking=True)
-        b = b.to(args.device, non_blocking=True)
-        z = model(torch.cat([a, b]))
-        loss = loss_fn(z[: len(a)], z[len(a) :])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss.item()
-        views += 2 * len(a)
-    return [views / (time.perf_counter() - t)]
+    rates, epochs, trained = [], [], 0.0
+    while True:
+        t = time.perf_counter()
+        views = 0
+        for a, b in loader:
+            a = a.to(args.device, non_blocking=True)
+            b = b.to(args.device, non_blocking=True)
+            z = model(torch.cat([a, b]))
+            loss = loss_fn(z[: len(a)], z[len(a) :])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss.item()
+            views += 2 * len(a)
+            if args.seconds > 0 and trained + time.perf_counter() - t > args.seconds:
+                break
+        if views == 0:
+            sys.exit(f"pretrain: {len(images)} images give no full batch of {args.batch}")
+        seconds = time.perf_counter() - t
+        trained += seconds
+        rates.append(views / seconds)
+        if args.seconds <= 0:
+            return rates
+        epochs.append({"epoch": len(epochs) + 1, "epoch_seconds": round(seconds, 1),
+                       "train_seconds": round(trained, 1),
+                       "knn_top1": knn_top1(model[0], args.data, args.device,
+                                            limit=args.knn_images)})
+        print(json.dumps(epochs[-1]), file=sys.stderr, flush=True)
+        if trained >= args.seconds:
+            args.epochs_out = epochs
+            return rates
 
 
 def main():
@@ -252,6 +320,10 @@ def main():
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--batch", type=int, default=256)
     s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.add_argument("--seconds", type=float, default=0,
+                   help="train until this many seconds, kNN after every epoch (0: one epoch)")
+    s.add_argument("--knn-images", type=int, default=0,
+                   help="kNN on this many images of each split, evenly spaced (0: all)")
     args = p.parse_args()
 
     import torch
@@ -272,6 +344,7 @@ def main():
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
             }
+            | ({"epochs": args.epochs_out} if getattr(args, "epochs_out", None) else {})
         )
     )
     sys.stdout.flush()

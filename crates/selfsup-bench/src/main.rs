@@ -85,15 +85,9 @@ enum Workload {
     },
 }
 
+/// `--device`: the names `train.device` takes (cpu, vulkan, libtorch, cuda).
 fn select_device(name: &str) -> Result<Device, String> {
-    match name {
-        "cpu" => Ok(Device::flex()),
-        #[cfg(feature = "gpu")]
-        "vulkan" => Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)),
-        other => Err(format!(
-            "--device {other}: use cpu, or vulkan with a build with `--features gpu`"
-        )),
-    }
+    selfsup::selfsup_core::device::select(name).map_err(|e| format!("--device {name}: {e}"))
 }
 
 fn simclr_step(

@@ -5,8 +5,11 @@ use crate::bail;
 use crate::error::Result;
 use burn::prelude::*;
 
-pub const DEVICES: &str = "cpu, vulkan (feature `gpu`), libtorch, libtorch-cuda (feature `tch`)";
+pub const DEVICES: &str = "cpu, vulkan (feature `gpu`), libtorch (its CPU), cuda (LibTorch on the first GPU; feature `tch`)";
 
+// burn 0.22 marks burn-tch deprecated in favour of CubeCL's CUDA backend, which cannot build
+// offline (it downloads LLVM at build time); LibTorch is the GPU path that builds here.
+#[cfg_attr(feature = "tch", allow(deprecated))]
 pub fn select(name: &str) -> Result<Device> {
     match name {
         "cpu" | "flex" => Ok(Device::flex()),
@@ -15,12 +18,21 @@ pub fn select(name: &str) -> Result<Device> {
         #[cfg(feature = "tch")]
         "libtorch" => Ok(Device::libtorch()),
         #[cfg(feature = "tch")]
-        "libtorch-cuda" => Ok(Device::libtorch_cuda(0usize)),
+        "cuda" | "libtorch-cuda" => {
+            if !tch::Cuda::is_available() {
+                bail!(
+                    "device `{name}`: LibTorch sees no CUDA GPU (no driver, no GPU, or a CPU-only libtorch on LD_LIBRARY_PATH); use `cpu` or `libtorch` here"
+                );
+            }
+            Ok(Device::libtorch_cuda(0usize))
+        }
         #[cfg(not(feature = "gpu"))]
         "vulkan" | "gpu" => bail!("device `{name}` needs a build with `--features gpu`"),
         #[cfg(not(feature = "tch"))]
-        "libtorch" | "libtorch-cuda" => {
-            bail!("device `{name}` needs a build with `--features tch`")
+        "libtorch" | "libtorch-cuda" | "cuda" => {
+            bail!(
+                "device `{name}` needs a build with LibTorch: scripts/build_tch.sh (`--features tch`)"
+            )
         }
         other => bail!("config `train.device`: unknown device `{other}`; available: {DEVICES}"),
     }

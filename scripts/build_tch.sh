@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The LibTorch (CUDA-capable) build of selfsup, from PyPI's torch wheel, with no download from
+# pytorch.org:
+#
+#   scripts/build_tch.sh [--test]
+#
+# 1. A venv ($TORCH_VENV, default ~/torch211, outside the repository) gets torch==$TORCH_VERSION
+#    (default 2.11.0: the PyTorch of the lent GPU machines, /opt/torch/.venv there) from PyPI,
+#    with its CUDA libraries.
+# 2. torch-sys builds against that wheel's libtorch (LIBTORCH_USE_PYTORCH=1; tch 0.22 expects
+#    2.9.0, hence LIBTORCH_BYPASS_VERSION_CHECK=1), into target/tch so the default build's
+#    artefacts stay as they are: target/tch/release/{selfsup,selfsup-bench}, stripped copies in
+#    target/tch/dist/.
+# 3. --test: the LibTorch-vs-flex check (crates/selfsup/tests/libtorch.rs: one SimCLR step,
+#    ResNet-18 and ViT, loss and updated weights within 1e-4 relative) on this machine's CPU.
+#
+# To run the binaries elsewhere: LD_LIBRARY_PATH=<that machine's site-packages>/torch/lib (on the
+# lent GPU machines: /opt/torch/.venv/lib/python3*/site-packages/torch/lib), then
+# `selfsup pretrain --set train.device=cuda ...` or `SELFSUP_DEVICE=cuda bench/gpu.sh`.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+venv="${TORCH_VENV:-$HOME/torch211}"
+version="${TORCH_VERSION:-2.11.0}"
+if ! "$venv/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$version')" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "torch==$version"
+fi
+torch_lib="$("$venv/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export PATH="$venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1
+export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target/tch}"
+cargo build --release -p selfsup -p selfsup-bench --features selfsup/tch,selfsup-bench/tch
+mkdir -p "$CARGO_TARGET_DIR/dist"
+for b in selfsup selfsup-bench; do
+  strip -o "$CARGO_TARGET_DIR/dist/$b" "$CARGO_TARGET_DIR/release/$b"
+done
+ls -la "$CARGO_TARGET_DIR/dist"
+if [ "${1:-}" = "--test" ]; then
+  SELFSUP_DATA="${SELFSUP_DATA:-$root/../shared/data}" \
+    cargo test --release -p selfsup --features tch --test libtorch
+  # The binary on libtorch's CPU, end to end on a few images.
+  "$CARGO_TARGET_DIR/dist/selfsup" pretrain --quiet --data "${SELFSUP_DATA:-$root/../shared/data}/cifar10" \
+    --out "$CARGO_TARGET_DIR/smoke" --set train.device=libtorch --set model.width=8 \
+    --set data.limit=256 --set train.batch_size=64 --set train.epochs=1 --set data.workers=1
+  rm -rf "$CARGO_TARGET_DIR/smoke"
+fi
+echo "libtorch: $torch_lib (set LD_LIBRARY_PATH to a torch/lib of the same version where the binaries run)"
