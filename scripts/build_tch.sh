@@ -39,10 +39,32 @@ ls -la "$CARGO_TARGET_DIR/dist"
 if [ "${1:-}" = "--test" ]; then
   SELFSUP_DATA="${SELFSUP_DATA:-$root/../shared/data}" \
     cargo test --release -p selfsup --features tch --test libtorch
-  # The binary on libtorch's CPU, end to end on a few images.
-  "$CARGO_TARGET_DIR/dist/selfsup" pretrain --quiet --data "${SELFSUP_DATA:-$root/../shared/data}/cifar10" \
-    --out "$CARGO_TARGET_DIR/smoke" --set train.device=libtorch --set model.width=8 \
-    --set data.limit=256 --set train.batch_size=64 --set train.epochs=1 --set data.workers=1
-  rm -rf "$CARGO_TARGET_DIR/smoke"
+  # Every subcommand of the binary on libtorch's device (CPU here, `cuda` where a GPU is), end
+  # to end on a few images.
+  dev="${SELFSUP_TCH_DEVICE:-libtorch}"
+  cifar="${SELFSUP_DATA:-$root/../shared/data}/cifar10"
+  smoke="$CARGO_TARGET_DIR/smoke"
+  bin="$CARGO_TARGET_DIR/dist/selfsup"
+  rm -rf "$smoke"
+  # A small labelled folder (links into CIFAR-10): 40 train and 10 test images per class.
+  for split in train:40 test:10; do
+    for class_dir in "$cifar/${split%%:*}"/*/; do
+      dest="$smoke/data/${split%%:*}/$(basename "$class_dir")"
+      mkdir -p "$dest"
+      files=("$class_dir"*.jpg)
+      ln -s "${files[@]:0:${split##*:}}" "$dest/"
+    done
+  done
+  "$bin" pretrain --quiet --data "$smoke/data" --out "$smoke/run" --set train.device="$dev" \
+    --set model.width=8 --set train.batch_size=64 --set train.epochs=1 --set data.workers=1
+  ckpt="$smoke/run/checkpoints/epoch_0001.safetensors"
+  "$bin" eval knn --checkpoint "$ckpt" --device "$dev"
+  "$bin" eval linear --checkpoint "$ckpt" --device "$dev" --epochs 5
+  "$bin" embed --checkpoint "$ckpt" --device "$dev" --out "$smoke/embeddings.safetensors"
+  "$bin" finetune --checkpoint "$ckpt" --device "$dev" --label-fraction 0.5 --steps 5 --quiet
+  "$bin" prove --checkpoint "$ckpt" --device "$dev" --fractions 0.5 --steps 5 --linear-epochs 5 \
+    --seeds 1 --out "$smoke/prove" --quiet
+  echo "libtorch smoke on device $dev: pretrain, eval knn, eval linear, embed, finetune, prove ran"
+  rm -rf "$smoke"
 fi
 echo "libtorch: $torch_lib (set LD_LIBRARY_PATH to a torch/lib of the same version where the binaries run)"

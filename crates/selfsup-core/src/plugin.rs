@@ -134,9 +134,13 @@ pub trait AnyModality: Sync {
 /// to the modality.
 pub fn pretrain<M: Modality>(config: RunConfig<M>, options: RunOptions) -> Result<PretrainSummary> {
     let out = options.out.clone();
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create run directory {}", out.display()))?;
-    crate::checkpoint::remove_partial_writes(&out)?;
+    // With several processes rank 0 owns the run directory; the others read it.
+    let writer = selfsup_dist::is_writer();
+    if writer {
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create run directory {}", out.display()))?;
+        crate::checkpoint::remove_partial_writes(&out)?;
+    }
     let (config, resumed) = if options.resume {
         let c = crate::checkpoint::latest_good(&out)?
             .with_context(|| format!("--resume: no checkpoint in {}/checkpoints", out.display()))?;
@@ -159,8 +163,11 @@ pub fn pretrain<M: Modality>(config: RunConfig<M>, options: RunOptions) -> Resul
     if !options.resume && config.data.path.is_empty() {
         bail!("no dataset: set data.path in the config or pass --data PATH");
     }
-    let config_file = out.join("config.toml");
-    crate::fs::write_atomic(&config_file, config.to_toml().as_bytes())?;
+    if writer {
+        crate::fs::write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
+    }
+    selfsup_dist::world().barrier();
+    selfsup_models::set_sync_batch_norm(config.train.sync_batch_norm);
     if config.train.deterministic {
         crate::device::use_deterministic_compute()?;
     }

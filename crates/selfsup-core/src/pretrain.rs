@@ -47,6 +47,12 @@ pub trait TrainData<M: SslMethod> {
         device: &'a Device,
     ) -> Box<dyn Iterator<Item = (M::Input, usize)> + 'a>;
 
+    /// Whether [`epoch`](Self::epoch) yields only this data-parallel rank's part of each global
+    /// batch (see `selfsup_data::Shard`); data that does not cannot train on several processes.
+    fn sharded(&self) -> bool {
+        false
+    }
+
     /// Held-out figures of the model, every `train.knn_every` epochs: images and audio the
     /// test-split top-1 accuracy of a kNN classifier on the encoder's embeddings (`knn_top1`),
     /// text the language model's accuracy and perplexity on held-out documents.
@@ -118,25 +124,30 @@ pub struct Run<M: Schema> {
     pub skipped_corrupt: usize,
 }
 
-/// Appends one JSON object per line to `metrics.jsonl`.
-struct MetricsLog(std::fs::File, PathBuf);
+/// Appends one JSON object per line to `metrics.jsonl` (on the writing rank; elsewhere a sink).
+struct MetricsLog(Option<(std::fs::File, PathBuf)>);
 
 impl MetricsLog {
-    fn open(out: &Path) -> Result<Self> {
+    fn open(out: &Path, writer: bool) -> Result<Self> {
+        if !writer {
+            return Ok(Self(None));
+        }
         let path = out.join("metrics.jsonl");
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(Self(f, path))
+        Ok(Self(Some((f, path))))
     }
 
     fn write(&mut self, v: serde_json::Value) -> Result<()> {
+        let Some((file, path)) = &mut self.0 else {
+            return Ok(());
+        };
         // One write per record, so a kill rarely leaves half a line (resume repairs it anyway).
-        self.0
-            .write_all(format!("{v}\n").as_bytes())
-            .with_context(|| format!("cannot append to {}", self.1.display()))
+        file.write_all(format!("{v}\n").as_bytes())
+            .with_context(|| format!("cannot append to {}", path.display()))
     }
 }
 
@@ -188,6 +199,163 @@ fn restore_model<S: SslMethod>(model: S, c: &Checkpoint) -> Result<S> {
             c.path.display()
         ))
     })
+}
+
+/// A queued training step whose loss and model-state check the host has not read yet.
+struct PendingStep {
+    epoch: usize,
+    /// Step within the epoch (0-based).
+    index: usize,
+    /// Global step after this one (1-based).
+    step: usize,
+    lr: f64,
+    n_views: usize,
+    loss: Tensor<1>,
+    /// Zero when every float tensor of the model was finite after this step's update.
+    finite: Tensor<1>,
+    /// Since the previous step was queued (with the device kept busy, the step's time).
+    seconds: f64,
+}
+
+impl PendingStep {
+    /// Reads the step back: stops the run on a non-finite loss or model state (naming the step
+    /// and the last good checkpoint), else logs it and returns its loss.
+    fn resolve<S: SslMethod>(
+        self,
+        model: &S,
+        log: &mut MetricsLog,
+        pb: &ProgressBar,
+        last_ckpt: &Path,
+    ) -> Result<f64> {
+        let (epoch, index, step, lr) = (self.epoch + 1, self.index + 1, self.step, self.lr);
+        let loss = self.loss.into_scalar::<f32>() as f64;
+        if !loss.is_finite() {
+            pb.abandon();
+            bail!(
+                "loss is {loss} at epoch {epoch} step {index} (global step {step}, lr {lr:.3e}); stopping. \
+                 The last good checkpoint is {}. Lower optim.lr or check the data.",
+                last_good_text(last_ckpt)
+            );
+        }
+        // A finite loss can hide a diverged model (e.g. BatchNorm running variances overflowed
+        // to inf); no checkpoint is written from it.
+        if !self.finite.into_scalar::<f32>().is_finite() {
+            pb.abandon();
+            // The model has moved on by one step since; the bad tensor stays bad.
+            let tensors = named_tensors(model);
+            let what = match checkpoint::first_non_finite(&tensors) {
+                Some((name, value)) => format!("model tensor `{name}` is {value}"),
+                None => "a model tensor is NaN or inf".to_string(),
+            };
+            bail!(
+                "{what} after epoch {epoch} step {index} (global step {step}, lr {lr:.3e}); stopping. \
+                 The last good checkpoint is {}. Lower optim.lr or check the data.",
+                last_good_text(last_ckpt)
+            );
+        }
+        let dt = self.seconds;
+        pb.inc(1);
+        pb.set_message(format!(
+            "loss {loss:.4} lr {lr:.4} {:.0} views/s",
+            self.n_views as f64 / dt.max(1e-9)
+        ));
+        log.write(json!({"type": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "step_seconds": dt}))?;
+        Ok(loss)
+    }
+}
+
+/// Averages the gradients over the data-parallel ranks, in one all-reduce of a flat buffer
+/// (parameters in module order, the same on every rank; the step's loss rides along), and
+/// returns the mean loss. With each rank's loss a term of the objective (see
+/// `selfsup_dist::ops`), the mean gradient is the single-process gradient of the global batch.
+fn average_over_ranks<M: Module>(
+    model: &M,
+    grads: &mut GradientsParams,
+    loss: Tensor<1>,
+) -> Tensor<1> {
+    struct Flatten<'a> {
+        grads: &'a mut GradientsParams,
+        flat: Vec<f32>,
+        taken: Vec<(burn::module::ParamId, Vec<usize>, Device)>,
+    }
+    impl burn::module::ModuleVisitor for Flatten<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                self.taken.push((param.id, g.dims().to_vec(), g.device()));
+                let values = g.into_data().convert::<f32>();
+                self.flat
+                    .extend_from_slice(values.as_slice::<f32>().expect("f32 gradient"));
+            }
+        }
+    }
+    struct Restore<'a> {
+        grads: &'a mut GradientsParams,
+        flat: &'a [f32],
+        taken: std::vec::IntoIter<(burn::module::ParamId, Vec<usize>, Device)>,
+    }
+    impl burn::module::ModuleVisitor for Restore<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if self
+                .taken
+                .as_slice()
+                .first()
+                .is_some_and(|(id, _, _)| *id == param.id)
+            {
+                let (id, dims, device) = self.taken.next().expect("checked");
+                let n: usize = dims.iter().product();
+                let (values, rest) = self.flat.split_at(n);
+                self.flat = rest;
+                let g = Tensor::<D>::from_data(TensorData::new(values.to_vec(), dims), &device);
+                self.grads.register::<D>(id, g);
+            }
+        }
+    }
+    let group = selfsup_dist::world();
+    let device = loss.device();
+    let mut flatten = Flatten {
+        grads,
+        flat: Vec::new(),
+        taken: Vec::new(),
+    };
+    model.visit(&mut flatten);
+    let Flatten {
+        grads,
+        mut flat,
+        taken,
+    } = flatten;
+    flat.push(loss.into_scalar::<f32>());
+    group.all_reduce_sum(&mut flat);
+    let scale = 1.0 / group.world() as f32;
+    flat.iter_mut().for_each(|v| *v *= scale);
+    let mean_loss = flat.pop().expect("the loss");
+    let mut restore = Restore {
+        grads,
+        flat: &flat,
+        taken: taken.into_iter(),
+    };
+    model.visit(&mut restore);
+    Tensor::from_data(TensorData::new(vec![mean_loss], [1]), &device)
+}
+
+/// Zero when every float tensor of `model` (BatchNorm statistics included) is finite, NaN
+/// otherwise: `sum(0 * t)` per tensor, computed on the device so that checking costs no copy.
+fn finite_probe<M: Module>(model: &M) -> Tensor<1> {
+    struct Probe(Option<Tensor<1>>);
+    impl burn::module::ModuleVisitor for Probe {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let zero = param.val().mul_scalar(0.0).sum();
+            self.0 = Some(match self.0.take() {
+                Some(acc) => acc + zero,
+                None => zero,
+            });
+        }
+    }
+    let valid = model.valid();
+    let mut probe = Probe(None);
+    valid.visit(&mut probe);
+    probe
+        .0
+        .unwrap_or_else(|| Tensor::zeros([1], &valid.devices()[0]))
 }
 
 impl<M: Schema> Run<M> {
@@ -266,20 +434,29 @@ impl<M: Schema> Run<M> {
             }
             None => (0, 0),
         };
-        if self.resumed.is_some() {
+        let group = selfsup_dist::world();
+        let writer = group.rank() == 0;
+        if group.world() > 1 && !data.sharded() {
+            bail!(
+                "{} data cannot be split over {} processes yet; train it with one process",
+                M::NAME,
+                group.world()
+            );
+        }
+        if writer && self.resumed.is_some() {
             crate::runlog::drop_partial_last_line(&out.join("metrics.jsonl"))?;
         }
-        let mut log = MetricsLog::open(&out)?;
+        let mut log = MetricsLog::open(&out, writer)?;
         if let Some(c) = &self.resumed {
             // Records after this one replace any the interrupted run wrote past its checkpoint.
             log.write(json!({"type": "resume", "epoch": c.state.epoch, "step": c.state.global_step, "checkpoint": c.path}))?;
         } else {
             log.write(json!({"type": "start", "modality": M::NAME, "images": images, "skipped_corrupt": self.skipped_corrupt,
-            "compute_threads": rayon::current_num_threads(), "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs,
+            "compute_threads": rayon::current_num_threads(), "processes": group.world(), "collectives": group.engine(), "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs,
             "params_backbone": model.backbone().num_params(), "params_model": model.num_params(), "config": config.to_json()}))?;
         }
 
-        let pb = if self.options.quiet {
+        let pb = if self.options.quiet || !writer {
             ProgressBar::hidden()
         } else {
             ProgressBar::new(total_steps as u64)
@@ -308,8 +485,12 @@ impl<M: Schema> Run<M> {
             let mut loss_sum = 0.0;
             let mut diag = serde_json::Value::Null;
             let mut epoch_views = 0usize;
+            // Each step's loss and model-state check are read back one step late, so the device
+            // always has the next step queued while the host waits (a read blocks until the
+            // device has finished that step; on the CPU it costs nothing either way).
+            let mut pending: Option<PendingStep> = None;
+            let mut last_queued = epoch_start;
             for (i, (inputs, n_views)) in data.epoch(epoch, device).enumerate() {
-                let t0 = Instant::now();
                 let lr = cosine_with_warmup(
                     step,
                     total_steps,
@@ -329,49 +510,38 @@ impl<M: Schema> Run<M> {
                     z_b,
                     update,
                 } = model.train_step(inputs, &progress);
-                let loss: f64 = loss_tensor.clone().into_scalar::<f32>() as f64;
-                if !loss.is_finite() {
-                    pb.abandon();
-                    bail!(
-                        "loss is {loss} at epoch {} step {} (global step {}, lr {lr:.3e}); stopping. \
-                     The last good checkpoint is {}. Lower optim.lr or check the data.",
-                        epoch + 1,
-                        i + 1,
-                        step + 1,
-                        last_good_text(&last_ckpt)
-                    );
-                }
-                if i + 1 == steps_per_epoch {
+                let mut loss = loss_tensor.clone().detach();
+                if i + 1 == steps_per_epoch && writer {
                     diag = diagnostics(z_a, z_b, S::PAIRED_VIEWS)?;
                 }
-                let grads = GradientsParams::from_grads(loss_tensor.backward(), &model);
-                model = optim.step(lr, model, grads);
-                // A finite loss can hide a diverged model (e.g. BatchNorm running variances
-                // overflowed to inf); check the whole state so no step goes on from it.
-                if let Some((name, value)) = checkpoint::first_non_finite(&named_tensors(&model)) {
-                    pb.abandon();
-                    bail!(
-                        "model tensor `{name}` is {value} after epoch {} step {} (global step {}, lr {lr:.3e}); stopping. \
-                     The last good checkpoint is {}. Lower optim.lr or check the data.",
-                        epoch + 1,
-                        i + 1,
-                        step + 1,
-                        last_good_text(&last_ckpt)
-                    );
+                let mut grads = GradientsParams::from_grads(loss_tensor.backward(), &model);
+                if group.world() > 1 {
+                    loss = average_over_ranks(&model, &mut grads, loss);
                 }
+                model = optim.step(lr, model, grads);
+                let finite = finite_probe(&model);
                 // After the parameters moved: EMA teacher, queue, center.
                 model = model.update(update, &progress);
                 step += 1;
-                loss_sum += loss;
-                let dt = t0.elapsed().as_secs_f64();
-                views += n_views;
-                epoch_views += n_views;
-                pb.inc(1);
-                pb.set_message(format!(
-                    "loss {loss:.4} lr {lr:.4} {:.0} views/s",
-                    n_views as f64 / dt
-                ));
-                log.write(json!({"type": "step", "epoch": epoch + 1, "step": step, "loss": loss, "lr": lr, "step_seconds": dt}))?;
+                if let Some(done) = pending.take() {
+                    loss_sum += done.resolve(&model, &mut log, &pb, &last_ckpt)?;
+                }
+                pending = Some(PendingStep {
+                    epoch,
+                    index: i,
+                    step,
+                    lr,
+                    n_views,
+                    loss,
+                    finite,
+                    seconds: last_queued.elapsed().as_secs_f64(),
+                });
+                last_queued = Instant::now();
+                views += n_views * group.world();
+                epoch_views += n_views * group.world();
+            }
+            if let Some(done) = pending.take() {
+                loss_sum += done.resolve(&model, &mut log, &pb, &last_ckpt)?;
             }
             let epoch_seconds = epoch_start.elapsed().as_secs_f64();
             train_seconds += epoch_seconds;
@@ -383,7 +553,7 @@ impl<M: Schema> Run<M> {
             if unit != "views" {
                 record[format!("{unit}_per_second")] = json!(throughput);
             }
-            if config.train.knn_every > 0 && (epoch + 1) % config.train.knn_every == 0 {
+            if writer && config.train.knn_every > 0 && (epoch + 1) % config.train.knn_every == 0 {
                 let figures = data.evaluate(&model)?;
                 let shown: Vec<String> = figures.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 pb.println(format!("epoch {}: {}", epoch + 1, shown.join(", ")));
@@ -398,7 +568,11 @@ impl<M: Schema> Run<M> {
             }
             log.write(record)?;
             if (epoch + 1) % config.train.checkpoint_every == 0 || epoch + 1 == end_epoch {
-                last_ckpt = self.save_checkpoint(&model, &optim, epoch + 1, step)?;
+                let path = checkpoint::epoch_path(self.out(), epoch + 1);
+                if writer {
+                    self.save_checkpoint(&model, &optim, epoch + 1, step)?;
+                }
+                last_ckpt = path;
             }
         }
         pb.finish_and_clear();

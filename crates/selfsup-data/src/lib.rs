@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 pub use dataset::{CacheOptions, ImageDataset, open_dataset};
 pub use error::{DataError, Result};
-pub use loader::{Batch, EpochBatches, LoaderConfig, ViewLoader};
+pub use loader::{Batch, EpochBatches, LoaderConfig, Shard, ViewLoader};
 pub use pixels::{ImageView, RgbImage};
 pub use rng::{SampleRng, SplitMix64, shuffled_batches};
 pub use sources::Split;

@@ -27,6 +27,23 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Use only these dataset indices (a label fraction, a quick run); `None` = all.
     pub subset: Option<Vec<usize>>,
+    /// Data-parallel training: this process's part of every batch.
+    pub shard: Shard,
+}
+
+/// Rank `rank` of `world` data-parallel processes takes rows `[rank·b/world, (rank+1)·b/world)`
+/// of every global batch of `b` (the order and the augmentations are those of one process, so
+/// the ranks' parts together are exactly the single-process batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { rank: 0, world: 1 }
+    }
 }
 
 impl Default for LoaderConfig {
@@ -39,6 +56,7 @@ impl Default for LoaderConfig {
             num_workers: 2,
             prefetch: 4,
             subset: None,
+            shard: Shard::default(),
         }
     }
 }
@@ -105,6 +123,17 @@ impl ViewLoader {
                 "loader needs batch_size > 0, prefetch > 0 and at least one view".into(),
             ));
         }
+        let Shard { rank, world } = config.shard;
+        if world == 0
+            || rank >= world
+            || config.batch_size % world != 0
+            || !config.drop_last && world > 1
+        {
+            return Err(DataError::Pipeline(format!(
+                "batch size {} cannot be split over {world} processes (rank {rank}): use a multiple of {world}, and drop_last",
+                config.batch_size
+            )));
+        }
         if let Some(bad) = config
             .subset
             .as_ref()
@@ -137,6 +166,7 @@ impl ViewLoader {
             num_workers,
             prefetch: 4,
             subset: None,
+            shard: Shard::default(),
         };
         ViewLoader::new(dataset, vec![pipeline], config)
     }
@@ -189,6 +219,7 @@ impl ViewLoader {
                     seed: self.config.seed,
                     epoch,
                     batch_size: self.config.batch_size,
+                    shard: self.config.shard,
                     num_batches,
                     prefetch: self.config.prefetch,
                 };
@@ -209,13 +240,16 @@ impl ViewLoader {
                 seed: self.config.seed,
                 epoch,
                 batch_size: self.config.batch_size,
+                shard: self.config.shard,
             }),
         }
     }
 }
 
-fn batch_indices(order: &[usize], batch: usize, batch_size: usize) -> &[usize] {
-    &order[batch * batch_size..((batch + 1) * batch_size).min(order.len())]
+fn batch_indices(order: &[usize], batch: usize, batch_size: usize, shard: Shard) -> &[usize] {
+    let global = &order[batch * batch_size..((batch + 1) * batch_size).min(order.len())];
+    let part = global.len() / shard.world;
+    &global[shard.rank * part..(shard.rank + 1) * part]
 }
 
 struct Shared {
@@ -235,6 +269,7 @@ struct Job {
     seed: u64,
     epoch: u64,
     batch_size: usize,
+    shard: Shard,
     num_batches: usize,
     prefetch: usize,
 }
@@ -255,7 +290,7 @@ impl Job {
             if self.shared.stop.load(Ordering::SeqCst) {
                 return;
             }
-            let indices = batch_indices(&self.order, b, self.batch_size);
+            let indices = batch_indices(&self.order, b, self.batch_size, self.shard);
             let batch = build_batch(&self.dataset, &self.views, self.seed, self.epoch, indices);
             if self.tx.send((b, batch)).is_err() {
                 return;
@@ -272,6 +307,7 @@ struct Inline {
     seed: u64,
     epoch: u64,
     batch_size: usize,
+    shard: Shard,
 }
 
 /// Batches of one epoch, in order.
@@ -294,7 +330,7 @@ impl Iterator for EpochBatches {
             return None;
         }
         let batch = if let Some(i) = &self.inline {
-            let indices = batch_indices(&i.order, self.next, i.batch_size);
+            let indices = batch_indices(&i.order, self.next, i.batch_size, i.shard);
             build_batch(&i.dataset, &i.views, i.seed, i.epoch, indices)
         } else {
             loop {

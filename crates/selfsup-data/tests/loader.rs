@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use selfsup_data::{
-    CacheOptions, LoaderConfig, Normalization, Pipeline, Split, ViewLoader, open_dataset,
+    CacheOptions, LoaderConfig, Normalization, Pipeline, Shard, Split, ViewLoader, open_dataset,
 };
 
 mod common;
@@ -39,6 +39,7 @@ fn batches_do_not_depend_on_worker_count() {
             num_workers: workers,
             prefetch: 2,
             subset: None,
+            shard: Shard::default(),
         };
         let loader =
             ViewLoader::new(ds.clone(), vec![simclr.clone(), simclr.clone()], cfg).unwrap();
@@ -63,6 +64,45 @@ fn batches_do_not_depend_on_worker_count() {
             assert_eq!(batch.labels[k], ds.label(i));
         }
     }
+}
+
+/// Two data-parallel ranks' parts of each batch, side by side, are the single-process batch:
+/// the same samples in the same order with the same augmentations.
+#[test]
+fn shards_of_a_batch_make_the_single_process_batch() {
+    let ds = test_split();
+    let simclr = Pipeline::simclr(24, 0.5, Normalization::CIFAR10).unwrap();
+    let batches = |shard: Shard| {
+        let cfg = LoaderConfig {
+            batch_size: 6,
+            seed: 5,
+            num_workers: 1,
+            shard,
+            ..LoaderConfig::default()
+        };
+        let loader =
+            ViewLoader::new(ds.clone(), vec![simclr.clone(), simclr.clone()], cfg).unwrap();
+        loader.epoch(2).collect::<Vec<_>>()
+    };
+    let whole = batches(Shard::default());
+    let parts = [0, 1].map(|rank| batches(Shard { rank, world: 2 }));
+    assert_eq!(whole.len(), 3);
+    for (b, batch) in whole.iter().enumerate() {
+        let (p0, p1) = (&parts[0][b], &parts[1][b]);
+        assert_eq!(p0.view_shapes[0][0], 3);
+        assert_eq!([p0.indices.clone(), p1.indices.clone()].concat(), batch.indices);
+        for v in 0..2 {
+            assert_eq!([p0.views[v].clone(), p1.views[v].clone()].concat(), batch.views[v]);
+        }
+    }
+    // A batch that does not split is refused.
+    let odd = LoaderConfig {
+        batch_size: 5,
+        shard: Shard { rank: 0, world: 2 },
+        ..LoaderConfig::default()
+    };
+    let e = ViewLoader::new(ds, vec![simclr], odd).err().unwrap().to_string();
+    assert!(e.contains("2 processes"), "{e}");
 }
 
 #[test]

@@ -155,6 +155,7 @@ impl DownstreamTask for ImageTask {
                 num_workers: self.config.data.workers,
                 prefetch: 4,
                 subset: Some(rows.to_vec()),
+                shard: Default::default(),
             },
         )?;
         Ok(Box::new(loader.epoch(0).map(move |b| {
@@ -180,6 +181,7 @@ impl DownstreamTask for ImageTask {
                 num_workers: self.config.data.workers,
                 prefetch: 4,
                 subset: Some(rows.to_vec()),
+                shard: Default::default(),
             },
         )?;
         if loader.num_batches() == 0 {

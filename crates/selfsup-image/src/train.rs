@@ -50,6 +50,10 @@ impl<M: SslMethod<Input = ImageViews, Backbone = Backbone>> TrainData<M> for Ima
         }))
     }
 
+    fn sharded(&self) -> bool {
+        true
+    }
+
     fn evaluate(&self, model: &M) -> Result<Figures> {
         let c = &self.config;
         let open = |split| data::open(&self.data_path, split, &self.cache, c.data.skip_corrupt);
@@ -112,6 +116,10 @@ pub(crate) fn pretrain(mut run: Run<Image>) -> Result<PretrainSummary> {
             num_workers: config.data.workers,
             prefetch: 4,
             subset: (config.data.limit > 0).then(|| (0..images).collect()),
+            shard: selfsup_data::Shard {
+                rank: selfsup_dist::world().rank(),
+                world: selfsup_dist::world().world(),
+            },
         },
     )?;
     run.skipped_corrupt = dataset.num_skipped();

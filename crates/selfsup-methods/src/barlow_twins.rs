@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::MethodError;
 use crate::loss::barlow_twins_loss;
 use crate::method::{
-    ImageContext, ImageMethodConfig, Progress, SslMethod, StepOutput, project_two_views,
+    ImageContext, ImageMethodConfig, Progress, SslMethod, StepOutput, global_batch,
+    project_two_views,
 };
 use crate::registry::{MethodSettings, check_non_negative, check_widths};
 
@@ -75,6 +76,7 @@ impl SslMethod for BarlowTwins {
 
     fn train_step(&self, views: Vec<Tensor<4>>, _: &Progress) -> StepOutput<()> {
         let (z_a, z_b) = project_two_views("Barlow Twins", &self.backbone, &self.projector, views);
+        let (z_a, z_b) = (global_batch(z_a), global_batch(z_b));
         StepOutput::two_views(
             barlow_twins_loss(z_a.clone(), z_b.clone(), self.lambda),
             z_a,

@@ -244,6 +244,11 @@ impl SslMethod for Dino {
         self.teacher_backbone = ema_update(self.teacher_backbone, &self.backbone, m);
         self.teacher_head = ema_update(self.teacher_head, &self.head, m);
         let cm = self.params.center_momentum;
+        // The center is the mean of the teacher's outputs over the global batch.
+        let teacher: Vec<Tensor<2>> = teacher
+            .into_iter()
+            .map(crate::method::global_batch)
+            .collect();
         let (id, center, mapper) = self.center.consume();
         self.center =
             Param::from_mapped_value(id, dino_center_update(center, &teacher, cm), mapper);

@@ -128,6 +128,14 @@ pub fn both_views(
     (z.clone().narrow(0, 0, n), z.narrow(0, n, n))
 }
 
+/// The rows of `z` from every data-parallel rank, in rank order: the global batch that
+/// NT-Xent's negatives, Barlow Twins' cross-correlation, VICReg's covariance and MoCo's queue
+/// are taken over. Differentiable (each rank's rows get every rank's gradient); the identity
+/// with one process.
+pub fn global_batch(z: Tensor<2>) -> Tensor<2> {
+    selfsup_dist::ops::all_gather_rows(z)
+}
+
 /// `projector(backbone(view))` of the two global views (one 2N batch), for two-view methods.
 pub fn project_two_views(
     method: &str,

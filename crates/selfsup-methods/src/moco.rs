@@ -129,6 +129,7 @@ impl SslMethod for Moco {
                 .forward(self.teacher_backbone.forward(x))
                 .detach()
         });
+        let [q_a, q_b, k_a, k_b] = [q_a, q_b, k_a, k_b].map(crate::method::global_batch);
         let queue = self.queue.val();
         let t = self.params.temperature;
         let loss = (info_nce_queue_loss(q_a.clone(), k_b.clone(), queue.clone(), t)

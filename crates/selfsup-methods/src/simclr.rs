@@ -119,8 +119,8 @@ impl SimClr {
         let z = self
             .projector
             .forward(self.backbone.forward(Tensor::cat(vec![view_a, view_b], 0)));
-        let z_a = z.clone().narrow(0, 0, n);
-        let z_b = z.narrow(0, n, n);
+        let z_a = crate::method::global_batch(z.clone().narrow(0, 0, n));
+        let z_b = crate::method::global_batch(z.narrow(0, n, n));
         let loss = match objective {
             ContrastiveObjective::NtXent { temperature } => {
                 nt_xent_loss(z_a.clone(), z_b.clone(), temperature)

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::MethodError;
 use crate::loss::{VicRegWeights, vicreg_loss};
 use crate::method::{
-    ImageContext, ImageMethodConfig, Progress, SslMethod, StepOutput, project_two_views,
+    ImageContext, ImageMethodConfig, Progress, SslMethod, StepOutput, global_batch,
+    project_two_views,
 };
 use crate::registry::{MethodSettings, check_widths};
 
@@ -93,6 +94,7 @@ impl SslMethod for VicReg {
 
     fn train_step(&self, views: Vec<Tensor<4>>, _: &Progress) -> StepOutput<()> {
         let (z_a, z_b) = project_two_views("VICReg", &self.backbone, &self.projector, views);
+        let (z_a, z_b) = (global_batch(z_a), global_batch(z_b));
         StepOutput::two_views(
             vicreg_loss(z_a.clone(), z_b.clone(), &self.weights),
             z_a,

@@ -88,7 +88,7 @@ impl MlpHead {
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.linear.forward(x);
             if let Some(bn) = &layer.bn {
-                x = bn.forward(x);
+                x = crate::norm::batch_norm_1d(bn, x, crate::norm::Part::Head);
             }
             if i + 1 < n {
                 x = relu(x);

@@ -1,11 +1,11 @@
 //! ResNet backbones (He et al. 2016) laid out as torchvision's, so weights export by name.
 
+use crate::norm::{Part, batch_norm as norm};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use selfsup_kernels::batch_norm;
 use serde::{Deserialize, Serialize};
 
 /// The first layers of the network, before the residual stages.
@@ -86,7 +86,7 @@ impl Downsample {
         }
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        batch_norm(&self.bn, conv_forward(&self.conv, x), false)
+        norm(&self.bn, conv_forward(&self.conv, x), false, Part::Backbone)
     }
 }
 
@@ -138,10 +138,20 @@ impl Block {
             None => x.clone(),
         };
         let bottleneck = self.conv3.is_some();
-        let mut out = batch_norm(&self.bn1, conv_forward(&self.conv1, x), true);
-        out = batch_norm(&self.bn2, conv_forward(&self.conv2, out), bottleneck);
+        let mut out = norm(
+            &self.bn1,
+            conv_forward(&self.conv1, x),
+            true,
+            Part::Backbone,
+        );
+        out = norm(
+            &self.bn2,
+            conv_forward(&self.conv2, out),
+            bottleneck,
+            Part::Backbone,
+        );
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = batch_norm(bn3, conv_forward(conv3, out), false);
+            out = norm(bn3, conv_forward(conv3, out), false, Part::Backbone);
         }
         relu(out + identity)
     }
@@ -252,7 +262,12 @@ impl ResNet {
     /// The last stage's feature map, `[batch, out_dim, H/s, W/s]` (s = 8 with the CIFAR stem,
     /// 32 with the ImageNet stem), for dense heads such as a colorization decoder.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = batch_norm(&self.bn1, conv_forward(&self.conv1, x), true);
+        let mut x = norm(
+            &self.bn1,
+            conv_forward(&self.conv1, x),
+            true,
+            Part::Backbone,
+        );
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }

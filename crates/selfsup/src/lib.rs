@@ -38,6 +38,8 @@ pub use selfsup_core::{
 };
 pub use selfsup_core::{bail, config::keys::closest};
 pub use selfsup_data::Split;
+/// Data-parallel process groups: [`dist::init`] under `mpirun`/`srun`, [`dist::world`].
+pub use selfsup_dist as dist;
 pub use selfsup_eval::SubsetSpec;
 pub use selfsup_image::Image;
 pub use selfsup_text::Text;

@@ -126,7 +126,7 @@ struct TaskArgs {
     /// Labelled dataset with train and test splits; default: the checkpoint's data.path.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Compute device (default: the checkpoint's train.device): cpu, vulkan, libtorch.
+    /// Compute device (default: the checkpoint's train.device): cpu, vulkan, libtorch (CPU), cuda (LibTorch on the GPU).
     #[arg(long)]
     device: Option<String>,
     /// Images: skip unreadable files (counted) instead of stopping.
@@ -366,14 +366,16 @@ fn pretrain(cmd: PretrainCmd) -> Result<Value> {
         run = run.set("data.skip_corrupt=true");
     }
     let s = run.run()?;
-    eprintln!(
-        "pretrained {} epochs ({} steps) in {:.1} min, {:.0} views/s; checkpoint {}",
-        s.epochs,
-        s.steps,
-        s.train_seconds / 60.0,
-        s.views_per_second,
-        s.checkpoint.display()
-    );
+    if selfsup::dist::is_writer() {
+        eprintln!(
+            "pretrained {} epochs ({} steps) in {:.1} min, {:.0} views/s; checkpoint {}",
+            s.epochs,
+            s.steps,
+            s.train_seconds / 60.0,
+            s.views_per_second,
+            s.checkpoint.display()
+        );
+    }
     Ok(to_json(s))
 }
 
@@ -421,7 +423,23 @@ fn prove(cmd: ProveCmd) -> Result<Value> {
 
 fn main() {
     selfsup::alloc::keep_freed_memory();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    // Under `mpirun`/`srun` every process joins the group; only `pretrain` is data-parallel.
+    let membership = match selfsup::dist::init() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let group = selfsup::dist::world();
+    if group.world() > 1 && !matches!(cli.command, Command::Pretrain(_)) {
+        eprintln!(
+            "error: only `selfsup pretrain` runs on several processes; run this command without mpirun/srun"
+        );
+        group.abort(2);
+    }
+    let result = match cli.command {
         Command::Pretrain(c) => pretrain(c),
         Command::Eval(c) => eval(c),
         Command::Embed {
@@ -466,7 +484,17 @@ fn main() {
         .map(to_json),
     };
     match result {
-        Ok(v) => println!("{v}"),
+        Ok(v) => {
+            if group.rank() == 0 {
+                println!("{v}");
+            }
+            drop(membership);
+        }
+        Err(e) if group.world() > 1 => {
+            eprintln!("error (rank {} of {}): {e}", group.rank(), group.world());
+            // The other ranks may be waiting in a collective: end them all.
+            group.abort(1);
+        }
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(1);

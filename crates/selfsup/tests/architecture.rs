@@ -25,6 +25,7 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 /// The crates bottom up: each may depend only on crates before it.
 const LAYERS: &[&str] = &[
     "selfsup-kernels",
+    "selfsup-dist",
     "selfsup-data",
     "selfsup-optim",
     "selfsup-eval",

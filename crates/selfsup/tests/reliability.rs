@@ -149,6 +149,7 @@ fn sigkill_mid_step_and_mid_checkpoint_then_resume_matches_uninterrupted_run() {
         attempts += 1;
         assert!(attempts <= 12, "the run did not finish after 12 attempts");
         let resume = !selfsup::checkpoint::list(&out).is_empty();
+        let spawned = std::time::SystemTime::now();
         let mut child = bin()
             .args(deterministic_args(&data, &out, epochs))
             .args(resume.then_some("--resume"))
@@ -162,16 +163,21 @@ fn sigkill_mid_step_and_mid_checkpoint_then_resume_matches_uninterrupted_run() {
         let killed = if attempts > 6 {
             false
         } else if attempts % 2 == 1 {
-            // Mid-checkpoint-write: the temporary file exists, the rename has not happened.
-            let alive = wait_for(&mut child, || !partial_checkpoints(&out).is_empty());
+            // Mid-checkpoint-write: this attempt's temporary file exists, the rename has not
+            // happened (a stale one left by an earlier kill does not count).
+            let written_now = || {
+                partial_checkpoints(&out).iter().any(|p| {
+                    std::fs::metadata(p)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t >= spawned)
+                })
+            };
+            let alive = wait_for(&mut child, written_now);
             if alive {
                 std::thread::sleep(Duration::from_millis(rng.below(200)));
                 child.kill().unwrap();
                 child.wait().unwrap();
-                assert!(
-                    !partial_checkpoints(&out).is_empty(),
-                    "the kill was meant to land mid-write"
-                );
+                assert!(written_now(), "the kill was meant to land mid-write");
                 mid_write += 1;
             }
             alive

@@ -124,6 +124,10 @@ pub struct TrainConfig {
     /// Bitwise-reproducible training on the CPU: compute runs on one thread, so no float sum
     /// depends on how work was split between threads (see docs/reliability.md for the cost).
     pub deterministic: bool,
+    /// With several processes (`mpirun -np N selfsup pretrain ...`): which BatchNorm layers
+    /// take their statistics over the global batch: `off` (each rank its own shard, PyTorch
+    /// DDP's default), `head` (projection/prediction heads), `all`.
+    pub sync_batch_norm: selfsup_models::SyncBatchNorm,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -175,6 +179,7 @@ impl Default for TrainConfig {
             knn_every: 0,
             device: "cpu".into(),
             deterministic: false,
+            sync_batch_norm: selfsup_models::SyncBatchNorm::Off,
         }
     }
 }
@@ -658,6 +663,24 @@ fn validate_common(
             "config `train.batch_size` must be at least 2 (contrastive losses need negatives), got {}",
             train.batch_size
         );
+    }
+    let group = selfsup_dist::world();
+    if group.world() > 1 {
+        if train.batch_size % group.world() != 0 {
+            bail!(
+                "config `train.batch_size` = {} is the global batch and must split evenly over the {} processes; use a multiple of {}",
+                train.batch_size,
+                group.world(),
+                group.world()
+            );
+        }
+        if !matches!(train.device.as_str(), "cpu" | "flex") {
+            bail!(
+                "config `train.device` = {}: training across {} processes runs on the `cpu` device (MPI) in this version",
+                train.device,
+                group.world()
+            );
+        }
     }
     if train.checkpoint_every == 0 {
         bail!("config `train.checkpoint_every` must be at least 1");
