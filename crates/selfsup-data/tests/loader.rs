@@ -90,9 +90,15 @@ fn shards_of_a_batch_make_the_single_process_batch() {
     for (b, batch) in whole.iter().enumerate() {
         let (p0, p1) = (&parts[0][b], &parts[1][b]);
         assert_eq!(p0.view_shapes[0][0], 3);
-        assert_eq!([p0.indices.clone(), p1.indices.clone()].concat(), batch.indices);
+        assert_eq!(
+            [p0.indices.clone(), p1.indices.clone()].concat(),
+            batch.indices
+        );
         for v in 0..2 {
-            assert_eq!([p0.views[v].clone(), p1.views[v].clone()].concat(), batch.views[v]);
+            assert_eq!(
+                [p0.views[v].clone(), p1.views[v].clone()].concat(),
+                batch.views[v]
+            );
         }
     }
     // A batch that does not split is refused.
@@ -101,7 +107,10 @@ fn shards_of_a_batch_make_the_single_process_batch() {
         shard: Shard { rank: 0, world: 2 },
         ..LoaderConfig::default()
     };
-    let e = ViewLoader::new(ds, vec![simclr], odd).err().unwrap().to_string();
+    let e = ViewLoader::new(ds, vec![simclr], odd)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("2 processes"), "{e}");
 }
 
