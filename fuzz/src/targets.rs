@@ -103,6 +103,7 @@ fn open(root: &Path, split: Split, cache: Option<&Path>, skip_corrupt: bool) -> 
     let opts = CacheOptions {
         cache_dir: cache.map(Path::to_path_buf),
         skip_corrupt,
+        max_short_side: None,
     };
     match open_dataset(root, split, &opts) {
         Ok(ds) => {

@@ -163,6 +163,7 @@ fn augment(
     let opts = CacheOptions {
         cache_dir: Some(cache),
         skip_corrupt: false,
+        max_short_side: None,
     };
     let ds = open_dataset(data, Split::Train, &opts)?;
     // The same images as reference.py's load_images: every len/images-th in sorted order.

@@ -201,6 +201,20 @@ fn restore_model<S: SslMethod>(model: S, c: &Checkpoint) -> Result<S> {
     })
 }
 
+/// The process's peak resident memory so far (Linux `VmHWM`), `None` where unknown.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// A queued training step whose loss and model-state check the host has not read yet.
 struct PendingStep {
     epoch: usize,
@@ -548,7 +562,7 @@ impl<M: Schema> Run<M> {
             final_loss = loss_sum / steps_per_epoch as f64;
             let throughput = epoch_views as f64 / epoch_seconds;
             let mut record = json!({"type": "epoch", "epoch": epoch + 1, "step": step, "loss": final_loss, "seconds": epoch_seconds,
-            "views_per_second": throughput, "diagnostics": diag});
+            "views_per_second": throughput, "diagnostics": diag, "peak_rss_bytes": peak_rss_bytes()});
             let unit = data.throughput_unit();
             if unit != "views" {
                 record[format!("{unit}_per_second")] = json!(throughput);

@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let opts = CacheOptions {
         cache_dir: Some(cache),
         skip_corrupt: false,
+        max_short_side: None,
     };
     let t = Instant::now();
     let ds = open_dataset(&data_root().join("cifar10"), Split::Train, &opts)?;

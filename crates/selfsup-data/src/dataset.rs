@@ -26,8 +26,9 @@ const VERSION: u32 = 1;
 const HEADER_LEN: usize = 64;
 const ENTRY_LEN: usize = 28;
 const NONE_U32: u32 = u32::MAX;
-/// Images decoded per parallel batch while building the cache; bounds memory.
-const DECODE_CHUNK: usize = 4096;
+/// Images decoded per parallel batch while building the cache; bounds memory (a batch of
+/// decoded images is held until written).
+const DECODE_CHUNK: usize = 256;
 
 /// How [`open_dataset`] caches decoded pixels.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +39,10 @@ pub struct CacheOptions {
     /// Skip undecodable image files (counted in [`ImageDataset::num_skipped`])
     /// instead of failing.
     pub skip_corrupt: bool,
+    /// Images whose shorter side is longer are stored downscaled to it (aspect kept; JPEGs
+    /// decoded at a reduced DCT scale first), so the cache grows with the number of images, not
+    /// with their pixels. `None` keeps full resolution.
+    pub max_short_side: Option<u32>,
 }
 
 enum Storage {
@@ -172,12 +177,13 @@ impl ImageDataset {
 /// memory-map the cache until the source files change.
 pub fn open_dataset(path: &Path, split: Split, opts: &CacheOptions) -> Result<ImageDataset> {
     let listing = sources::list(path, split)?;
-    let fingerprint = sources::fingerprint(&listing, split, opts.skip_corrupt)?;
+    let fingerprint =
+        sources::fingerprint(&listing, split, opts.skip_corrupt, opts.max_short_side)?;
     let Some(cache_dir) = &opts.cache_dir else {
         let mut cursor = Cursor::new(Vec::new());
         write_cache(
             &listing,
-            opts.skip_corrupt,
+            opts,
             fingerprint,
             &mut cursor,
             Path::new("<memory>"),
@@ -223,7 +229,7 @@ pub fn open_dataset(path: &Path, split: Split, opts: &CacheOptions) -> Result<Im
     ));
     let built = (|| {
         let mut out = std::io::BufWriter::new(fs::File::create(&tmp).at(&tmp)?);
-        write_cache(&listing, opts.skip_corrupt, fingerprint, &mut out, &tmp)?;
+        write_cache(&listing, opts, fingerprint, &mut out, &tmp)?;
         out.into_inner()
             .map_err(|e| e.into_error())
             .at(&tmp)?
@@ -400,11 +406,12 @@ impl<'w, W: Write + Seek> CacheWriter<'w, W> {
 /// Decodes everything in `listing` into `out` in cache layout.
 fn write_cache<W: Write + Seek>(
     listing: &Listing,
-    skip_corrupt: bool,
+    opts: &CacheOptions,
     fingerprint: u64,
     out: &mut W,
     out_path: &Path,
 ) -> Result<()> {
+    let skip_corrupt = opts.skip_corrupt;
     let mut writer = CacheWriter::new(out, out_path)?;
     let mut class_names = listing.class_names.clone();
     let mut skipped = 0u64;
@@ -415,7 +422,7 @@ fn write_cache<W: Write + Seek>(
                     .par_iter()
                     .enumerate()
                     .map(|(k, (path, label))| {
-                        let (h, w, pixels) = sources::decode_file(path)?;
+                        let (h, w, pixels) = sources::decode_file(path, opts.max_short_side)?;
                         let input = (chunk_no * DECODE_CHUNK + k) as u32;
                         Ok(Decoded {
                             h,
@@ -446,7 +453,7 @@ fn write_cache<W: Write + Seek>(
         Layout::Cifar(files) => {
             for (i, f) in files.iter().enumerate() {
                 for d in sources::decode_cifar(f, i, class_names.len())? {
-                    writer.push(&d)?;
+                    writer.push(&sources::bounded(d, opts.max_short_side))?;
                 }
             }
         }
@@ -458,8 +465,8 @@ fn write_cache<W: Write + Seek>(
                 });
             }
             class_names = (0..num_classes).map(|c| c.to_string()).collect();
-            for d in &decoded {
-                writer.push(d)?;
+            for d in decoded {
+                writer.push(&sources::bounded(d, opts.max_short_side))?;
             }
         }
     }

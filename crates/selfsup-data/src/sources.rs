@@ -275,7 +275,12 @@ fn list_folder(path: &Path, split: Split) -> Result<Listing> {
 }
 
 /// FNV-1a over the layout kind, split and each input's path, size and mtime.
-pub(crate) fn fingerprint(listing: &Listing, split: Split, skip_corrupt: bool) -> Result<u64> {
+pub(crate) fn fingerprint(
+    listing: &Listing,
+    split: Split,
+    skip_corrupt: bool,
+    max_short_side: Option<u32>,
+) -> Result<u64> {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
@@ -286,6 +291,11 @@ pub(crate) fn fingerprint(listing: &Listing, split: Split, skip_corrupt: bool) -
     eat(listing.kind.as_bytes());
     eat(split.name().as_bytes());
     eat(&[skip_corrupt as u8]);
+    // Full-resolution caches keep their old keys (nothing to add).
+    if let Some(side) = max_short_side {
+        eat(b"max_short_side");
+        eat(&side.to_le_bytes());
+    }
     eat(listing.root.to_string_lossy().as_bytes());
     for p in &listing.inputs {
         let meta = fs::metadata(p).at(p)?;
@@ -306,8 +316,81 @@ pub(crate) fn fingerprint(listing: &Listing, split: Split, skip_corrupt: bool) -
     Ok(h)
 }
 
-/// Decodes one image file to RGB8 (grayscale, alpha and 16-bit are converted).
-pub(crate) fn decode_file(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
+/// `(h, w)` scaled so that the shorter side is `side` (rounded, at least 1), if it is longer.
+pub fn bounded_size(h: u32, w: u32, side: Option<u32>) -> (u32, u32) {
+    match side {
+        Some(side) if h.min(w) > side => {
+            let scale = side as f64 / h.min(w) as f64;
+            let fit = |x: u32| ((x as f64 * scale).round() as u32).max(1);
+            if h <= w {
+                (side, fit(w))
+            } else {
+                (fit(h), side)
+            }
+        }
+        _ => (h, w),
+    }
+}
+
+/// RGB8 pixels `(h, w)` downscaled to [`bounded_size`] (area-averaging filter).
+fn downscale(h: u32, w: u32, pixels: Vec<u8>, side: Option<u32>) -> (u32, u32, Vec<u8>) {
+    let (nh, nw) = bounded_size(h, w, side);
+    if (nh, nw) == (h, w) {
+        return (h, w, pixels);
+    }
+    let img = image::RgbImage::from_raw(w, h, pixels).expect("h·w·3 pixels");
+    let small = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
+    (nh, nw, small.into_raw())
+}
+
+/// A decoded record (CIFAR, IDX) bounded like files are.
+pub(crate) fn bounded(d: Decoded, side: Option<u32>) -> Decoded {
+    let (h, w, pixels) = downscale(d.h, d.w, d.pixels, side);
+    Decoded { h, w, pixels, ..d }
+}
+
+/// A JPEG decoded at the smallest DCT scale (1/8 … 1) that keeps the shorter side at least
+/// `side`, as RGB8; `None` when this decoder cannot (then the general path decodes it and
+/// reports any damage).
+fn decode_jpeg_scaled(path: &Path, side: u32) -> Option<(u32, u32, Vec<u8>)> {
+    let file = std::io::BufReader::new(fs::File::open(path).ok()?);
+    let mut decoder = jpeg_decoder::Decoder::new(file);
+    decoder.read_info().ok()?;
+    let info = decoder.info()?;
+    let (h, w) = (info.height as u32, info.width as u32);
+    if h.min(w) <= side * 2 {
+        return None;
+    }
+    let (want_h, want_w) = bounded_size(h, w, Some(side));
+    decoder.scale(want_w as u16, want_h as u16).ok()?;
+    let pixels = decoder.decode().ok()?;
+    let info = decoder.info()?;
+    let (h, w) = (info.height as u32, info.width as u32);
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => pixels,
+        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        _ => return None,
+    };
+    (rgb.len() == (h * w * 3) as usize).then_some((h, w, rgb))
+}
+
+/// Decodes one image file to RGB8 (grayscale, alpha and 16-bit are converted), its shorter
+/// side bounded by `max_short_side`.
+pub(crate) fn decode_file(path: &Path, max_short_side: Option<u32>) -> Result<(u32, u32, Vec<u8>)> {
+    if let Some(side) = max_short_side {
+        let is_jpeg = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"));
+        if let Some((h, w, pixels)) = is_jpeg.then(|| decode_jpeg_scaled(path, side)).flatten() {
+            return Ok(downscale(h, w, pixels, Some(side)));
+        }
+    }
+    let (h, w, pixels) = decode_full(path)?;
+    Ok(downscale(h, w, pixels, max_short_side))
+}
+
+fn decode_full(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
     let corrupt = |reason: String| DataError::Corrupt {
         path: path.to_path_buf(),
         reason,

@@ -12,6 +12,7 @@ fn cached(dir: &Path) -> CacheOptions {
     CacheOptions {
         cache_dir: Some(dir.to_path_buf()),
         skip_corrupt: false,
+        max_short_side: None,
     }
 }
 
@@ -294,6 +295,7 @@ fn corrupt_files_error_with_path_or_are_skipped() {
         let opts = CacheOptions {
             cache_dir: None,
             skip_corrupt: true,
+            max_short_side: None,
         };
         let ds = open_dataset(tmp.path(), Split::Train, &opts).unwrap();
         assert_eq!((ds.len(), ds.num_skipped()), (2, 1), "{name}");
@@ -428,4 +430,57 @@ fn select_is_a_view_of_the_chosen_rows() {
     assert_eq!(nested.path(0), ds.path(0));
     let past_end = std::panic::catch_unwind(|| view.select(&[3]));
     assert!(past_end.is_err(), "row 3 of a 3-image view");
+}
+
+/// Large images are cached with their shorter side bounded: a JPEG through the reduced-scale
+/// DCT decode, a PNG through the full decode, both then resized; the JPEG's pixels are close to
+/// a full decode resized the same way, and the cache key changes with the bound.
+#[test]
+fn large_images_are_cached_with_a_bounded_short_side() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("c");
+    fs::create_dir_all(&dir).unwrap();
+    let img = image::RgbImage::from_fn(1600, 1200, |x, y| {
+        image::Rgb([
+            (x / 7 % 256) as u8,
+            (y / 5 % 256) as u8,
+            ((x + y) / 11 % 256) as u8,
+        ])
+    });
+    img.save(dir.join("big.jpg")).unwrap();
+    image::RgbImage::from_fn(300, 900, |x, y| image::Rgb([x as u8, y as u8, 7]))
+        .save(dir.join("tall.png"))
+        .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let bounded = CacheOptions {
+        max_short_side: Some(100),
+        ..cached(cache.path())
+    };
+    let ds = open_dataset(src.path(), Split::Train, &bounded).unwrap();
+    let (jpg, png) = (ds.image(0), ds.image(1));
+    assert_eq!((jpg.h, jpg.w), (100, 133));
+    assert_eq!((png.h, png.w), (300, 100));
+
+    let full = image::open(dir.join("big.jpg")).unwrap().into_rgb8();
+    let reference = image::imageops::resize(&full, 133, 100, image::imageops::FilterType::Triangle);
+    let mean_diff = jpg
+        .data
+        .iter()
+        .zip(reference.as_raw())
+        .map(|(&a, &b)| (a as f64 - b as f64).abs())
+        .sum::<f64>()
+        / jpg.data.len() as f64;
+    assert!(
+        mean_diff < 3.0,
+        "mean |Δ| {mean_diff} levels against a full decode"
+    );
+
+    // Small images are untouched, and the bound is part of the cache key.
+    let small = CacheOptions {
+        max_short_side: Some(2000),
+        ..cached(cache.path())
+    };
+    let ds = open_dataset(src.path(), Split::Train, &small).unwrap();
+    assert_eq!((ds.image(0).h, ds.image(0).w), (1200, 1600));
+    assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 2);
 }

@@ -29,10 +29,12 @@ pub fn open(
     split: Split,
     cache: &Path,
     skip_corrupt: bool,
+    max_short_side: u32,
 ) -> Result<Arc<ImageDataset>> {
     let opts = CacheOptions {
         cache_dir: Some(cache.to_path_buf()),
         skip_corrupt,
+        max_short_side: Some(max_short_side),
     };
     let ds = open_dataset(path, split, &opts).with_context(|| {
         format!(

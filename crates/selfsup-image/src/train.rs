@@ -56,7 +56,15 @@ impl<M: SslMethod<Input = ImageViews, Backbone = Backbone>> TrainData<M> for Ima
 
     fn evaluate(&self, model: &M) -> Result<Figures> {
         let c = &self.config;
-        let open = |split| data::open(&self.data_path, split, &self.cache, c.data.skip_corrupt);
+        let open = |split| {
+            data::open(
+                &self.data_path,
+                split,
+                &self.cache,
+                c.data.skip_corrupt,
+                c.data.max_short_side(),
+            )
+        };
         let task = ImageTask::new(
             c.clone(),
             model.backbone().clone(),
@@ -91,7 +99,13 @@ pub(crate) fn pretrain(mut run: Run<Image>) -> Result<PretrainSummary> {
     let config = run.config.clone();
     let data_path = config.data_path(run.base_dir());
     let cache = data::cache_dir(&config, Some(run.out()));
-    let dataset = data::open(&data_path, Split::Train, &cache, config.data.skip_corrupt)?;
+    let dataset = data::open(
+        &data_path,
+        Split::Train,
+        &cache,
+        config.data.skip_corrupt,
+        config.data.max_short_side(),
+    )?;
     let batch_size = config.train.batch_size;
     let images = if config.data.limit > 0 {
         config.data.limit.min(dataset.len())

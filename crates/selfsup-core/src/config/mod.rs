@@ -80,6 +80,23 @@ pub struct DataConfig {
     pub cache_dir: String,
     /// Use only the first N training samples (0 = all): quick experiments and tests.
     pub limit: usize,
+    /// Images: the cache stores each image with its shorter side at most this many pixels
+    /// (larger images are downscaled once, when the cache is built), so a folder of photos
+    /// costs disk and memory per image, not per pixel. 0 = `ceil(input_size · 8/7)` (the
+    /// "resize 256, crop 224" ratio; CIFAR-sized images are kept as they are); set a large
+    /// value (e.g. 100000) to keep full resolution.
+    pub max_side: usize,
+}
+
+impl DataConfig {
+    /// The bound on cached images' shorter side ([`max_side`](Self::max_side), or its default
+    /// from `input_size`).
+    pub fn max_short_side(&self) -> u32 {
+        match self.max_side {
+            0 => (self.input_size * 8).div_ceil(7) as u32,
+            n => n.min(u32::MAX as usize) as u32,
+        }
+    }
 }
 
 /// `optim.name`.
@@ -149,6 +166,7 @@ impl Default for DataConfig {
             skip_corrupt: false,
             cache_dir: String::new(),
             limit: 0,
+            max_side: 0,
         }
     }
 }
@@ -604,6 +622,14 @@ fn validate_common(
     eval: &EvalConfig,
 ) -> Result<()> {
     // Upper bounds keep a typo (an extra zero or three) from allocating the machine away.
+    if data.max_side != 0 && data.max_side < data.input_size {
+        bail!(
+            "config `data.max_side` = {} is below `data.input_size` = {}: crops would be upscaled from smaller images; use 0 (automatic) or at least {}",
+            data.max_side,
+            data.input_size,
+            data.input_size
+        );
+    }
     if !(8..=4096).contains(&data.input_size) {
         bail!(
             "config `data.input_size` must be within [8, 4096], got {}",
