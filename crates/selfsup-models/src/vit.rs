@@ -215,12 +215,11 @@ impl Vit {
     /// values ordered (row, column, channel) as MAE's `patchify`.
     pub fn patchify(&self, x: Tensor<4>) -> Tensor<3> {
         let [b, c, h, w] = x.dims();
-        assert!(
-            h == self.image_size && w == self.image_size,
-            "ViT built for {0}×{0} images got {h}×{w} (set data.input_size = model.vit_image_size)",
-            self.image_size
-        );
         let p = self.patch_size;
+        assert!(
+            h % p == 0 && w % p == 0,
+            "ViT with {p}-pixel patches got {h}×{w} images (sides must be multiples of {p})"
+        );
         let (gh, gw) = (h / p, w / p);
         x.reshape([b, c, gh, p, gw, p])
             .permute([0, 2, 4, 3, 5, 1])
@@ -238,9 +237,31 @@ impl Vit {
             .reshape([b, c, g * p, g * p])
     }
 
-    /// Patch tokens with their positions, `[B, patches, dim]` (no [CLS]).
+    /// Patch tokens with their positions, `[B, patches, dim]` (no [CLS]). Images of another
+    /// size than `image_size` (DINO's local crops) get the position table resized to their
+    /// patch grid, bicubic, as DINO's `interpolate_pos_encoding` does.
     pub fn embed_patches(&self, x: Tensor<4>) -> Tensor<3> {
-        self.patch_embed.forward(self.patchify(x)) + self.positions.val()
+        let [_, _, h, w] = x.dims();
+        let tokens = self.patch_embed.forward(self.patchify(x));
+        tokens + self.positions_for(h / self.patch_size, w / self.patch_size)
+    }
+
+    /// The position table for a `rows × cols` patch grid, `[1, rows·cols, dim]`.
+    pub fn positions_for(&self, rows: usize, cols: usize) -> Tensor<3> {
+        let g = self.image_size / self.patch_size;
+        let table = self.positions.val();
+        if (rows, cols) == (g, g) {
+            return table;
+        }
+        let d = self.dim;
+        let grid = table.reshape([1, g, g, d]).permute([0, 3, 1, 2]);
+        let resized = burn::tensor::module::interpolate(
+            grid,
+            burn::tensor::ops::InterpolateOptions::new(burn::tensor::ops::InterpolateMode::Bicubic)
+                .with_align_corners(false)
+                .with_output_size([rows, cols]),
+        );
+        resized.permute([0, 2, 3, 1]).reshape([1, rows * cols, d])
     }
 
     /// The blocks and final norm on `tokens` (`[B, n, dim]`, any subset of patch tokens),
@@ -288,6 +309,38 @@ impl Vit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Smaller images (DINO's local crops) take the position table resized to their patch
+    /// grid; at the native size it is the table itself; the learned table gets gradients from
+    /// either.
+    #[test]
+    fn other_image_sizes_get_resized_positions() {
+        let device = Device::flex().autodiff();
+        let vit = VitConfig::new()
+            .with_image_size(16)
+            .with_patch_size(4)
+            .with_dim(8)
+            .with_depth(1)
+            .with_heads(2)
+            .with_pooling(VitPooling::Mean)
+            .with_positions(VitPositions::Learned)
+            .init(&device);
+        let table = vit.positions.val();
+        let same = vit.positions_for(4, 4);
+        assert_eq!((same - table.clone()).abs().max().into_scalar::<f32>(), 0.0);
+        let small = vit.positions_for(2, 2);
+        assert_eq!(small.dims(), [1, 4, 8]);
+        let x = Tensor::<4>::random([2, 3, 8, 8], burn::tensor::Distribution::Default, &device);
+        let y = vit.forward(x);
+        assert_eq!(y.dims(), [2, 8]);
+        let grads = y.sum().backward();
+        let g = vit
+            .positions
+            .val()
+            .grad(&grads)
+            .expect("positions get a gradient");
+        assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
+    }
 
     fn tiny(pooling: VitPooling, positions: VitPositions) -> VitConfig {
         VitConfig::new()

@@ -443,6 +443,39 @@ fn every_method_has_a_config_that_loads() {
     }
 }
 
+/// DINO on a ViT with local crops smaller than the global views (the ViT resizes its position
+/// table to each crop's patch grid) trains, as configs/dino_vits16_imagenet.toml does at 224 px.
+#[test]
+fn dino_trains_a_vit_on_global_and_local_crops() {
+    let dir = scratch("dino-vit");
+    let data = small_dataset(&dir, 8);
+    let out = dir.join("run");
+    let mut args = tiny_args(&data, &out);
+    // Without tiny_args' last three settings (SimCLR head widths, batch, workers): set below.
+    args.truncate(args.len() - 6);
+    for s in [
+        "method.name=dino",
+        "method.projection_dims=[32, 16, 64]",
+        "model.backbone=vit",
+        "model.vit_patch_size=4",
+        "model.vit_dim=16",
+        "model.vit_depth=1",
+        "model.vit_heads=2",
+        "augment.local_crops=2",
+        "augment.local_crop_size=16",
+        "train.batch_size=8",
+        "data.workers=1",
+        "train.epochs=1",
+    ] {
+        args.extend(["--set".into(), s.into()]);
+    }
+    let o = run(bin().args(&args));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let epochs = epoch_records(&out);
+    assert!(epochs[0]["loss"].as_f64().unwrap().is_finite());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A momentum method resumes exactly: the EMA teacher and the queue of keys are part of the
 /// checkpoint, so a run stopped after epoch 1 and resumed ends with the uninterrupted run's
 /// weights, teacher and queue.
