@@ -57,6 +57,35 @@ def make_256px_folder(cifar, dest, n):
     open(marker, "w").close()
 
 
+PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+          "immunohistochemistry", "retina"]
+
+
+def make_photo_folder(dest, copies):
+    """Real photos at ImageNet-like sizes (300×451 to 1411×1411): the colour photos of
+    scikit-image's `skimage.data` (from PyPI), each saved once as a JPEG (q90) and repeated
+    `copies` times as one class folder."""
+    marker = os.path.join(dest, ".complete")
+    if os.path.exists(marker):
+        return
+    try:
+        import skimage.data
+    except ImportError:
+        sys.exit("bench.py: the photo workloads need scikit-image in the reference venv "
+                 "(pip install scikit-image)")
+    from PIL import Image
+
+    shutil.rmtree(dest, ignore_errors=True)
+    for name in PHOTOS:
+        d = os.path.join(dest, "train", name)
+        os.makedirs(d, exist_ok=True)
+        first = os.path.join(d, "000.jpg")
+        Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(first, quality=90)
+        for k in range(1, copies):
+            shutil.copyfile(first, os.path.join(d, f"{k:03}.jpg"))
+    open(marker, "w").close()
+
+
 def machine():
     cpu = "unknown CPU"
     try:
@@ -102,6 +131,7 @@ def main():
     cifar = os.path.join(args.data, "cifar10")
     img256 = os.path.join(work, "img256")
     make_256px_folder(cifar, img256, 200)
+    photos = os.path.join(work, "photos")
     cache = os.path.join(work, "cache")
     q = args.quick
     steps64, steps16 = ("1", "2") if q else ("3", "5")
@@ -131,6 +161,21 @@ def main():
     def fwd(side, w):
         a = ["forward", "--width", str(w), "--batch", "256", "--steps", "3"]
         return lambda: sh((rs if side != "ref" else ref) + a, burn_conv if side == "burn" else None)
+
+    def step_at(side, arch, width, size, batch, n):
+        a = ["step", "--arch", arch, "--width", str(width), "--size", str(size),
+             "--batch", str(batch), "--steps", n]
+        return lambda: sh((rs if side != "ref" else ref) + a)
+
+    def loader(side, workers):
+        a = ["loader", "--data", photos, "--size", "224", "--blur", "0.5", "--batch", "64",
+             "--workers", str(workers), "--rounds", "2" if q else "3"]
+        if side == "selfsup":
+            return lambda: sh(rs + a + ["--cache", os.path.join(work, "photo-cache")])
+        if side == "first":
+            return lambda: sh(rs + a + ["--cache", os.path.join(work, "photo-cache"),
+                                        "--first-epoch"])
+        return lambda: sh(ref + a)
 
     def aug(side, folder, size, blur, views):
         a = ["augment", "--data", folder, "--size", str(size), "--blur", str(blur),
@@ -167,6 +212,28 @@ def main():
          {"selfsup": aug("selfsup", img256, 224, 0.0, views224),
           "LightlySSL SimCLRTransform": aug("lightly", img256, 224, 0.0, views224),
           "torchvision v2 (uint8 tensors)": aug("tv2", img256, 224, 0.0, views224)}),
+        ("loader224", "Loader, JPEG files to two SimCLR views at 224 px (blur p=0.5, batch 64), "
+         "1 worker: 448 real photos (skimage.data, 300×451 to 1411×1411). selfsup reads its bounded "
+         "cache (short side 256) after the first epoch; torchvision decodes every epoch",
+         {"selfsup": loader("selfsup", 1), "torchvision ImageFolder + SimCLRTransform": loader("ref", 1),
+          "selfsup, first epoch (decode into the cache)": loader("first", 1)}),
+        ("loader224w2", "Loader as above, 2 workers",
+         {"selfsup": loader("selfsup", 2), "torchvision ImageFolder + SimCLRTransform": loader("ref", 2)}),
+        ("step64px", "SimCLR train step, ResNet-18 CIFAR stem width 16, 64×64 views, 2×64",
+         {"selfsup": step_at("selfsup", "resnet18-cifar", 16, 64, 64, steps16),
+          "PyTorch": step_at("ref", "resnet18-cifar", 16, 64, 64, steps16)}),
+        ("step96px", "SimCLR train step, ResNet-18 CIFAR stem width 16, 96×96 views, 2×32",
+         {"selfsup": step_at("selfsup", "resnet18-cifar", 16, 96, 32, steps16),
+          "PyTorch": step_at("ref", "resnet18-cifar", 16, 96, 32, steps16)}),
+        ("step224r18", "SimCLR train step, ResNet-18 ImageNet stem (width 64), 224×224, 2×32",
+         {"selfsup": step_at("selfsup", "resnet18", 64, 224, 32, steps64),
+          "PyTorch": step_at("ref", "resnet18", 64, 224, 32, steps64)}),
+        ("step224r50", "SimCLR train step, ResNet-50 ImageNet stem, 224×224, 2×32",
+         {"selfsup": step_at("selfsup", "resnet50", 64, 224, 32, steps64),
+          "PyTorch": step_at("ref", "resnet50", 64, 224, 32, steps64)}),
+        ("step224vits", "SimCLR train step, ViT-S/16, 224×224, 2×32",
+         {"selfsup": step_at("selfsup", "vit-s16", 64, 224, 32, steps64),
+          "PyTorch": step_at("ref", "vit-s16", 64, 224, 32, steps64)}),
         ("pretrain16", f"End-to-end pretraining, CIFAR-10 ({limit} images, 1 epoch), width 16",
          {"selfsup pretrain": pretrain_selfsup,
           "LightlySSL loop": lambda: sh(ref + ["pretrain", "--data", cifar, "--limit", limit,
@@ -179,10 +246,13 @@ def main():
             sys.exit(f"bench.py: --only {','.join(sorted(unknown))}: unknown workload; "
                      f"choose from {','.join(w[0] for w in workloads)}")
         workloads = [w for w in workloads if w[0] in keep]
+    if any(key.startswith("loader") for key, _, _ in workloads):
+        make_photo_folder(photos, 64)
 
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = os.getloadavg()
     results = {key: {side: [] for side in sides} for key, _, sides in workloads}
+    peak_rss = {key: {} for key, _, _ in workloads}
     for rep in range(args.reps):
         print(f"repetition {rep + 1}/{args.reps}", file=sys.stderr, flush=True)
         for key, _, sides in workloads:
@@ -190,7 +260,11 @@ def main():
             if rep % 2 == 1:
                 order.reverse()
             for side, run in order:
-                results[key][side].append(run()["views_per_s"])
+                out = run()
+                results[key][side].append(out["views_per_s"])
+                if out.get("peak_rss_mb") is not None:
+                    rss = (out["peak_rss_mb"], out.get("import_rss_mb"))
+                    peak_rss[key][side] = max(peak_rss[key].get(side, rss), rss)
     load_after = os.getloadavg()
     finished = datetime.datetime.now(datetime.timezone.utc)
 
@@ -240,6 +314,15 @@ def main():
         for s in names[2:]:
             lines.append(f"; selfsup / {s}: {med[names[0]] / med[s]:.2f}×")
         lines.append("")
+        if peak_rss[key]:
+            parts = []
+            for s in names:
+                if s in peak_rss[key]:
+                    mb, imported = peak_rss[key][s]
+                    extra = f" ({imported} MB of it importing torch)" if imported else ""
+                    parts.append(f"{s} {mb} MB{extra}")
+            lines.append("Peak RSS (largest of the repetitions): " + "; ".join(parts) + ".")
+            lines.append("")
         sections.append((title, "\n".join(lines)))
     text = "\n".join(header + [body for _, body in sections])
     if args.only and os.path.exists(args.out):

@@ -13,6 +13,7 @@ bench/bench.py alternates the two and reports medians and ratios.
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -45,12 +46,34 @@ def resnet18_cifar(width):
     return nn.Sequential(*layers), in_ch
 
 
-def simclr_model(width):
+def backbone_of(arch, width, size):
+    """The `--arch` backbone and its feature width, as selfsup-bench builds it."""
+    import torch.nn as nn
+    import torchvision.models as tvm
+
+    if arch == "resnet18-cifar":
+        return resnet18_cifar(width)
+    if arch in ("resnet18", "resnet50"):
+        if width != 64:
+            raise SystemExit(f"--arch {arch}: torchvision's ImageNet ResNets are width 64")
+        net = getattr(tvm, arch)()
+        dim = net.fc.in_features
+        net.fc = nn.Identity()
+        return net, dim
+    if arch == "vit-s16":
+        net = tvm.VisionTransformer(image_size=size, patch_size=16, num_layers=12, num_heads=6,
+                                    hidden_dim=384, mlp_dim=1536)
+        net.heads = nn.Identity()
+        return net, 384
+    raise SystemExit(f"--arch {arch}: one of resnet18-cifar, resnet18, resnet50, vit-s16")
+
+
+def simclr_model(width, arch="resnet18-cifar", size=32):
     import torch.nn as nn
     from lightly.models.modules import SimCLRProjectionHead
 
-    backbone, dim = resnet18_cifar(width)
-    # selfsup's bench model: projection dims [8w, 128] after the 8w backbone.
+    backbone, dim = backbone_of(arch, width, size)
+    # selfsup's bench model: projection dims [d, 128] after the backbone's d features.
     return nn.Sequential(backbone, SimCLRProjectionHead(dim, dim, 128))
 
 
@@ -77,12 +100,12 @@ def cmd_step(args):
     from lightly.loss import NTXentLoss
 
     torch.manual_seed(0)
-    model = simclr_model(args.width).to(args.device)
+    model = simclr_model(args.width, args.arch, args.size).to(args.device)
     model.train()
     opt = sgd(model)
     loss_fn = NTXentLoss(temperature=0.5)
-    a = torch.randn(args.batch, 3, 32, 32, device=args.device)
-    b = torch.randn(args.batch, 3, 32, 32, device=args.device)
+    a = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
+    b = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
 
     def one():
         z = model(torch.cat([a, b]))
@@ -295,6 +318,32 @@ def cmd_pretrain(args):
             return rates
 
 
+def cmd_loader(args):
+    """Two SimCLR views per image from JPEG files: torchvision's ImageFolder (PIL decode every
+    epoch) with LightlySSL's SimCLRTransform (`input_size`, blur p as given, ImageNet
+    normalisation) in a DataLoader with `--workers` processes, batches of `--batch`. Each round
+    is a whole pass over the folder, after one untimed pass (worker start-up, file cache)."""
+    import torch
+    from lightly.transforms import SimCLRTransform
+    from torchvision.datasets import ImageFolder
+
+    torch.set_num_threads(1)
+    transform = SimCLRTransform(input_size=args.size, gaussian_blur=args.blur)
+    dataset = ImageFolder(os.path.join(args.data, "train"), transform=transform)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.batch, shuffle=True, num_workers=args.workers,
+        drop_last=True, persistent_workers=args.workers > 0)
+    rates = []
+    for r in range(args.rounds + 1):
+        t = time.perf_counter()
+        n = 0
+        for (views, _labels) in loader:
+            n += sum(v.shape[0] for v in views)
+        if r > 0:
+            rates.append(n / (time.perf_counter() - t))
+    return rates
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -305,6 +354,10 @@ def main():
         s.add_argument("--steps", type=int, default=5)
         s.add_argument("--warmup", type=int, default=1)
         s.add_argument("--device", default="cpu", help="cpu or cuda")
+        if name == "step":
+            s.add_argument("--size", type=int, default=32)
+            s.add_argument("--arch", default="resnet18-cifar",
+                           help="resnet18-cifar, resnet18, resnet50 or vit-s16")
     s = sub.add_parser("augment")
     s.add_argument("--data", required=True)
     s.add_argument("--size", type=int, default=32)
@@ -313,6 +366,13 @@ def main():
     s.add_argument("--views", type=int, default=4000)
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--impl", choices=["lightly", "tv2"], default="lightly")
+    s = sub.add_parser("loader")
+    s.add_argument("--data", required=True)
+    s.add_argument("--size", type=int, default=224)
+    s.add_argument("--blur", type=float, default=0.5)
+    s.add_argument("--batch", type=int, default=64)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--rounds", type=int, default=3)
     s = sub.add_parser("pretrain")
     s.add_argument("--data", required=True)
     s.add_argument("--limit", type=int, default=2560)
@@ -328,11 +388,14 @@ def main():
 
     import torch
 
+    # What importing torch (and its CUDA libraries) costs, before any workload.
+    import_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     samples = {
         "step": cmd_step,
         "forward": cmd_forward,
         "augment": cmd_augment,
+        "loader": cmd_loader,
         "pretrain": cmd_pretrain,
     }[args.cmd](args)
     print(
@@ -343,6 +406,8 @@ def main():
                 "samples": samples,
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10,
+                "import_rss_mb": import_rss_mb,
             }
             | ({"epochs": args.epochs_out} if getattr(args, "epochs_out", None) else {})
         )

@@ -38,7 +38,7 @@ if [ -z "$python" ]; then
   # CPU wheels where PyTorch's index is reachable, else PyPI's default (CUDA) wheels.
   "$here/.venv/bin/pip" install --quiet --index-url https://download.pytorch.org/whl/cpu torch torchvision \
     || "$here/.venv/bin/pip" install --quiet torch torchvision
-  "$here/.venv/bin/pip" install --quiet lightly
+  "$here/.venv/bin/pip" install --quiet lightly scikit-image
   python="$here/.venv/bin/python"
 fi
 

@@ -25,10 +25,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Workload {
-    /// SimCLR train step (forward, NT-Xent, backward, SGD) on random 32×32 views, 2×batch per step.
+    /// SimCLR train step (forward, NT-Xent, backward, SGD) on random `size`×`size` views,
+    /// 2×batch per step, projection head [d, 128] after the backbone's d features.
     Step {
         #[arg(long, default_value_t = 16)]
         width: usize,
+        /// Side of the random views.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// resnet18-cifar (3×3 stem, no max-pool), resnet18 or resnet50 (ImageNet stem), or
+        /// vit-s16 (ViT-S/16: 384 wide, 12 blocks, 6 heads; [CLS] pooling, learned positions).
+        #[arg(long, default_value = "resnet18-cifar")]
+        arch: String,
         #[arg(long, default_value_t = 128)]
         batch: usize,
         #[arg(long, default_value_t = 5)]
@@ -83,6 +91,102 @@ enum Workload {
         #[arg(long)]
         cache: PathBuf,
     },
+    /// Two SimCLR views per image of an image folder's train split through the loader
+    /// (`--workers` threads, batches of `--batch`, ImageNet normalisation): whole passes after
+    /// one untimed pass. First builds the bounded cache (shorter side ≤ ⌈size·8/7⌉, as
+    /// `data.max_side`'s default) and prints its decode rate on stderr.
+    Loader {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        #[arg(long, default_value_t = 0.5)]
+        blur: f64,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Where the cache goes; it is rebuilt (and timed) when `--fresh-cache` is given.
+        #[arg(long)]
+        cache: PathBuf,
+        #[arg(long)]
+        fresh_cache: bool,
+        /// Time first epochs instead: each round deletes the cache, builds it (decoding every
+        /// JPEG) and makes one pass; views/s over both.
+        #[arg(long)]
+        first_epoch: bool,
+    },
+}
+
+/// `loader`: views/s per whole pass of the loader over the cache, after one untimed pass.
+#[allow(clippy::too_many_arguments)]
+fn loader(
+    data: &std::path::Path,
+    size: usize,
+    blur: f64,
+    batch: usize,
+    workers: usize,
+    rounds: usize,
+    cache: PathBuf,
+    fresh: bool,
+    first_epoch: bool,
+) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let opts = CacheOptions {
+        cache_dir: Some(cache.clone()),
+        skip_corrupt: false,
+        max_short_side: Some((size * 8).div_ceil(7) as u32),
+    };
+    let view = Pipeline::simclr(size, blur, Normalization::IMAGENET)?;
+    let open = |fresh: bool| -> Result<selfsup_data::ViewLoader, Box<dyn std::error::Error>> {
+        if fresh {
+            let _ = std::fs::remove_dir_all(&cache);
+        }
+        let t = Instant::now();
+        let ds = std::sync::Arc::new(open_dataset(data, Split::Train, &opts)?);
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!(
+            "{}",
+            serde_json::json!({"cache_images": ds.len(), "cache_seconds": secs,
+                "cache_images_per_s": ds.len() as f64 / secs, "threads": rayon_threads()})
+        );
+        Ok(selfsup_data::ViewLoader::new(
+            ds,
+            vec![view.clone(), view.clone()],
+            selfsup_data::LoaderConfig {
+                batch_size: batch,
+                num_workers: workers,
+                seed: 0,
+                ..Default::default()
+            },
+        )?)
+    };
+    let pass = |loader: &selfsup_data::ViewLoader, epoch: usize| -> usize {
+        loader
+            .epoch(epoch as u64)
+            .map(|b| b.view_shapes.iter().map(|s| s[0]).sum::<usize>())
+            .sum()
+    };
+    let mut rates = Vec::new();
+    if first_epoch {
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let loader = open(true)?;
+            let n = pass(&loader, 0);
+            rates.push(n as f64 / t.elapsed().as_secs_f64());
+        }
+        return Ok(rates);
+    }
+    let loader = open(fresh)?;
+    for epoch in 0..=rounds {
+        let t = Instant::now();
+        let n = pass(&loader, epoch);
+        if epoch > 0 {
+            rates.push(n as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(rates)
 }
 
 /// `--device`: the names `train.device` takes (cpu, vulkan, libtorch, cuda).
@@ -90,17 +194,57 @@ fn select_device(name: &str) -> Result<Device, String> {
     selfsup::selfsup_core::device::select(name).map_err(|e| format!("--device {name}: {e}"))
 }
 
+/// The `--arch` backbone at `width` for `size`-pixel images, and its feature width.
+fn bench_backbone(
+    arch: &str,
+    width: usize,
+    size: usize,
+) -> Result<(selfsup_models::BackboneConfig, usize), String> {
+    use selfsup_models::{ResNetStem, VitConfig, VitPooling, VitPositions};
+    let resnet = |depth: usize, stem: ResNetStem| {
+        ResNetConfig::new()
+            .with_width(width)
+            .with_depth(depth)
+            .with_stem(stem)
+    };
+    Ok(match arch {
+        "resnet18-cifar" => (resnet(18, ResNetStem::Cifar).into(), width * 8),
+        "resnet18" => (resnet(18, ResNetStem::Imagenet).into(), width * 8),
+        "resnet50" => (resnet(50, ResNetStem::Imagenet).into(), width * 32),
+        "vit-s16" => (
+            VitConfig::new()
+                .with_image_size(size)
+                .with_patch_size(16)
+                .with_dim(384)
+                .with_depth(12)
+                .with_heads(6)
+                .with_pooling(VitPooling::Cls)
+                .with_positions(VitPositions::Learned)
+                .into(),
+            384,
+        ),
+        other => {
+            return Err(format!(
+                "--arch {other}: one of resnet18-cifar, resnet18, resnet50, vit-s16"
+            ));
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn simclr_step(
     device: Device,
+    arch: &str,
     width: usize,
+    size: usize,
     batch: usize,
     steps: usize,
     warmup: usize,
-) -> Vec<f64> {
+) -> Result<Vec<f64>, String> {
     let device = device.autodiff();
-    let backbone = ResNetConfig::new().with_width(width).into();
+    let (backbone, features) = bench_backbone(arch, width, size)?;
     let cfg = SimClrConfig {
-        projection_dims: vec![width * 8, 128],
+        projection_dims: vec![features, 128],
         ..SimClrConfig::default()
     };
     let mut model = cfg.init(&ImageContext::new(&backbone), &device);
@@ -109,7 +253,7 @@ fn simclr_step(
         .init()
         .expect("valid optimizer");
     let views =
-        |_| Tensor::<4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        |_| Tensor::<4>::random([batch, 3, size, size], Distribution::Normal(0.0, 1.0), &device);
     let (a, b) = (views(0), views(1));
     let mut rates = Vec::new();
     for s in 0..warmup + steps {
@@ -118,16 +262,17 @@ fn simclr_step(
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = optim.step(0.06, model, grads);
         // Reading a parameter back forces the (lazy) update to complete.
-        let resnet = model
-            .backbone
-            .as_resnet()
-            .expect("the bench builds a ResNet");
-        let _: f32 = resnet.conv1.weight.val().sum().into_scalar();
+        let _: f32 = model.projector.layers[0]
+            .linear
+            .weight
+            .val()
+            .sum()
+            .into_scalar();
         if s >= warmup {
             rates.push(2.0 * batch as f64 / t.elapsed().as_secs_f64());
         }
     }
-    rates
+    Ok(rates)
 }
 
 fn backbone_forward(
@@ -296,6 +441,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (name, kernels, samples) = match cli.workload {
         Workload::Step {
             width,
+            size,
+            arch,
             batch,
             steps,
             warmup,
@@ -303,7 +450,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } => (
             "step",
             kernels(&device),
-            simclr_step(select_device(&device)?, width, batch, steps, warmup),
+            simclr_step(
+                select_device(&device)?,
+                &arch,
+                width,
+                size,
+                batch,
+                steps,
+                warmup,
+            )?,
         ),
         Workload::Forward {
             width,
@@ -338,6 +493,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             kernels("cpu"),
             augment(&data, size, blur, images, views, rounds, cache)?,
         ),
+        Workload::Loader {
+            data,
+            size,
+            blur,
+            batch,
+            workers,
+            rounds,
+            cache,
+            fresh_cache,
+            first_epoch,
+        } => (
+            "loader",
+            kernels("cpu"),
+            loader(
+                &data,
+                size,
+                blur,
+                batch,
+                workers,
+                rounds,
+                cache,
+                fresh_cache,
+                first_epoch,
+            )?,
+        ),
     };
     if samples.is_empty() {
         return Err("no timed repetitions: pass --steps/--rounds ≥ 1".into());
@@ -350,6 +530,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "samples": samples,
             "kernels": kernels,
             "threads": rayon_threads(),
+            "peak_rss_mb": selfsup::selfsup_core::pretrain::peak_rss_bytes().map(|b| b >> 20),
         })
     );
     Ok(())
