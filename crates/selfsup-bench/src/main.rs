@@ -252,8 +252,13 @@ fn simclr_step(
     let mut optim = OptimizerConfig::sgd_momentum(5e-4, false)
         .init()
         .expect("valid optimizer");
-    let views =
-        |_| Tensor::<4>::random([batch, 3, size, size], Distribution::Normal(0.0, 1.0), &device);
+    let views = |_| {
+        Tensor::<4>::random(
+            [batch, 3, size, size],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        )
+    };
     let (a, b) = (views(0), views(1));
     let mut rates = Vec::new();
     for s in 0..warmup + steps {
