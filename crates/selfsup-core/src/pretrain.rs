@@ -582,11 +582,12 @@ impl<M: Schema> Run<M> {
             }
             log.write(record)?;
             if (epoch + 1) % config.train.checkpoint_every == 0 || epoch + 1 == end_epoch {
-                let path = checkpoint::epoch_path(self.out(), epoch + 1);
-                if writer {
-                    self.save_checkpoint(&model, &optim, epoch + 1, step)?;
-                }
-                last_ckpt = path;
+                // Other ranks name the checkpoint rank 0 writes.
+                last_ckpt = if writer {
+                    self.save_checkpoint(&model, &optim, epoch + 1, step)?
+                } else {
+                    checkpoint::epoch_path(self.out(), epoch + 1)
+                };
             }
         }
         pb.finish_and_clear();

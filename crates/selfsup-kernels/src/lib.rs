@@ -728,14 +728,20 @@ fn batch_norm_fused(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
         Tensor::<1>::from_dispatch(mean),
         Tensor::<1>::from_dispatch(var),
     );
+    update_running_stats(bn, mean, var, &device);
+    Tensor::from_dispatch(y)
+}
+
+/// Moves `bn`'s running statistics towards a batch's `mean` and (biased) `var` by its
+/// momentum, as burn's `BatchNorm::forward` does in training.
+pub fn update_running_stats(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>, device: &Device) {
     let m = bn.momentum;
-    let running_mean = bn.running_mean.value_sync().to_device(&device);
-    let running_var = bn.running_var.value_sync().to_device(&device);
+    let running_mean = bn.running_mean.value_sync().to_device(device);
+    let running_var = bn.running_var.value_sync().to_device(device);
     bn.running_mean
         .update((running_mean.mul_scalar(1.0 - m) + mean.detach().mul_scalar(m)).detach());
     bn.running_var
         .update((running_var.mul_scalar(1.0 - m) + var.detach().mul_scalar(m)).detach());
-    Tensor::from_dispatch(y)
 }
 
 #[cfg(test)]

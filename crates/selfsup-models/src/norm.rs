@@ -46,13 +46,18 @@ fn synchronised(part: Part) -> bool {
     }
 }
 
+/// Whether `bn` trains (autodiff device, layer not frozen, as burn's BatchNorm decides) with
+/// synchronised statistics.
+fn synchronised_training(bn: &BatchNorm, device: &Device, part: Part) -> bool {
+    device.is_autodiff() && bn.training.is_enabled() && synchronised(part)
+}
+
 /// `bn` (then ReLU when `relu`) on `[B, C, H, W]`: over the global batch when training and
 /// `part` is synchronised, else [`selfsup_kernels::batch_norm`]. A synchronised layer computes
 /// the same way with one process as with several, so a run gives the same numbers whatever
 /// the number of processes (and resumes across them).
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, relu: bool, part: Part) -> Tensor<4> {
-    let training = x.device().is_autodiff() && bn.training.is_enabled();
-    if training && synchronised(part) {
+    if synchronised_training(bn, &x.device(), part) {
         let y = global_batch_norm(bn, x);
         return if relu {
             burn::tensor::activation::relu(y)
@@ -66,7 +71,7 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, relu: bool, part: Part) -> Tenso
 /// [`batch_norm`] on `[B, D]` (a head's features).
 pub fn batch_norm_1d(bn: &BatchNorm, x: Tensor<2>, part: Part) -> Tensor<2> {
     let [b, d] = x.dims();
-    if x.device().is_autodiff() && bn.training.is_enabled() && synchronised(part) {
+    if synchronised_training(bn, &x.device(), part) {
         return global_batch_norm(bn, x.reshape([b, d, 1, 1])).reshape([b, d]);
     }
     bn.forward(x)
@@ -83,14 +88,6 @@ fn global_batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     let var = all_reduce_sum(channel_sums(centred.clone().powi_scalar(2))).div_scalar(count);
     let scale = var.clone().add_scalar(bn.epsilon).sqrt().recip() * bn.gamma.val();
     let y = centred * scale.reshape([1, c, 1, 1]) + bn.beta.val().reshape([1, c, 1, 1]);
-
-    let device = y.device();
-    let m = bn.momentum;
-    let running_mean = bn.running_mean.value_sync().to_device(&device);
-    let running_var = bn.running_var.value_sync().to_device(&device);
-    bn.running_mean
-        .update((running_mean.mul_scalar(1.0 - m) + mean.detach().mul_scalar(m)).detach());
-    bn.running_var
-        .update((running_var.mul_scalar(1.0 - m) + var.detach().mul_scalar(m)).detach());
+    selfsup_kernels::update_running_stats(bn, mean, var, &y.device());
     y
 }
