@@ -393,6 +393,8 @@ fn nonsense_config_values_are_refused_before_any_work() {
         ("augment.crop_scale=[0.5, 1.5]", "augment.crop_scale"),
         ("augment.hflip_prob=1.5", "augment.hflip_prob"),
         ("data.workers=1000000", "data.workers"),
+        ("data.max_side=16", "data.max_side"),
+        ("train.sync_batch_norm=everything", "train.sync_batch_norm"),
     ]
     .into_iter()
     .enumerate()
