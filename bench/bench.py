@@ -175,6 +175,9 @@ def main():
         if side == "first":
             return lambda: sh(rs + a + ["--cache", os.path.join(work, "photo-cache"),
                                         "--first-epoch"])
+        if side == "pixels":
+            return lambda: sh(rs + a + ["--cache", os.path.join(work, "photo-pixel-cache"),
+                                        "--pixel-cache"])
         return lambda: sh(ref + a)
 
     def aug(side, folder, size, blur, views):
@@ -214,11 +217,14 @@ def main():
           "torchvision v2 (uint8 tensors)": aug("tv2", img256, 224, 0.0, views224)}),
         ("loader224", "Loader, JPEG files to two SimCLR views at 224 px (blur p=0.5, batch 64), "
          "1 worker: 448 real photos (skimage.data, 300×451 to 1411×1411). selfsup reads its bounded "
-         "cache (short side 256) after the first epoch; torchvision decodes every epoch",
+         "cache (short side 256; photos kept as JPEG, decoded per read, by default; all pixels with "
+         "data.cache_format = pixels) after the first epoch; torchvision decodes every epoch",
          {"selfsup": loader("selfsup", 1), "torchvision ImageFolder + SimCLRTransform": loader("ref", 1),
-          "selfsup, first epoch (decode into the cache)": loader("first", 1)}),
+          "selfsup, first epoch (decode into the cache)": loader("first", 1),
+          "selfsup, pixel cache": loader("pixels", 1)}),
         ("loader224w2", "Loader as above, 2 workers",
-         {"selfsup": loader("selfsup", 2), "torchvision ImageFolder + SimCLRTransform": loader("ref", 2)}),
+         {"selfsup": loader("selfsup", 2), "torchvision ImageFolder + SimCLRTransform": loader("ref", 2),
+          "selfsup, pixel cache": loader("pixels", 2)}),
         ("step64px", "SimCLR train step, ResNet-18 CIFAR stem width 16, 64×64 views, 2×64",
          {"selfsup": step_at("selfsup", "resnet18-cifar", 16, 64, 64, steps16),
           "PyTorch": step_at("ref", "resnet18-cifar", 16, 64, 64, steps16)}),

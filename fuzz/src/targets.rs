@@ -94,6 +94,7 @@ fn refused(e: impl std::fmt::Display) -> Outcome {
 fn check_dataset(ds: &ImageDataset) {
     for i in 0..ds.len() {
         let img = ds.image(i);
+        let img = img.view();
         assert_eq!(img.data.len(), img.h * img.w * 3, "image {i} size");
         assert!(img.h > 0 && img.w > 0, "image {i} is empty");
     }
@@ -104,6 +105,7 @@ fn open(root: &Path, split: Split, cache: Option<&Path>, skip_corrupt: bool) -> 
         cache_dir: cache.map(Path::to_path_buf),
         skip_corrupt,
         max_short_side: None,
+        ..Default::default()
     };
     match open_dataset(root, split, &opts) {
         Ok(ds) => {

@@ -10,7 +10,9 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use clap::{Parser, Subcommand};
-use selfsup_data::{CacheOptions, Normalization, Pipeline, SampleRng, Split, open_dataset};
+use selfsup_data::{
+    CacheFormat, CacheOptions, Normalization, Pipeline, SampleRng, Split, open_dataset,
+};
 use selfsup_kernels::conv::{self, ConvGeometry};
 use selfsup_methods::method::{ImageContext, ImageMethodConfig};
 use selfsup_methods::optim::OptimizerConfig;
@@ -117,6 +119,10 @@ enum Workload {
         /// JPEG) and makes one pass; views/s over both.
         #[arg(long)]
         first_epoch: bool,
+        /// Store decoded pixels for every image (`data.cache_format = "pixels"`) instead of
+        /// keeping the photos as JPEG (`auto`, the default).
+        #[arg(long)]
+        pixel_cache: bool,
     },
 }
 
@@ -132,11 +138,13 @@ fn loader(
     cache: PathBuf,
     fresh: bool,
     first_epoch: bool,
+    format: CacheFormat,
 ) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
     let opts = CacheOptions {
         cache_dir: Some(cache.clone()),
         skip_corrupt: false,
         max_short_side: Some((size * 8).div_ceil(7) as u32),
+        format,
     };
     let view = Pipeline::simclr(size, blur, Normalization::IMAGENET)?;
     let open = |fresh: bool| -> Result<selfsup_data::ViewLoader, Box<dyn std::error::Error>> {
@@ -146,10 +154,15 @@ fn loader(
         let t = Instant::now();
         let ds = std::sync::Arc::new(open_dataset(data, Split::Train, &opts)?);
         let secs = t.elapsed().as_secs_f64();
+        let bytes = ds
+            .cache_file()
+            .and_then(|f| std::fs::metadata(f).ok())
+            .map_or(0, |m| m.len());
         eprintln!(
             "{}",
             serde_json::json!({"cache_images": ds.len(), "cache_seconds": secs,
-                "cache_images_per_s": ds.len() as f64 / secs, "threads": rayon_threads()})
+                "cache_images_per_s": ds.len() as f64 / secs, "threads": rayon_threads(),
+                "cache_bytes": bytes, "jpeg_entries": ds.num_jpeg_entries()})
         );
         Ok(selfsup_data::ViewLoader::new(
             ds,
@@ -314,6 +327,7 @@ fn augment(
         cache_dir: Some(cache),
         skip_corrupt: false,
         max_short_side: None,
+        format: CacheFormat::Pixels,
     };
     let ds = open_dataset(data, Split::Train, &opts)?;
     // The same images as reference.py's load_images: every len/images-th in sorted order.
@@ -329,7 +343,7 @@ fn augment(
             for &i in &picked {
                 for view in 0..2 {
                     let mut rng = SampleRng::for_sample(0, round as u64, (n + i) as u64, view);
-                    pipeline.apply_into(ds.image(i), &mut rng, &mut out);
+                    pipeline.apply_into(ds.image(i).view(), &mut rng, &mut out);
                 }
                 n += 2;
                 if n >= views {
@@ -508,6 +522,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cache,
             fresh_cache,
             first_epoch,
+            pixel_cache,
         } => (
             "loader",
             kernels("cpu"),
@@ -521,6 +536,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 cache,
                 fresh_cache,
                 first_epoch,
+                if pixel_cache {
+                    CacheFormat::Pixels
+                } else {
+                    CacheFormat::Auto
+                },
             )?,
         ),
     };

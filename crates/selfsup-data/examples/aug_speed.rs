@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use selfsup_data::{
-    CacheOptions, Normalization, Pipeline, SampleRng, Split, data_root, open_dataset,
+    CacheFormat, CacheOptions, Normalization, Pipeline, SampleRng, Split, data_root, open_dataset,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cache_dir: Some(cache),
         skip_corrupt: false,
         max_short_side: None,
+        format: CacheFormat::Pixels,
     };
     let t = Instant::now();
     let ds = open_dataset(&data_root().join("cifar10"), Split::Train, &opts)?;
@@ -24,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for v in 0..views {
         let i = v % ds.len();
         let mut rng = SampleRng::for_sample(0, 0, i as u64, (v / ds.len()) as u64);
-        pipeline.apply_into(ds.image(i), &mut rng, &mut out);
+        pipeline.apply_into(ds.image(i).view(), &mut rng, &mut out);
     }
     let secs = t.elapsed().as_secs_f64();
     println!(

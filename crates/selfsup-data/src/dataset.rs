@@ -4,9 +4,10 @@
 //! - header, 64 bytes: magic `SSDCACHE`, version u32, pad u32, image count u64,
 //!   entries offset u64, class-names offset u64, skipped count u64, fingerprint u64,
 //!   total length u64;
-//! - pixel bytes of every image, HWC RGB8, back to back;
-//! - one 28-byte entry per image: pixel offset u64, h u32, w u32,
-//!   label u32 (`u32::MAX` = none), source input u32, source record u32 (`u32::MAX` = none);
+//! - every image's bytes, back to back: HWC RGB8 pixels, or a JPEG file (see [`CacheFormat`]);
+//! - one 36-byte entry per image: byte offset u64, h u32, w u32,
+//!   label u32 (`u32::MAX` = none), source input u32, source record u32 (`u32::MAX` = none),
+//!   byte length u32, format u32 (0 = pixels, 1 = JPEG);
 //! - class names: count u32, then (length u32, UTF-8 bytes) each.
 
 use std::fs;
@@ -18,13 +19,20 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 
 use crate::error::{DataError, IoContext, Result};
-use crate::pixels::ImageView;
+use crate::pixels::{ImageView, RgbImage};
 use crate::sources::{self, Decoded, Layout, Listing, SourceRef, Split};
 
 const MAGIC: &[u8; 8] = b"SSDCACHE";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_LEN: usize = 64;
-const ENTRY_LEN: usize = 28;
+const ENTRY_LEN: usize = 36;
+const FORMAT_PIXELS: u32 = 0;
+const FORMAT_JPEG: u32 = 1;
+/// `CacheFormat::Auto` keeps JPEG files as JPEG from this many stored pixels on (96×96): below
+/// it decoding would cost more than the pixels' disk (CIFAR-sized JPEGs stay pixels).
+const JPEG_MIN_PIXELS: u64 = 96 * 96;
+/// Quality of JPEG entries re-encoded after downscaling (FFCV's default).
+const JPEG_QUALITY: u8 = 90;
 const NONE_U32: u32 = u32::MAX;
 /// Images decoded per parallel batch while building the cache; bounds memory (a batch of
 /// decoded images is held until written).
@@ -43,6 +51,21 @@ pub struct CacheOptions {
     /// decoded at a reduced DCT scale first), so the cache grows with the number of images, not
     /// with their pixels. `None` keeps full resolution.
     pub max_short_side: Option<u32>,
+    pub format: CacheFormat,
+}
+
+/// How images are stored in the cache (`data.cache_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheFormat {
+    /// Photos stay JPEG: a JPEG file whose stored image has at least 96×96 pixels is kept as
+    /// its own bytes when the bound did not shrink it, else re-encoded (quality 90) after
+    /// downscaling, and decoded on every read, as FFCV stores photos; so the cache takes about
+    /// the source's disk. Everything else is stored as pixels.
+    #[default]
+    Auto,
+    /// Decoded RGB8 pixels for every image: no decoding per read, the most disk.
+    Pixels,
 }
 
 enum Storage {
@@ -123,19 +146,34 @@ impl ImageDataset {
         }
     }
 
-    /// Image `i` as HWC RGB8.
-    pub fn image(&self, i: usize) -> ImageView<'_> {
+    /// Image `i` as HWC RGB8: borrowed from the cache, or decoded from its JPEG entry.
+    pub fn image(&self, i: usize) -> ImageRef<'_> {
         let e = self.entry(i);
-        let (off, h, w) = (
+        let (off, h, w, len) = (
             u64_at(e, 0) as usize,
             u32_at(e, 8) as usize,
             u32_at(e, 12) as usize,
+            u32_at(e, 28) as usize,
         );
-        ImageView {
-            h,
-            w,
-            data: &self.bytes()[off..off + h * w * 3],
+        let data = &self.bytes()[off..off + len];
+        if u32_at(e, 32) == FORMAT_PIXELS {
+            return ImageRef::Cached(ImageView { h, w, data });
         }
+        let decoded = image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
+            .map(|img| img.into_rgb8())
+            .ok()
+            .filter(|img| (img.height() as usize, img.width() as usize) == (h, w))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the JPEG of image {i} ({}) in the cache {} does not decode to {h}x{w}; \
+                     delete the cache file to rebuild it",
+                    self.path(i).display(),
+                    self.cache_file
+                        .as_deref()
+                        .map_or("<memory>".into(), |p| p.display().to_string()),
+                )
+            });
+        ImageRef::Decoded(RgbImage::new(h, w, decoded.into_raw()))
     }
 
     /// Class index of image `i`; `None` for unlabelled folders.
@@ -167,6 +205,35 @@ impl ImageDataset {
     pub fn cache_file(&self) -> Option<&Path> {
         self.cache_file.as_deref()
     }
+
+    /// How many images are stored as JPEG (the rest as pixels).
+    pub fn num_jpeg_entries(&self) -> usize {
+        (0..self.len())
+            .filter(|&i| u32_at(self.entry(i), 32) == FORMAT_JPEG)
+            .count()
+    }
+}
+
+/// An image of an [`ImageDataset`]: the cache's own pixels, or pixels decoded from a JPEG entry.
+#[derive(Clone, Debug)]
+pub enum ImageRef<'a> {
+    Cached(ImageView<'a>),
+    Decoded(RgbImage),
+}
+
+impl ImageRef<'_> {
+    pub fn view(&self) -> ImageView<'_> {
+        match self {
+            ImageRef::Cached(v) => *v,
+            ImageRef::Decoded(img) => img.view(),
+        }
+    }
+}
+
+impl PartialEq for ImageRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
 }
 
 /// Opens the `split` of the dataset at `path`, auto-detecting its layout:
@@ -177,8 +244,13 @@ impl ImageDataset {
 /// memory-map the cache until the source files change.
 pub fn open_dataset(path: &Path, split: Split, opts: &CacheOptions) -> Result<ImageDataset> {
     let listing = sources::list(path, split)?;
-    let fingerprint =
-        sources::fingerprint(&listing, split, opts.skip_corrupt, opts.max_short_side)?;
+    let fingerprint = sources::fingerprint(
+        &listing,
+        split,
+        opts.skip_corrupt,
+        opts.max_short_side,
+        opts.format == CacheFormat::Auto,
+    )?;
     let Some(cache_dir) = &opts.cache_dir else {
         let mut cursor = Cursor::new(Vec::new());
         write_cache(
@@ -294,17 +366,21 @@ fn parse(
     }
     for i in 0..len {
         let e = &b[entries_off + i * ENTRY_LEN..entries_off + (i + 1) * ENTRY_LEN];
-        let (off, h, w) = (
+        let (off, h, w, len, format) = (
             u64_at(e, 0) as usize,
             u32_at(e, 8) as usize,
             u32_at(e, 12) as usize,
+            u32_at(e, 28) as usize,
+            u32_at(e, 32),
         );
-        let end = h
-            .checked_mul(w)
-            .and_then(|n| n.checked_mul(3))
-            .and_then(|n| n.checked_add(off));
-        if off < HEADER_LEN
-            || end.is_none_or(|end| end > entries_off)
+        let consistent = match format {
+            FORMAT_PIXELS => h.checked_mul(w).and_then(|n| n.checked_mul(3)) == Some(len),
+            FORMAT_JPEG => h > 0 && w > 0,
+            _ => false,
+        };
+        if !consistent
+            || off < HEADER_LEN
+            || off.checked_add(len).is_none_or(|end| end > entries_off)
             || u32_at(e, 20) as usize >= inputs.len()
         {
             return Err(format!("entry {i} out of bounds"));
@@ -356,7 +432,21 @@ impl<'w, W: Write + Seek> CacheWriter<'w, W> {
     }
 
     fn push(&mut self, d: &Decoded) -> Result<()> {
-        self.out.write_all(&d.pixels).at(self.path)?;
+        self.push_bytes(d, &d.pixels, FORMAT_PIXELS)
+    }
+
+    /// An entry for `d` holding `bytes` in `format` (`d.pixels` unused).
+    fn push_bytes(&mut self, d: &Decoded, bytes: &[u8], format: u32) -> Result<()> {
+        let len = u32::try_from(bytes.len()).map_err(|_| DataError::Format {
+            path: self.path.to_path_buf(),
+            format: "cache",
+            reason: format!(
+                "image {} takes {} bytes, over the 4 GiB an entry can hold; lower data.max_side",
+                self.count,
+                bytes.len()
+            ),
+        })?;
+        self.out.write_all(bytes).at(self.path)?;
         self.entries.extend_from_slice(&self.offset.to_le_bytes());
         for v in [
             d.h,
@@ -364,10 +454,12 @@ impl<'w, W: Write + Seek> CacheWriter<'w, W> {
             d.label.unwrap_or(NONE_U32),
             d.source.input,
             d.source.record.unwrap_or(NONE_U32),
+            len,
+            format,
         ] {
             self.entries.extend_from_slice(&v.to_le_bytes());
         }
-        self.offset += d.pixels.len() as u64;
+        self.offset += bytes.len() as u64;
         self.count += 1;
         Ok(())
     }
@@ -418,27 +510,34 @@ fn write_cache<W: Write + Seek>(
     match &listing.layout {
         Layout::Files(items) => {
             for (chunk_no, chunk) in items.chunks(DECODE_CHUNK).enumerate() {
-                let decoded: Vec<Result<Decoded>> = chunk
+                let decoded: Vec<Result<(Decoded, Option<Vec<u8>>)>> = chunk
                     .par_iter()
                     .enumerate()
                     .map(|(k, (path, label))| {
-                        let (h, w, pixels) = sources::decode_file(path, opts.max_short_side)?;
+                        let img = sources::decode_file(path, opts.max_short_side)?;
+                        let jpeg = jpeg_entry(path, &img, opts.format)?;
                         let input = (chunk_no * DECODE_CHUNK + k) as u32;
-                        Ok(Decoded {
-                            h,
-                            w,
-                            pixels,
+                        let d = Decoded {
+                            h: img.h,
+                            w: img.w,
+                            pixels: if jpeg.is_some() {
+                                Vec::new()
+                            } else {
+                                img.pixels
+                            },
                             label: *label,
                             source: SourceRef {
                                 input,
                                 record: None,
                             },
-                        })
+                        };
+                        Ok((d, jpeg))
                     })
                     .collect();
                 for d in decoded {
                     match d {
-                        Ok(d) => writer.push(&d)?,
+                        Ok((d, Some(jpeg))) => writer.push_bytes(&d, &jpeg, FORMAT_JPEG)?,
+                        Ok((d, None)) => writer.push(&d)?,
                         Err(DataError::Corrupt { .. }) if skip_corrupt => skipped += 1,
                         Err(e) => return Err(e),
                     }
@@ -471,4 +570,29 @@ fn write_cache<W: Write + Seek>(
         }
     }
     writer.finish(&class_names, skipped, fingerprint)
+}
+
+/// The JPEG bytes to store for the image file at `path` (decoded and bounded as `img`), or
+/// `None` to store its pixels. A file the bound left whole is kept as it is (its decode is
+/// the one the pixels came from); a downscaled one is re-encoded.
+fn jpeg_entry(
+    path: &Path,
+    img: &sources::FileImage,
+    format: CacheFormat,
+) -> Result<Option<Vec<u8>>> {
+    let photo = sources::is_jpeg_file(path) && img.h as u64 * img.w as u64 >= JPEG_MIN_PIXELS;
+    if format != CacheFormat::Auto || !photo {
+        return Ok(None);
+    }
+    if !img.resized {
+        return fs::read(path).at(path).map(Some);
+    }
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
+        .encode(&img.pixels, img.w, img.h, image::ExtendedColorType::Rgb8)
+        .map_err(|e| DataError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("cannot re-encode it for the cache: {e}"),
+        })?;
+    Ok(Some(out))
 }

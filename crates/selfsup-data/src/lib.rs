@@ -4,7 +4,7 @@
 //! - Locating data: [`data_root`], [`fashion_mnist_dir`].
 //! - Reading: [`open_dataset`]`(path, `[`Split`]`, &`[`CacheOptions`]`) -> Result<`[`ImageDataset`]`>`
 //!   auto-detects image-folder trees, CIFAR-10 binary batches and IDX files, decodes once
-//!   into a memory-mapped cache. [`ImageDataset`]: `len`, `image(i) -> `[`ImageView`] (HWC RGB8),
+//!   into a memory-mapped cache. [`ImageDataset`]: `len`, `image(i) -> `[`ImageRef`] (HWC RGB8, `.view()`),
 //!   `label`, `class_names`, `path`, `num_skipped`.
 //! - Augmenting: [`Transform`] steps composed into a [`Pipeline`] (with
 //!   [`Pipeline::simclr`] and [`Pipeline::eval`] recipes); randomness from
@@ -26,7 +26,7 @@ mod transforms;
 
 use std::path::{Path, PathBuf};
 
-pub use dataset::{CacheOptions, ImageDataset, open_dataset};
+pub use dataset::{CacheFormat, CacheOptions, ImageDataset, ImageRef, open_dataset};
 pub use error::{DataError, Result};
 pub use loader::{Batch, EpochBatches, LoaderConfig, Shard, ViewLoader};
 pub use pixels::{ImageView, RgbImage};

@@ -104,7 +104,7 @@ fn build_batch(
         let mut buf = vec![0.0f32; b * len];
         for (slot, &i) in buf.chunks_exact_mut(len).zip(indices) {
             let mut rng = SampleRng::for_sample(seed, epoch, i as u64, v as u64);
-            pipeline.apply_into(dataset.image(i), &mut rng, slot);
+            pipeline.apply_into(dataset.image(i).view(), &mut rng, slot);
         }
         out.views.push(buf);
         out.view_shapes.push([b, 3, h, w]);

@@ -280,6 +280,7 @@ pub(crate) fn fingerprint(
     split: Split,
     skip_corrupt: bool,
     max_short_side: Option<u32>,
+    jpeg_entries: bool,
 ) -> Result<u64> {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     let mut eat = |bytes: &[u8]| {
@@ -295,6 +296,9 @@ pub(crate) fn fingerprint(
     if let Some(side) = max_short_side {
         eat(b"max_short_side");
         eat(&side.to_le_bytes());
+    }
+    if jpeg_entries {
+        eat(b"jpeg_entries");
     }
     eat(listing.root.to_string_lossy().as_bytes());
     for p in &listing.inputs {
@@ -374,20 +378,44 @@ fn decode_jpeg_scaled(path: &Path, side: u32) -> Option<(u32, u32, Vec<u8>)> {
     (rgb.len() == (h * w * 3) as usize).then_some((h, w, rgb))
 }
 
+pub(crate) fn is_jpeg_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+}
+
+/// One image file decoded to RGB8 (grayscale, alpha and 16-bit converted), its shorter side
+/// bounded.
+pub(crate) struct FileImage {
+    pub h: u32,
+    pub w: u32,
+    pub pixels: Vec<u8>,
+    /// Whether the bound made it smaller than the file's own size.
+    pub resized: bool,
+}
+
 /// Decodes one image file to RGB8 (grayscale, alpha and 16-bit are converted), its shorter
 /// side bounded by `max_short_side`.
-pub(crate) fn decode_file(path: &Path, max_short_side: Option<u32>) -> Result<(u32, u32, Vec<u8>)> {
-    if let Some(side) = max_short_side {
-        let is_jpeg = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"));
-        if let Some((h, w, pixels)) = is_jpeg.then(|| decode_jpeg_scaled(path, side)).flatten() {
-            return Ok(downscale(h, w, pixels, Some(side)));
+pub(crate) fn decode_file(path: &Path, max_short_side: Option<u32>) -> Result<FileImage> {
+    let scaled = match max_short_side {
+        Some(side) if is_jpeg_file(path) => decode_jpeg_scaled(path, side),
+        _ => None,
+    };
+    // A scaled JPEG decode only happens for images at least twice the bound.
+    let (resized, (h, w, pixels)) = match scaled {
+        Some(decoded) => (true, decoded),
+        None => {
+            let (h, w, pixels) = decode_full(path)?;
+            (bounded_size(h, w, max_short_side) != (h, w), (h, w, pixels))
         }
-    }
-    let (h, w, pixels) = decode_full(path)?;
-    Ok(downscale(h, w, pixels, max_short_side))
+    };
+    let (h, w, pixels) = downscale(h, w, pixels, max_short_side);
+    Ok(FileImage {
+        h,
+        w,
+        pixels,
+        resized,
+    })
 }
 
 fn decode_full(path: &Path) -> Result<(u32, u32, Vec<u8>)> {

@@ -147,6 +147,7 @@ fn eval_batches_are_in_order_and_normalized() {
     assert_eq!(batches[1].indices, (8..16).collect::<Vec<_>>());
     // 32x32 input: the eval transform is the identity before normalisation.
     let img = ds.image(9);
+    let img = img.view();
     let got = &batches[1].views[0][3 * 32 * 32..2 * 3 * 32 * 32];
     let g = |y: usize, x: usize| img.data[(y * 32 + x) * 3 + 1] as f32 / 255.0;
     assert!((got[32 * 32 + 5 * 32 + 7] - (g(5, 7) - norm.mean[1]) / norm.std[1]).abs() < 1e-6);

@@ -4,7 +4,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use selfsup_data::{CacheOptions, DataError, Split, open_dataset};
+use selfsup_data::{CacheFormat, CacheOptions, DataError, Split, open_dataset};
 
 mod common;
 
@@ -13,6 +13,7 @@ fn cached(dir: &Path) -> CacheOptions {
         cache_dir: Some(dir.to_path_buf()),
         skip_corrupt: false,
         max_short_side: None,
+        format: CacheFormat::Pixels,
     }
 }
 
@@ -40,6 +41,7 @@ fn cifar10_jpeg_test_split() {
     for i in 0..ds.len() {
         counts[ds.label(i).unwrap() as usize] += 1;
         let img = ds.image(i);
+        let img = img.view();
         assert_eq!((img.h, img.w, img.data.len()), (32, 32, 3072));
     }
     assert_eq!(counts, [1000; 10]);
@@ -101,13 +103,13 @@ fn cifar_binary_roundtrip_from_real_images() {
     assert_eq!(test.len(), 3);
     for (i, (label, hwc)) in records.iter().enumerate() {
         assert_eq!(test.label(i), Some(*label as u32));
-        assert_eq!(test.image(i).data, &hwc[..]);
+        assert_eq!(test.image(i).view().data, &hwc[..]);
     }
     assert!(test.path(2).to_string_lossy().ends_with("test_batch.bin#2"));
     assert_eq!(test.class_names().len(), 10);
     let train = open_dataset(&bin, Split::Train, &CacheOptions::default()).unwrap();
     assert_eq!(train.len(), 3);
-    assert_eq!(train.image(2).data, &records[2].1[..]);
+    assert_eq!(train.image(2).view().data, &records[2].1[..]);
 
     // A truncated batch is refused with its path.
     fs::write(bin.join("test_batch.bin"), vec![0u8; 3000]).unwrap();
@@ -133,6 +135,7 @@ fn fashion_mnist_idx_test_split() {
     assert_eq!(ds.len(), 10_000);
     assert_eq!(ds.class_names().len(), 10);
     let img = ds.image(0);
+    let img = img.view();
     assert_eq!((img.h, img.w), (28, 28));
     assert!(
         img.data
@@ -262,13 +265,14 @@ fn odd_pixel_formats_are_converted_not_dropped() {
     assert_eq!(ds.len(), 5);
     let by_name = |n: &str| (0..ds.len()).find(|&i| ds.path(i).ends_with(n)).unwrap();
     let deep = ds.image(by_name("deep.png"));
+    let deep = deep.view();
     assert_eq!((deep.h, deep.w), (2, 3));
     assert_eq!(&deep.data[..6], &[255, 0, 0, 255, 100, 0]);
     assert_eq!(
-        ds.image(by_name("rgba.png")).data,
+        ds.image(by_name("rgba.png")).view().data,
         &[10, 20, 30].repeat(4)[..]
     );
-    assert_eq!(ds.image(by_name("gray.png")).data, &[77u8; 63][..]);
+    assert_eq!(ds.image(by_name("gray.png")).view().data, &[77u8; 63][..]);
     assert_eq!(ds.label(by_name("gray.png")), Some(0));
 }
 
@@ -296,6 +300,7 @@ fn corrupt_files_error_with_path_or_are_skipped() {
             cache_dir: None,
             skip_corrupt: true,
             max_short_side: None,
+            format: CacheFormat::Pixels,
         };
         let ds = open_dataset(tmp.path(), Split::Train, &opts).unwrap();
         assert_eq!((ds.len(), ds.num_skipped()), (2, 1), "{name}");
@@ -357,7 +362,7 @@ fn flat_folder_is_unlabelled() {
     assert_eq!(ds.len(), 3);
     assert!(ds.class_names().is_empty());
     assert_eq!(ds.label(2), None);
-    assert_eq!((ds.image(2).h, ds.image(2).w), (6, 6));
+    assert_eq!((ds.image(2).view().h, ds.image(2).view().w), (6, 6));
 }
 
 #[test]
@@ -378,7 +383,7 @@ fn cache_is_rebuilt_when_a_source_changes() {
     );
     let rebuilt = open_dataset(tmp.path(), Split::Train, &cached(cache.path())).unwrap();
     assert_ne!(rebuilt.cache_file(), Some(first_file.as_path()));
-    assert_eq!(&rebuilt.image(0).data[..3], &[200, 100, 50]);
+    assert_eq!(&rebuilt.image(0).view().data[..3], &[200, 100, 50]);
 
     // A damaged cache file is rebuilt, not trusted.
     let f = rebuilt.cache_file().unwrap().to_path_buf();
@@ -391,7 +396,7 @@ fn cache_is_rebuilt_when_a_source_changes() {
         .set_len(len - 5)
         .unwrap();
     let healed = open_dataset(tmp.path(), Split::Train, &cached(cache.path())).unwrap();
-    assert_eq!(&healed.image(0).data[..3], &[200, 100, 50]);
+    assert_eq!(&healed.image(0).view().data[..3], &[200, 100, 50]);
     assert!(
         fs::read_dir(cache.path()).unwrap().all(|e| !e
             .unwrap()
@@ -417,10 +422,10 @@ fn select_is_a_view_of_the_chosen_rows() {
     assert_eq!(view.len(), 3);
     assert_eq!(view.class_names(), ds.class_names());
     for (k, r) in [2usize, 0, 2].into_iter().enumerate() {
-        assert_eq!(view.image(k).data, ds.image(r).data);
+        assert_eq!(view.image(k).view().data, ds.image(r).view().data);
         assert_eq!(
-            (view.image(k).h, view.image(k).w),
-            (ds.image(r).h, ds.image(r).w)
+            (view.image(k).view().h, view.image(k).view().w),
+            (ds.image(r).view().h, ds.image(r).view().w)
         );
         assert_eq!(view.label(k), ds.label(r));
         assert_eq!(view.path(k), ds.path(r));
@@ -458,6 +463,7 @@ fn large_images_are_cached_with_a_bounded_short_side() {
     };
     let ds = open_dataset(src.path(), Split::Train, &bounded).unwrap();
     let (jpg, png) = (ds.image(0), ds.image(1));
+    let (jpg, png) = (jpg.view(), png.view());
     assert_eq!((jpg.h, jpg.w), (100, 133));
     assert_eq!((png.h, png.w), (300, 100));
 
@@ -481,6 +487,102 @@ fn large_images_are_cached_with_a_bounded_short_side() {
         ..cached(cache.path())
     };
     let ds = open_dataset(src.path(), Split::Train, &small).unwrap();
-    assert_eq!((ds.image(0).h, ds.image(0).w), (1200, 1600));
+    assert_eq!((ds.image(0).view().h, ds.image(0).view().w), (1200, 1600));
     assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 2);
+}
+
+/// `CacheFormat::Auto` keeps photos as JPEG: one the bound shrinks is re-encoded (close to the
+/// pixels a pixel cache holds), one it leaves whole is stored as the file's own bytes (decoding
+/// to exactly the file's pixels); small JPEGs and PNGs stay pixels. The cache is then a fraction
+/// of the pixel cache, and reopening it (memory-mapped) reads the same images.
+#[test]
+fn photos_are_cached_as_jpeg_by_default() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("c");
+    fs::create_dir_all(&dir).unwrap();
+    let scene = |w: u32, h: u32| {
+        image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x / 7 % 256) as u8,
+                (y / 5 % 256) as u8,
+                ((x + y) / 11 % 256) as u8,
+            ])
+        })
+    };
+    let save_jpeg = |img: &image::RgbImage, name: &str| {
+        let file = fs::File::create(dir.join(name)).unwrap();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(file, 85)
+            .encode_image(img)
+            .unwrap();
+    };
+    save_jpeg(&scene(1600, 1200), "a_big.jpg");
+    save_jpeg(&scene(110, 100), "b_whole.jpg");
+    save_jpeg(&scene(40, 40), "c_small.jpg");
+    scene(300, 300).save(dir.join("d_plain.png")).unwrap();
+
+    let cache = tempfile::tempdir().unwrap();
+    let pixels = CacheOptions {
+        max_short_side: Some(120),
+        ..cached(cache.path())
+    };
+    let auto = CacheOptions {
+        format: CacheFormat::Auto,
+        ..pixels.clone()
+    };
+    let reference = open_dataset(src.path(), Split::Train, &pixels).unwrap();
+    let ds = open_dataset(src.path(), Split::Train, &auto).unwrap();
+    assert_eq!(ds.len(), 4);
+    assert_eq!(ds.num_jpeg_entries(), 2, "the big and the whole JPEG");
+    assert_eq!(reference.num_jpeg_entries(), 0);
+
+    let (big, want) = (ds.image(0), reference.image(0));
+    let (big, want) = (big.view(), want.view());
+    assert_eq!((big.h, big.w), (120, 160));
+    assert_eq!((want.h, want.w), (120, 160));
+    let mean_diff = big
+        .data
+        .iter()
+        .zip(want.data)
+        .map(|(&a, &b)| (a as f64 - b as f64).abs())
+        .sum::<f64>()
+        / big.data.len() as f64;
+    assert!(
+        mean_diff < 2.0,
+        "re-encoded JPEG entry: mean |Δ| {mean_diff} levels against the pixel cache"
+    );
+    assert_ne!(
+        mean_diff, 0.0,
+        "a re-encoded entry is not the pixels themselves"
+    );
+
+    let file_pixels = image::open(dir.join("b_whole.jpg")).unwrap().into_rgb8();
+    assert_eq!(ds.image(1).view().data, file_pixels.as_raw().as_slice());
+    assert_eq!(ds.image(1), reference.image(1));
+    let source = fs::read(dir.join("b_whole.jpg")).unwrap();
+    let cache_bytes = fs::read(ds.cache_file().unwrap()).unwrap();
+    assert!(
+        cache_bytes.windows(source.len()).any(|w| w == source),
+        "a JPEG the bound leaves whole is stored as its own bytes"
+    );
+    for i in [2, 3] {
+        assert_eq!(ds.image(i), reference.image(i), "image {i} stays pixels");
+    }
+
+    let (auto_len, pixel_len) = (
+        cache_bytes.len(),
+        fs::metadata(reference.cache_file().unwrap()).unwrap().len() as usize,
+    );
+    assert!(
+        auto_len * 2 < pixel_len,
+        "JPEG entries {auto_len} bytes, pixels {pixel_len} bytes"
+    );
+    let again = open_dataset(src.path(), Split::Train, &auto).unwrap();
+    assert_eq!(
+        again.cache_file(),
+        ds.cache_file(),
+        "the same cache, reopened"
+    );
+    for i in 0..4 {
+        assert_eq!(again.image(i), ds.image(i));
+    }
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use selfsup_core::config::DataConfig;
 use selfsup_core::{Context, Result};
 use selfsup_data::{
     CacheOptions, EncoderInput, ImageDataset, Normalization, Pipeline, Split, Transform,
@@ -29,12 +30,13 @@ pub fn open(
     split: Split,
     cache: &Path,
     skip_corrupt: bool,
-    max_short_side: u32,
+    config: &DataConfig,
 ) -> Result<Arc<ImageDataset>> {
     let opts = CacheOptions {
         cache_dir: Some(cache.to_path_buf()),
         skip_corrupt,
-        max_short_side: Some(max_short_side),
+        max_short_side: Some(config.max_short_side()),
+        format: config.cache_format,
     };
     let ds = open_dataset(path, split, &opts).with_context(|| {
         format!(

@@ -63,7 +63,7 @@ pub fn write(source: &TaskSource<Image>, task: &ImageTask, out_dir: &Path) -> Re
     for (row, &i) in picked.iter().enumerate() {
         let len = 3 * s * s;
         pipeline.apply_into(
-            dataset.image(i),
+            dataset.image(i).view(),
             &mut rng,
             &mut pixels[row * len..(row + 1) * len],
         );

@@ -52,9 +52,8 @@ impl ImageTask {
         let pretrained = load_backbone(source, &device)?;
         let cache = data::cache_dir(&config, Some(&source.run_dir));
         let skip = source.options.skip_corrupt;
-        let side = config.data.max_short_side();
-        let train = data::open(&source.data_path, Split::Train, &cache, skip, side)?;
-        let test = data::open(&source.data_path, Split::Test, &cache, skip, side)?;
+        let train = data::open(&source.data_path, Split::Train, &cache, skip, &config.data)?;
+        let test = data::open(&source.data_path, Split::Test, &cache, skip, &config.data)?;
         Self::new(config, pretrained, train, test, device)
     }
 

@@ -62,7 +62,7 @@ impl<M: SslMethod<Input = ImageViews, Backbone = Backbone>> TrainData<M> for Ima
                 split,
                 &self.cache,
                 c.data.skip_corrupt,
-                c.data.max_short_side(),
+                &c.data,
             )
         };
         let task = ImageTask::new(
@@ -104,7 +104,7 @@ pub(crate) fn pretrain(mut run: Run<Image>) -> Result<PretrainSummary> {
         Split::Train,
         &cache,
         config.data.skip_corrupt,
-        config.data.max_short_side(),
+        &config.data,
     )?;
     let batch_size = config.train.batch_size;
     let images = if config.data.limit > 0 {

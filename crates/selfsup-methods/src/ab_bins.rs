@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use selfsup_data::ImageView;
+use selfsup_data::ImageRef;
 use selfsup_data::lab::rgb_to_lab;
 
 /// Side of a bin in a*b* units.
@@ -178,10 +178,11 @@ impl AbBins {
 
     /// Hard bin counts of the a*b* colours of `images`' pixels, each image first averaged over
     /// 2×2 blocks as the classification target is ([`block_means`]).
-    pub fn count_images<'a>(&self, images: impl IntoIterator<Item = ImageView<'a>>) -> Vec<f64> {
+    pub fn count_images<'a>(&self, images: impl IntoIterator<Item = ImageRef<'a>>) -> Vec<f64> {
         let mut counts = vec![0f64; self.len()];
         let mut ab = Vec::new();
         for img in images {
+            let img = img.view();
             ab.clear();
             ab.extend(img.data.chunks_exact(3).map(|p| {
                 let [_, a, b] = rgb_to_lab([p[0], p[1], p[2]].map(|v| v as f32 / 255.0));
@@ -232,6 +233,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use selfsup_data::ImageView;
 
     #[test]
     fn the_srgb_gamut_has_261_bins_on_the_10_grid() {
@@ -385,7 +387,7 @@ mod tests {
             w: 2,
             data: &data,
         };
-        let counts = bins.count_images([img]);
+        let counts = bins.count_images([ImageRef::Cached(img)]);
         assert_eq!(counts.iter().sum::<f64>(), 1.0);
         let [_, a, b] = rgb_to_lab([1.0, 0.0, 0.0]);
         assert_eq!(counts[bins.nearest([a, b]) as usize], 1.0);

@@ -90,12 +90,14 @@ fn large_photos_train_with_bounded_cache_and_memory() {
         .arg(format!("data.cache_dir={}", cache.display())));
     assert!(o.status.success(), "{}", stderr(&o));
     // Full-resolution pixels would be n · 2000 · 1500 · 3 = 432 MB; bounded to a shorter side
-    // of 256 they are n · 256 · 341 · 3 = 12.6 MB (both splits), well under the JPEGs.
+    // of 256 they are n · 256 · 341 · 3 = 12.6 MB (both splits), well under the JPEGs; kept as
+    // re-encoded JPEGs (`data.cache_format = "auto"`) they are a fraction of that (0.5 MB
+    // measured 2026-12-07).
     let cached = dir_bytes(&cache);
-    let bound = n as u64 * (256 * 342 * 3 + 64) + 64 * 1024;
+    let pixels = n as u64 * (256 * 342 * 3 + 64) + 64 * 1024;
     assert!(
-        cached <= bound && cached <= source,
-        "cache {cached} bytes for {source} bytes of JPEGs (bound {bound})"
+        cached * 4 <= pixels && cached <= source,
+        "cache {cached} bytes for {source} bytes of JPEGs (bounded pixels: {pixels})"
     );
     let epoch: serde_json::Value = std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()

@@ -395,6 +395,7 @@ fn nonsense_config_values_are_refused_before_any_work() {
         ("data.workers=1000000", "data.workers"),
         ("data.max_side=16", "data.max_side"),
         ("train.sync_batch_norm=everything", "train.sync_batch_norm"),
+        ("data.cache_format=png", "data.cache_format"),
     ]
     .into_iter()
     .enumerate()

@@ -86,6 +86,10 @@ pub struct DataConfig {
     /// "resize 256, crop 224" ratio; CIFAR-sized images are kept as they are); set a large
     /// value (e.g. 100000) to keep full resolution.
     pub max_side: usize,
+    /// Images: `auto` keeps photos (JPEG files of at least 96×96 stored pixels) as JPEG in
+    /// the cache, decoded on every read, so the cache takes about the source's disk; `pixels`
+    /// stores decoded pixels for every image (no decoding per read, several times the disk).
+    pub cache_format: selfsup_data::CacheFormat,
 }
 
 impl DataConfig {
@@ -167,6 +171,7 @@ impl Default for DataConfig {
             cache_dir: String::new(),
             limit: 0,
             max_side: 0,
+            cache_format: selfsup_data::CacheFormat::Auto,
         }
     }
 }
