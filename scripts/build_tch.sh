@@ -11,6 +11,8 @@
 #    2.9.0, hence LIBTORCH_BYPASS_VERSION_CHECK=1), into target/tch so the default build's
 #    artefacts stay as they are: target/tch/release/{selfsup,selfsup-bench}, stripped copies in
 #    target/tch/dist/.
+#    Features tch and nccl (CUDA tensors reduced by NCCL across GPU processes; see
+#    docs/distributed.md and scripts/nccl_check.sh).
 # 3. --test: the LibTorch-vs-flex check (crates/selfsup/tests/libtorch.rs: one SimCLR step,
 #    ResNet-18 and ViT, loss and updated weights within 1e-4 relative) on this machine's CPU.
 #
@@ -30,13 +32,23 @@ torch_lib="$("$venv/bin/python" -c 'import os, torch; print(os.path.join(os.path
 export PATH="$venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target/tch}"
-cargo build --release -p selfsup -p selfsup-bench --features selfsup/tch,selfsup-bench/tch
+# NCCL is loaded at run time (no CUDA needed here); MPI for several processes is linked, so it
+# is opt-in: TCH_EXTRA_FEATURES=selfsup/mpi (needs libopenmpi-dev here and OpenMPI where it runs).
+cargo build --release -p selfsup -p selfsup-bench \
+  --features "selfsup/tch,selfsup/nccl,selfsup-bench/tch${TCH_EXTRA_FEATURES:+,$TCH_EXTRA_FEATURES}"
 mkdir -p "$CARGO_TARGET_DIR/dist"
 for b in selfsup selfsup-bench; do
   strip -o "$CARGO_TARGET_DIR/dist/$b" "$CARGO_TARGET_DIR/release/$b"
 done
 ls -la "$CARGO_TARGET_DIR/dist"
 if [ "${1:-}" = "--test" ]; then
+  # NCCL through cudarc, the calls that need no GPU, against the wheel's own libnccl.so.2
+  # (cudarc opens `libnccl.so`: a link to it on the library path).
+  nccl_lib="$("$venv/bin/python" -c 'import os, nvidia.nccl as n; print(os.path.join(list(n.__path__)[0], "lib"))')"
+  mkdir -p "$CARGO_TARGET_DIR/nccl-lib"
+  ln -sf "$nccl_lib/libnccl.so.2" "$CARGO_TARGET_DIR/nccl-lib/libnccl.so"
+  LD_LIBRARY_PATH="$CARGO_TARGET_DIR/nccl-lib:$LD_LIBRARY_PATH" \
+    cargo test --release -p selfsup-dist --features nccl -- --nocapture
   SELFSUP_DATA="${SELFSUP_DATA:-$root/../shared/data}" \
     cargo test --release -p selfsup --features tch --test libtorch
   # Every subcommand of the binary on libtorch's device (CPU here, `cuda` where a GPU is), end

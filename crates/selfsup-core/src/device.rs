@@ -5,7 +5,7 @@ use crate::bail;
 use crate::error::Result;
 use burn::prelude::*;
 
-pub const DEVICES: &str = "cpu, vulkan (feature `gpu`), libtorch (its CPU), cuda (LibTorch on the first GPU; feature `tch`)";
+pub const DEVICES: &str = "cpu, vulkan (feature `gpu`), libtorch (its CPU), cuda (LibTorch on the first GPU, or on GPU `local rank` when the launcher started several processes on the machine; feature `tch`)";
 
 // burn 0.22 marks burn-tch deprecated in favour of CubeCL's CUDA backend, which cannot build
 // offline (it downloads LLVM at build time); LibTorch is the GPU path that builds here.
@@ -24,7 +24,11 @@ pub fn select(name: &str) -> Result<Device> {
                     "device `{name}`: LibTorch sees no CUDA GPU (no driver, no GPU, or a CPU-only libtorch on LD_LIBRARY_PATH); use `cpu` or `libtorch` here"
                 );
             }
-            Ok(Device::libtorch_cuda(0usize))
+            // One process per GPU, as torchrun and DDP do: rank `i` of a machine takes GPU `i`.
+            let gpus = tch::Cuda::device_count().max(1) as usize;
+            Ok(Device::libtorch_cuda(
+                selfsup_dist::launcher_local_rank().unwrap_or(0) % gpus,
+            ))
         }
         #[cfg(not(feature = "gpu"))]
         "vulkan" | "gpu" => bail!("device `{name}` needs a build with `--features gpu`"),

@@ -279,9 +279,10 @@ impl PendingStep {
 }
 
 /// Averages the gradients over the data-parallel ranks, in one all-reduce of a flat buffer
-/// (parameters in module order, the same on every rank; the step's loss rides along), and
-/// returns the mean loss. With each rank's loss a term of the objective (see
+/// built on the device (parameters in module order, the same on every rank; the step's loss
+/// rides along), and returns the mean loss. With each rank's loss a term of the objective (see
 /// `selfsup_dist::ops`), the mean gradient is the single-process gradient of the global batch.
+/// The buffer stays on the device: on a GPU, NCCL reduces it in place with no host copy.
 fn average_over_ranks<M: Module>(
     model: &M,
     grads: &mut GradientsParams,
@@ -289,23 +290,23 @@ fn average_over_ranks<M: Module>(
 ) -> Tensor<1> {
     struct Flatten<'a> {
         grads: &'a mut GradientsParams,
-        flat: Vec<f32>,
-        taken: Vec<(burn::module::ParamId, Vec<usize>, Device)>,
+        parts: Vec<Tensor<1>>,
+        taken: Vec<(burn::module::ParamId, Vec<usize>)>,
     }
     impl burn::module::ModuleVisitor for Flatten<'_> {
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
             if let Some(g) = self.grads.remove::<D>(param.id) {
-                self.taken.push((param.id, g.dims().to_vec(), g.device()));
-                let values = g.into_data().convert::<f32>();
-                self.flat
-                    .extend_from_slice(values.as_slice::<f32>().expect("f32 gradient"));
+                let dims = g.dims().to_vec();
+                self.parts.push(g.reshape([dims.iter().product::<usize>()]));
+                self.taken.push((param.id, dims));
             }
         }
     }
     struct Restore<'a> {
         grads: &'a mut GradientsParams,
-        flat: &'a [f32],
-        taken: std::vec::IntoIter<(burn::module::ParamId, Vec<usize>, Device)>,
+        flat: &'a Tensor<1>,
+        offset: usize,
+        taken: std::vec::IntoIter<(burn::module::ParamId, Vec<usize>)>,
     }
     impl burn::module::ModuleVisitor for Restore<'_> {
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
@@ -313,42 +314,44 @@ fn average_over_ranks<M: Module>(
                 .taken
                 .as_slice()
                 .first()
-                .is_some_and(|(id, _, _)| *id == param.id)
+                .is_some_and(|(id, _)| *id == param.id)
             {
-                let (id, dims, device) = self.taken.next().expect("checked");
+                let (id, dims) = self.taken.next().expect("checked");
                 let n: usize = dims.iter().product();
-                let (values, rest) = self.flat.split_at(n);
-                self.flat = rest;
-                let g = Tensor::<D>::from_data(TensorData::new(values.to_vec(), dims), &device);
+                let g = self
+                    .flat
+                    .clone()
+                    .slice(self.offset..self.offset + n)
+                    .reshape::<D, _>(<[usize; D]>::try_from(dims).expect("rank D"));
+                self.offset += n;
                 self.grads.register::<D>(id, g);
             }
         }
     }
     let group = selfsup_dist::world();
-    let device = loss.device();
     let mut flatten = Flatten {
         grads,
-        flat: Vec::new(),
+        parts: Vec::new(),
         taken: Vec::new(),
     };
     model.visit(&mut flatten);
     let Flatten {
         grads,
-        mut flat,
+        mut parts,
         taken,
     } = flatten;
-    flat.push(loss.into_scalar::<f32>());
-    group.all_reduce_sum(&mut flat);
-    let scale = 1.0 / group.world() as f32;
-    flat.iter_mut().for_each(|v| *v *= scale);
-    let mean_loss = flat.pop().expect("the loss");
+    parts.push(loss.without_autodiff());
+    let flat = selfsup_dist::ops::all_reduce_sum(Tensor::cat(parts, 0))
+        .mul_scalar(1.0 / group.world() as f32);
+    let total = flat.dims()[0];
     let mut restore = Restore {
         grads,
         flat: &flat,
+        offset: 0,
         taken: taken.into_iter(),
     };
     model.visit(&mut restore);
-    Tensor::from_data(TensorData::new(vec![mean_loss], [1]), &device)
+    flat.slice(total - 1..total)
 }
 
 /// Zero when every float tensor of `model` (BatchNorm statistics included) is finite, NaN
@@ -466,7 +469,7 @@ impl<M: Schema> Run<M> {
             log.write(json!({"type": "resume", "epoch": c.state.epoch, "step": c.state.global_step, "checkpoint": c.path}))?;
         } else {
             log.write(json!({"type": "start", "modality": M::NAME, "images": images, "skipped_corrupt": self.skipped_corrupt,
-            "compute_threads": rayon::current_num_threads(), "processes": group.world(), "collectives": group.engine(), "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs,
+            "compute_threads": rayon::current_num_threads(), "processes": group.world(), "collectives": group.engine(), "collectives_active": selfsup_dist::active(), "steps_per_epoch": steps_per_epoch, "epochs": config.train.epochs,
             "params_backbone": model.backbone().num_params(), "params_model": model.num_params(), "config": config.to_json()}))?;
         }
 
@@ -529,7 +532,7 @@ impl<M: Schema> Run<M> {
                     diag = diagnostics(z_a, z_b, S::PAIRED_VIEWS)?;
                 }
                 let mut grads = GradientsParams::from_grads(loss_tensor.backward(), &model);
-                if group.world() > 1 {
+                if selfsup_dist::active() {
                     loss = average_over_ranks(&model, &mut grads, loss);
                 }
                 model = optim.step(lr, model, grads);

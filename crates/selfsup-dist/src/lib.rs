@@ -10,6 +10,10 @@ pub mod ops;
 
 #[cfg(feature = "mpi")]
 mod mpi_engine;
+#[cfg(feature = "nccl")]
+mod nccl_engine;
+#[cfg(feature = "nccl")]
+pub use nccl_engine::version as nccl_version;
 
 use std::sync::OnceLock;
 
@@ -71,6 +75,15 @@ pub fn world() -> &'static dyn Collective {
     WORLD.get_or_init(|| Box::new(Local)).as_ref()
 }
 
+/// Whether training runs its collectives: with several processes, or with one when
+/// `SELFSUP_COLLECTIVES=always` is set (then every collective runs over the one-process group,
+/// which checks a device engine such as NCCL end to end on a single GPU).
+pub fn active() -> bool {
+    static FORCED: OnceLock<bool> = OnceLock::new();
+    world().world() > 1
+        || *FORCED.get_or_init(|| std::env::var("SELFSUP_COLLECTIVES").is_ok_and(|v| v == "always"))
+}
+
 /// Whether this is the process that writes (checkpoints, metrics, reports): rank 0.
 pub fn is_writer() -> bool {
     world().rank() == 0
@@ -91,6 +104,19 @@ pub fn launcher_world_size() -> Option<(String, usize)> {
         Some((k.to_string(), v.parse().ok()?))
     })
     .filter(|(k, n)| *n > 1 || k != "SLURM_NTASKS")
+}
+
+/// This process's index among the launcher's processes on the same machine (OpenMPI, MPICH/Hydra,
+/// Slurm, torchrun), or `None` when started on its own: which GPU a rank takes.
+pub fn launcher_local_rank() -> Option<usize> {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+        "LOCAL_RANK",
+    ]
+    .iter()
+    .find_map(|k| std::env::var(k).ok()?.parse().ok())
 }
 
 /// Holds the process group open; dropping it leaves the group (MPI_Finalize). Keep it alive

@@ -5,8 +5,12 @@
 //! gradient, and [`all_gather_rows`] hands each rank the gradient of every rank's loss with
 //! respect to its own rows.
 //!
-//! They run on the `cpu` (flex) device; with one process they are the identity on any device.
+//! They run on the `cpu` (flex) device through the host group (MPI), and with feature `tch` on
+//! LibTorch tensors: CPU ones through the host group, CUDA ones through NCCL (feature `nccl`).
+//! With one process they are the identity, unless [`crate::active`] is forced.
 
+#[cfg(feature = "tch")]
+use burn::backend::LibTorch;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -20,7 +24,7 @@ use burn_std::{Bytes, DType};
 use crate::world;
 
 /// Sum over ranks.
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, LibTorch: cfg(feature = "tch"), Autodiff)]
 pub trait CollectiveOps: burn::backend::Backend {
     /// `Σ_ranks x` on every rank (`x` of the same shape everywhere).
     fn all_reduce_sum(x: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -41,6 +45,48 @@ impl CollectiveOps for Flex {
             Layout::contiguous(x.layout().shape().clone()),
             DType::F32,
         )
+    }
+}
+
+#[cfg(feature = "tch")]
+impl CollectiveOps for LibTorch {
+    fn all_reduce_sum(x: burn::backend::libtorch::TchTensor) -> burn::backend::libtorch::TchTensor {
+        assert!(
+            x.tensor.kind() == tch::Kind::Float,
+            "all_reduce_sum: f32 tensors only, got {:?}",
+            x.tensor.kind()
+        );
+        // A tensor of its own: the input's storage may be shared with other tensors.
+        let out = x.tensor.contiguous().copy();
+        match out.device() {
+            tch::Device::Cuda(index) => {
+                #[cfg(feature = "nccl")]
+                // SAFETY: `out` is a live contiguous f32 CUDA tensor of `numel` elements on
+                // `index`, returned below (its memory outlives the queued all-reduce).
+                unsafe {
+                    crate::nccl_engine::all_reduce_sum_f32(
+                        out.data_ptr() as *mut f32,
+                        out.numel(),
+                        index as i32,
+                    )
+                };
+                #[cfg(not(feature = "nccl"))]
+                panic!(
+                    "collectives on CUDA tensors (cuda:{index}) need a build with NCCL: \
+                     scripts/build_tch.sh builds it (feature `nccl`)"
+                );
+            }
+            _ => {
+                let shape = out.size();
+                let mut values = Vec::<f32>::try_from(out.flatten(0, -1))
+                    .expect("a contiguous f32 CPU tensor reads as Vec<f32>");
+                world().all_reduce_sum(&mut values);
+                return burn::backend::libtorch::TchTensor::new(
+                    tch::Tensor::from_slice(&values).reshape(&shape),
+                );
+            }
+        }
+        burn::backend::libtorch::TchTensor::new(out)
     }
 }
 
@@ -69,21 +115,12 @@ impl<B: Backend + CollectiveOps, C: CheckpointStrategy> CollectiveOps for Autodi
     }
 }
 
-fn check_device(device: &Device, what: &str) {
-    assert!(
-        device.clone().without_autodiff() == Device::flex(),
-        "{what} across {} processes runs on the `cpu` device; this tensor is on {device:?}",
-        world().world()
-    );
-}
-
 /// `Σ_ranks x`, differentiable (the backward all-reduces the gradient). The identity with one
-/// process.
+/// process (unless [`crate::active`] is forced).
 pub fn all_reduce_sum<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if world().world() == 1 {
+    if !crate::active() {
         return x;
     }
-    check_device(&x.device(), "all_reduce_sum");
     Tensor::from_dispatch(<Dispatch as CollectiveOps>::all_reduce_sum(
         x.into_dispatch(),
     ))
@@ -94,7 +131,7 @@ pub fn all_reduce_sum<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// identity with one process.
 pub fn all_gather_rows(x: Tensor<2>) -> Tensor<2> {
     let w = world();
-    if w.world() == 1 {
+    if !crate::active() {
         return x;
     }
     let [n, d] = x.dims();

@@ -192,6 +192,39 @@ fn two_ranks_train_like_one_process_on_the_global_batch() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `SELFSUP_COLLECTIVES=always` runs every collective in one process (the gradient flattened
+/// into one buffer on the device, all-reduced and put back; SyncBatchNorm's and the global-batch
+/// reductions): the way `scripts/nccl_check.sh` takes NCCL through a whole step on one GPU. Over
+/// the one-process group it must train exactly as without.
+#[test]
+fn collectives_forced_in_one_process_train_as_without() {
+    let dir = scratch("ddp-forced");
+    let data = small_dataset(&dir, 32);
+    let limit = ["--set", "data.limit=96"];
+    let plain = dir.join("plain");
+    let o = run(bin().args(args(&data, &plain, "simclr", 1)).args(limit));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let forced = dir.join("forced");
+    let o = run(bin()
+        .args(args(&data, &forced, "simclr", 1))
+        .args(limit)
+        .env("SELFSUP_COLLECTIVES", "always"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let start = |run: &Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        serde_json::from_str(text.lines().next().unwrap()).unwrap()
+    };
+    assert_eq!(start(&forced)["collectives_active"], true);
+    assert_eq!(start(&plain)["collectives_active"], false);
+    assert_eq!(step_losses(&forced), step_losses(&plain));
+    let (worst, name) =
+        worst_difference(&last_checkpoint(&forced), &last_checkpoint(&plain), |_| {
+            true
+        });
+    assert_eq!(worst, 0.0, "`{name}` differs");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn bad_splits_and_devices_are_refused_naming_the_setting() {
     let dir = scratch("ddp-bad");

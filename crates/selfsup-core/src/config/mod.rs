@@ -705,11 +705,17 @@ fn validate_common(
                 group.world()
             );
         }
-        if !matches!(train.device.as_str(), "cpu" | "flex") {
+        let nccl = cfg!(feature = "nccl");
+        if !matches!(train.device.as_str(), "cpu" | "flex") && !(nccl && train.device == "cuda") {
             bail!(
-                "config `train.device` = {}: training across {} processes runs on the `cpu` device (MPI) in this version",
+                "config `train.device` = {}: training across {} processes runs on `cpu` (MPI){}",
                 train.device,
-                group.world()
+                group.world(),
+                if nccl {
+                    " or `cuda` (NCCL)"
+                } else {
+                    "; `cuda` needs a build with NCCL (scripts/build_tch.sh)"
+                }
             );
         }
     }
