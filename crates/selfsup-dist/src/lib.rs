@@ -6,14 +6,16 @@
 //! `f32`/byte buffers); [`ops`] has the differentiable tensor collectives that global-batch
 //! losses and SyncBatchNorm are built from.
 
+// burn 0.22 marks burn-tch deprecated; LibTorch is the GPU path that builds offline here (see
+// selfsup_core::device), and `ops` gives it the collectives.
+#![cfg_attr(feature = "tch", allow(deprecated))]
+
 pub mod ops;
 
 #[cfg(feature = "mpi")]
 mod mpi_engine;
 #[cfg(feature = "nccl")]
 mod nccl_engine;
-#[cfg(feature = "nccl")]
-pub use nccl_engine::version as nccl_version;
 
 use std::sync::OnceLock;
 

@@ -67,8 +67,9 @@ fn join(device: c_int) -> Communicator {
     Communicator(comm)
 }
 
-/// NCCL's version as `major.minor.patch`, for reports (`None` when the library is missing).
-pub fn version() -> Option<String> {
+/// NCCL's version as `major.minor.patch` (`None` when the library is missing).
+#[cfg(test)]
+fn version() -> Option<String> {
     // SAFETY: only probes whether the library can be opened.
     if !unsafe { sys::is_culib_present() } {
         return None;

@@ -56,11 +56,11 @@ impl CollectiveOps for LibTorch {
             "all_reduce_sum: f32 tensors only, got {:?}",
             x.tensor.kind()
         );
-        // A tensor of its own: the input's storage may be shared with other tensors.
-        let out = x.tensor.contiguous().copy();
-        match out.device() {
+        let out = match x.tensor.device() {
+            #[cfg(feature = "nccl")]
             tch::Device::Cuda(index) => {
-                #[cfg(feature = "nccl")]
+                // A tensor of its own to reduce in place: the input's storage may be shared.
+                let out = x.tensor.contiguous().copy();
                 // SAFETY: `out` is a live contiguous f32 CUDA tensor of `numel` elements on
                 // `index`, returned below (its memory outlives the queued all-reduce).
                 unsafe {
@@ -70,22 +70,21 @@ impl CollectiveOps for LibTorch {
                         index as i32,
                     )
                 };
-                #[cfg(not(feature = "nccl"))]
-                panic!(
-                    "collectives on CUDA tensors (cuda:{index}) need a build with NCCL: \
-                     scripts/build_tch.sh builds it (feature `nccl`)"
-                );
+                out
             }
+            #[cfg(not(feature = "nccl"))]
+            tch::Device::Cuda(index) => panic!(
+                "collectives on CUDA tensors (cuda:{index}) need a build with NCCL: \
+                 scripts/build_tch.sh builds it (feature `nccl`)"
+            ),
             _ => {
-                let shape = out.size();
-                let mut values = Vec::<f32>::try_from(out.flatten(0, -1))
-                    .expect("a contiguous f32 CPU tensor reads as Vec<f32>");
+                let shape = x.tensor.size();
+                let mut values = Vec::<f32>::try_from(x.tensor.flatten(0, -1))
+                    .expect("an f32 CPU tensor reads as Vec<f32>");
                 world().all_reduce_sum(&mut values);
-                return burn::backend::libtorch::TchTensor::new(
-                    tch::Tensor::from_slice(&values).reshape(&shape),
-                );
+                tch::Tensor::from_slice(&values).reshape(&shape)
             }
-        }
+        };
         burn::backend::libtorch::TchTensor::new(out)
     }
 }

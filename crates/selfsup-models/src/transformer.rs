@@ -99,32 +99,26 @@ fn self_attention(
     let (q, k, v) = (heads(&mha.query), heads(&mha.key), heads(&mha.value));
     let scale = 1.0 / (mha.d_k as f64).sqrt();
     let weights_dropped = mha.dropout.prob > 0.0 && q.device().is_autodiff();
-    if recompute
-        && mask_pad.is_none()
-        && mask_attn.is_none()
-        && !mha.quiet_softmax
-        && !weights_dropped
-    {
-        let context = attention(q, k, v, scale).swap_dims(1, 2).reshape([b, t, d]);
-        return mha.output.forward(context);
-    }
-    let mut scores = q.matmul(k.transpose());
-    if let Some(mask) = mask_pad {
-        scores = scores.mask_fill(mask.reshape([b, 1, 1, t]), mha.min_float);
-    }
-    if let Some(mask) = mask_attn {
-        scores = scores.mask_fill(mask.reshape([b, 1, t, t]), mha.min_float);
-    }
-    let weights = if mha.quiet_softmax {
-        quiet_softmax(scores.mul_scalar(scale), 3)
+    let unmasked = mask_pad.is_none() && mask_attn.is_none();
+    let context = if recompute && unmasked && !mha.quiet_softmax && !weights_dropped {
+        attention(q, k, v, scale)
     } else {
-        softmax_last(scores, scale)
+        let mut scores = q.matmul(k.transpose());
+        if let Some(mask) = mask_pad {
+            scores = scores.mask_fill(mask.reshape([b, 1, 1, t]), mha.min_float);
+        }
+        if let Some(mask) = mask_attn {
+            scores = scores.mask_fill(mask.reshape([b, 1, t, t]), mha.min_float);
+        }
+        let weights = if mha.quiet_softmax {
+            quiet_softmax(scores.mul_scalar(scale), 3)
+        } else {
+            softmax_last(scores, scale)
+        };
+        dropout(&mha.dropout, weights).matmul(v)
     };
-    let context = dropout(&mha.dropout, weights)
-        .matmul(v)
-        .swap_dims(1, 2)
-        .reshape([b, t, d]);
-    mha.output.forward(context)
+    mha.output
+        .forward(context.swap_dims(1, 2).reshape([b, t, d]))
 }
 
 fn feed_forward(pwff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {
