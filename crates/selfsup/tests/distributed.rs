@@ -238,6 +238,17 @@ fn bad_splits_and_devices_are_refused_naming_the_setting() {
         e.contains("train.batch_size") && e.contains("2 processes"),
         "{e}"
     );
+    // A GPU device over several processes needs NCCL, which this (default) build lacks.
+    let mut a = args(&data, &dir.join("gpu"), "simclr", 1);
+    a.extend(["--set".into(), "train.device=cuda".into()]);
+    let o = run(mpirun(2).args(&a));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("train.device") && e.contains("2 processes") && e.contains("NCCL"),
+        "{e}"
+    );
+    assert!(!dir.join("gpu").exists(), "work started before the refusal");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
