@@ -1,10 +1,11 @@
 //! Text for selfsup: WordPiece tokenization (Hugging Face `tokenizers`, `tokenizer.json`),
 //! CSV/TSV and line-per-document datasets with a streaming reader, a Transformer encoder
 //! (BERT-mini default, causal option, [CLS] or mean pooling), BERT's dynamic masking, and the
-//! masked-LM and causal-LM losses with tied decoders, the language model as an `SslMethod` for
+//! masked-LM and causal-LM losses with tied decoders, ELECTRA's replaced-token detection, the language model as an `SslMethod` for
 //! selfsup's training loop, and few-label fine-tuning.
 
 pub mod dataset;
+pub mod electra;
 pub mod encoder;
 pub mod error;
 pub mod loss;
@@ -15,9 +16,13 @@ pub mod models;
 pub mod tokenizer;
 
 pub use dataset::{Document, Documents, TextDataset, TextFormat, TextSource};
+pub use electra::{ElectraModel, ElectraObjective, ReplacedTokenHead};
 pub use encoder::{Pooling, TextEncoder, TextEncoderConfig, TokenBatch, pad_rows, pool};
 pub use error::{Result, TextError};
-pub use loss::{IGNORE_INDEX, LmLoss, causal_lm_loss, masked_lm_loss, next_token_labels};
+pub use loss::{
+    IGNORE_INDEX, LmLoss, ReplacedTokenLoss, causal_lm_loss, masked_lm_loss, next_token_labels,
+    replaced_token_loss,
+};
 pub use masking::{MaskedSequence, MlmMaskConfig};
 pub use methods::{TextMethod, TextMethodConfig};
 pub use modality::{Text, TextSettings, TextTask};

@@ -14,14 +14,16 @@ use selfsup_core::pretrain::{Figures, Run, TrainData};
 use selfsup_core::recipe::RecipeDefaults;
 use selfsup_core::{Error, PretrainSummary, Result, bail};
 use selfsup_data::{Split, shuffled_batches};
+use selfsup_methods::method::SslMethod;
 use selfsup_models::load_named_tensors;
 use serde::{Deserialize, Serialize};
 
 use crate::TextError;
 use crate::dataset::{TextFormat, TextSource};
+use crate::electra::ElectraModel;
 use crate::encoder::{Pooling, TextEncoder, TextEncoderConfig, TokenBatch};
 use crate::methods::TextMethod;
-use crate::models::{LmBatch, LmModel, Objective};
+use crate::models::{LmBatch, LmMetrics, LmModel, Objective};
 use crate::tokenizer::{SpecialIds, TextTokenizer, WordPieceConfig};
 
 /// Text: `[text]` and `[text_encoder]`, the methods of [`TextMethod`].
@@ -357,7 +359,7 @@ struct TextData {
     objective: Objective,
 }
 
-impl TrainData<LmModel> for TextData {
+impl<M: TextPretext> TrainData<M> for TextData {
     fn samples(&self) -> usize {
         self.train.len()
     }
@@ -397,24 +399,64 @@ impl TrainData<LmModel> for TextData {
         }))
     }
 
-    fn evaluate(&self, model: &LmModel) -> Result<Figures> {
-        let m = model.valid().evaluate(
-            &self.heldout,
-            &self.objective,
-            &self.special,
-            self.config.train.seed ^ HELDOUT_MASK_SEED,
-            self.config.eval.batch_size,
-        );
-        let mut f = Figures::new();
-        f.insert("heldout_accuracy".into(), m.accuracy.into());
-        f.insert("heldout_perplexity".into(), m.perplexity.into());
-        f.insert("heldout_loss".into(), m.loss.into());
-        f.insert("heldout_tokens".into(), m.tokens.into());
-        Ok(f)
+    fn evaluate(&self, model: &M) -> Result<Figures> {
+        Ok(model.heldout_figures(self))
     }
 }
 
-/// Pretraining for `mlm` and `causal_lm`: the run's loop on token batches.
+/// A text pretext model the training loop runs on [`TextData`]'s batches.
+trait TextPretext: SslMethod<Input = LmBatch> {
+    /// Held-out figures (`heldout_accuracy`, `heldout_perplexity`, `heldout_loss`,
+    /// `heldout_tokens` of the language model; ELECTRA adds `heldout_detection_accuracy`).
+    fn heldout_figures(&self, data: &TextData) -> Figures;
+}
+
+impl TextData {
+    /// `(seed, batch size)` of the held-out evaluation: masks from their own stream.
+    fn heldout_draw(&self) -> (u64, usize) {
+        (
+            self.config.train.seed ^ HELDOUT_MASK_SEED,
+            self.config.eval.batch_size,
+        )
+    }
+}
+
+fn lm_figures(m: &LmMetrics) -> Figures {
+    let mut f = Figures::new();
+    f.insert("heldout_accuracy".into(), m.accuracy.into());
+    f.insert("heldout_perplexity".into(), m.perplexity.into());
+    f.insert("heldout_loss".into(), m.loss.into());
+    f.insert("heldout_tokens".into(), m.tokens.into());
+    f
+}
+
+impl TextPretext for LmModel {
+    fn heldout_figures(&self, data: &TextData) -> Figures {
+        let (seed, batch) = data.heldout_draw();
+        lm_figures(&self.valid().evaluate(
+            &data.heldout,
+            &data.objective,
+            &data.special,
+            seed,
+            batch,
+        ))
+    }
+}
+
+/// The generator's masked-LM figures and the discriminator's detection accuracy.
+impl TextPretext for ElectraModel {
+    fn heldout_figures(&self, data: &TextData) -> Figures {
+        let (seed, batch) = data.heldout_draw();
+        let (lm, detection) =
+            self.valid()
+                .evaluate(&data.heldout, &data.objective, &data.special, seed, batch);
+        let mut f = lm_figures(&lm);
+        f.insert("heldout_detection_accuracy".into(), detection.into());
+        f
+    }
+}
+
+/// Pretraining for `mlm`, `causal_lm` and `electra`: the run's loop on token batches.
 fn pretrain(run: Run<Text>) -> Result<PretrainSummary> {
     let config = run.config.clone();
     let base_dir = run.base_dir().to_path_buf();
@@ -460,8 +502,13 @@ fn pretrain(run: Run<Text>) -> Result<PretrainSummary> {
         vocab_size,
         objective,
     };
-    let model = LmModel::new(&encoder, &objective, &run.device);
-    run.train(model, &data)
+    let device = run.device.clone();
+    match objective {
+        Objective::ReplacedToken(electra) => {
+            run.train(ElectraModel::new(&encoder, &electra, &device), &data)
+        }
+        _ => run.train(LmModel::new(&encoder, &objective, &device), &data),
+    }
 }
 
 /// Texts and integer labels of a labelled CSV/TSV split.

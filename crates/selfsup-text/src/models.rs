@@ -8,6 +8,7 @@ use burn::prelude::*;
 use selfsup_data::SampleRng;
 use selfsup_models::transformer::gelu;
 
+use crate::electra::ElectraObjective;
 use crate::encoder::{TextEncoder, TextEncoderConfig, TokenBatch, pad_rows};
 use crate::loss::{IGNORE_INDEX, LmLoss, masked_lm_loss, next_token_labels};
 use crate::masking::MlmMaskConfig;
@@ -44,6 +45,8 @@ pub enum Objective {
     Masked(MlmMaskConfig),
     /// GPT: every next token, with a causal encoder.
     NextToken,
+    /// ELECTRA: whether each token of a masked input filled in by a generator is original.
+    ReplacedToken(ElectraObjective),
 }
 
 impl Objective {
@@ -60,7 +63,7 @@ impl Objective {
         device: &Device,
     ) -> LmBatch {
         match self {
-            Self::Masked(mask) => {
+            Self::Masked(mask) | Self::ReplacedToken(ElectraObjective { mask, .. }) => {
                 LmBatch::masked(seqs, indices, mask, special, vocab_size, seed_epoch, device)
             }
             Self::NextToken => LmBatch::next_token(seqs, special.pad, device),
@@ -140,6 +143,8 @@ impl LmModel {
 pub struct LmBatch {
     pub input: TokenBatch,
     pub labels: Vec<i64>,
+    /// Seeds what a step draws besides the masks (ELECTRA's replacement samples).
+    pub sampling_seed: u64,
 }
 
 impl LmBatch {
@@ -150,12 +155,14 @@ impl LmBatch {
         Self {
             input: TokenBatch::collate(seqs, pad_id, None, device),
             labels: next_token_labels(&ids, &lengths, t),
+            sampling_seed: 0,
         }
     }
 
     /// Masks every sequence with its own stream `SampleRng::for_sample(seed, epoch, index, 0)`
     /// (`indices[i]` is sequence i's index in the corpus), so a sequence's mask depends on the
-    /// seed, the epoch and the sequence only, not on batching. If no position of the whole batch
+    /// seed, the epoch and the sequence only, not on batching; the sampling seed comes from
+    /// stream 1 of the first sequence. If no position of the whole batch
     /// was selected (short texts), the first word of the first sequence is, so that every batch
     /// has a loss.
     #[allow(clippy::too_many_arguments)]
@@ -194,6 +201,7 @@ impl LmBatch {
         Self {
             input,
             labels: flat,
+            sampling_seed: SampleRng::for_sample(seed, epoch, indices[0] as u64, 1).next_u64(),
         }
     }
 }

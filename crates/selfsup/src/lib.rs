@@ -119,7 +119,7 @@ impl Pretrain {
         self
     }
 
-    /// `method.name` (simclr, moco, …, masked_frames, cpc, audio_simclr, mlm, causal_lm).
+    /// `method.name` (simclr, moco, …, masked_frames, cpc, audio_simclr, mlm, causal_lm, electra).
     pub fn method(self, name: &str) -> Self {
         self.set(&format!("method.name=\"{name}\""))
     }

@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Pretrain an encoder without labels (images: SimCLR, MoCo, …; audio: masked_frames, cpc,
-    /// audio_simclr; text: mlm, causal_lm).
+    /// audio_simclr; text: mlm, causal_lm, electra).
     Pretrain(PretrainCmd),
     /// Evaluate a checkpoint's frozen encoder (any modality).
     #[command(subcommand)]

@@ -1,4 +1,4 @@
-//! Text through the CLI on real SST-2 sentences: pretrain (mlm, causal_lm) → checkpoint →
+//! Text through the CLI on real SST-2 sentences: pretrain (mlm, causal_lm, electra) → checkpoint →
 //! resume → finetune → prove → report, and each bad input named before work.
 
 mod common;
@@ -204,6 +204,73 @@ fn causal_lm_pretrains_and_finetunes_with_mean_pooling() {
 }
 
 #[test]
+fn electra_pretrains_resumes_and_finetunes_its_discriminator() {
+    let dir = scratch("text-electra");
+    let data = tiny_sst2(&dir);
+    let out = dir.join("electra");
+    let o = pretrain("electra_text.toml", &data, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for e in epochs(&out) {
+        let detection = e["heldout_detection_accuracy"]
+            .as_f64()
+            .expect("held-out detection accuracy");
+        assert!((0.0..=1.0).contains(&detection), "{e}");
+        let ppl = e["heldout_perplexity"]
+            .as_f64()
+            .expect("generator perplexity");
+        assert!(ppl > 1.0 && ppl.is_finite(), "{e}");
+    }
+    // The encoder (discriminator) is `backbone.*`, the generator a quarter as wide (32 -> 8).
+    let ckpt = out.join("checkpoints/epoch_0002.safetensors");
+    let tensors = read_tensors(&ckpt);
+    let vocab = tensors["model.backbone.tokens.weight"].len() / 32;
+    assert_eq!(
+        tensors["model.generator.backbone.tokens.weight"].len(),
+        vocab * 8
+    );
+    assert_eq!(tensors["model.head.out.weight"].len(), 32);
+    // The replacements are drawn from seeded streams: stopped after epoch 1 and resumed, the
+    // run ends with the same weights.
+    let tokenizer = format!(
+        "text.tokenizer=\"{}\"",
+        out.join("tokenizer.json").display()
+    );
+    let split = dir.join("split");
+    let o = run(
+        pretrain_cmd("electra_text.toml", &data, &split, &[&tokenizer]).args(["--stop-after", "1"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(bin()
+        .args(["pretrain", "--quiet", "--resume", "--out"])
+        .arg(&split));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tensors(&split.join("checkpoints/epoch_0002.safetensors"), &ckpt);
+    // Fine-tuning loads the discriminator.
+    let o = run(bin()
+        .args(["finetune", "--quiet", "--checkpoint"])
+        .arg(&ckpt)
+        .args(["--labels-per-class", "4", "--steps", "2"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(last_json(&o)["labels"], 8);
+    // Bad ELECTRA settings are named before any work.
+    for (setting, needle) in [
+        ("method.generator_width=0", "method.generator_width"),
+        (
+            "method.discriminator_weight=-1",
+            "method.discriminator_weight",
+        ),
+        ("method.mask_probability=0", "method.mask_probability"),
+    ] {
+        let bad = dir.join("bad");
+        let o = pretrain("electra_text.toml", &data, &bad, &[setting]);
+        assert!(!o.status.success(), "{setting} succeeded");
+        assert!(stderr(&o).contains(needle), "{setting}: {}", stderr(&o));
+        assert!(!bad.join("checkpoints").exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn bad_text_inputs_are_named() {
     let dir = scratch("text-bad");
     let data = tiny_sst2(&dir);
@@ -275,7 +342,7 @@ fn bad_text_inputs_are_named() {
         &["method.name=\"causal_lm\""],
         "m",
         &[
-            "is a setting of mlm, not of causal_lm",
+            "is a setting of mlm, electra, not of causal_lm",
             "remove it or set method.name",
         ],
     );
