@@ -1,4 +1,5 @@
-"""Hugging Face `transformers` reference for selfsup-text's BERT-mini MLM pretraining.
+"""Hugging Face `transformers` reference for selfsup-text's BERT-mini MLM pretraining, and with
+`--electra` for its ELECTRA pretraining (configs/electra_text.toml).
 
 The same recipe as `selfsup pretrain --config configs/mlm_text.toml`: the run's
 tokenizer.json, the same corpus (IMDB train reviews + SST-2 train sentences, every 100th
@@ -13,6 +14,13 @@ Setup (once):  /work/venv/bin/pip install transformers tokenizers
 Run:           nice -n 10 /work/venv/bin/python bench/text_reference.py \
                    --tokenizer runs/mlm_text/tokenizer.json --steps STEPS --warmup-fraction W
                (STEPS = the selfsup run's steps, W = optim.warmup_epochs / train.epochs)
+
+--electra: ElectraForMaskedLM as the generator (4 layers, 64 hidden, 1 head, 256 feed-forward,
+tied decoder) and ElectraForPreTraining as the discriminator (the BERT-mini sizes above); 15 %
+of the tokens selected, 85 % of them [MASK] and the rest kept; replacements sampled from the
+generator's softmax (detached); loss = generator MLM + 50 x replaced-token BCE over the
+non-padding tokens; the same optimiser over both models. Prints the generator's held-out MLM
+accuracy / perplexity and the discriminator's held-out detection accuracy.
 
 Known differences from the Rust run: transformers initialises every linear layer with
 N(0, 0.02) (burn's TransformerEncoder uses Kaiming-uniform), has a 1-entry token-type
@@ -32,7 +40,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
-from transformers import BertConfig, BertForMaskedLM
+from transformers import BertConfig, BertForMaskedLM, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 csv.field_size_limit(sys.maxsize)
 
@@ -53,18 +61,19 @@ def texts(path):
         return [row["text"] for row in csv.DictReader(f) if row["text"].strip()]
 
 
-def mask_tokens(ids, pad_mask, special_mask, vocab, mask_id, gen):
-    """BERT's 15 % / 80-10-10 masking (as DataCollatorForLanguageModeling)."""
+def mask_tokens(ids, pad_mask, special_mask, vocab, mask_id, gen, mask_frac=0.8, random_share=0.5):
+    """BERT's 15 % / 80-10-10 masking (as DataCollatorForLanguageModeling); `random_share` is
+    the share of the selected tokens not [MASK]ed that become random tokens."""
     labels = ids.clone()
     prob = torch.full(ids.shape, 0.15)
     prob.masked_fill_(special_mask | pad_mask, 0.0)
     selected = torch.bernoulli(prob, generator=gen).bool()
     labels[~selected] = -100
     inputs = ids.clone()
-    replace = torch.bernoulli(torch.full(ids.shape, 0.8), generator=gen).bool() & selected
+    replace = torch.bernoulli(torch.full(ids.shape, mask_frac), generator=gen).bool() & selected
     inputs[replace] = mask_id
     random = (
-        torch.bernoulli(torch.full(ids.shape, 0.5), generator=gen).bool() & selected & ~replace
+        torch.bernoulli(torch.full(ids.shape, random_share), generator=gen).bool() & selected & ~replace
     )
     inputs[random] = torch.randint(vocab, ids.shape, generator=gen)[random]
     return inputs, labels
@@ -97,6 +106,47 @@ def score_heldout(model, held_ids, pad_id, structural, vocab, mask_id):
     return loss_sum / total, correct, total
 
 
+ELECTRA_MASK = dict(mask_frac=0.85, random_share=0.0)
+
+
+def electra_step(generator, discriminator, ids, pad, structural, vocab, mask_id, gen):
+    """Generator MLM loss and logits, discriminator loss and logits, replaced flags."""
+    inputs, labels = mask_tokens(ids, pad, torch.isin(ids, structural), vocab, mask_id, gen, **ELECTRA_MASK)
+    attention = (~pad).long()
+    g = generator(input_ids=inputs, attention_mask=attention, labels=labels)
+    selected = labels != -100
+    with torch.no_grad():
+        probs = torch.softmax(g.logits[selected].float(), -1)
+        sampled = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+    corrupted = ids.clone()
+    corrupted[selected] = sampled
+    replaced = corrupted != ids
+    d = discriminator(input_ids=corrupted, attention_mask=attention, labels=replaced.long())
+    return g, labels, d, replaced
+
+
+def score_electra(generator, discriminator, held_ids, pad_id, structural, vocab, mask_id):
+    """Held-out generator MLM loss, correct, masked tokens; detection correct, tokens."""
+    generator.eval()
+    discriminator.eval()
+    eval_gen = torch.Generator().manual_seed(4242)
+    total, correct, loss_sum, d_correct, d_total = 0, 0, 0.0, 0, 0
+    with torch.no_grad():
+        for start in range(0, len(held_ids), 64):
+            ids, pad = collate(held_ids[start : start + 64], pad_id)
+            g, labels, d, replaced = electra_step(generator, discriminator, ids, pad, structural, vocab, mask_id, eval_gen)
+            keep = labels != -100
+            n = int(keep.sum())
+            loss_sum += float(torch.nn.functional.cross_entropy(g.logits[keep], labels[keep])) * n
+            correct += int((g.logits[keep].argmax(-1) == labels[keep]).sum())
+            total += n
+            d_correct += int(((d.logits > 0) == replaced)[~pad].sum())
+            d_total += int((~pad).sum())
+    generator.train()
+    discriminator.train()
+    return loss_sum / total, correct, total, d_correct / d_total
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokenizer", required=True, help="RUN/tokenizer.json of a `selfsup pretrain` text run")
@@ -110,6 +160,7 @@ def main():
     ap.add_argument("--eval-at", default="",
                     help="comma-separated steps after which to score the held-out text as well (e.g. one epoch)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--electra", action="store_true", help="ELECTRA (configs/electra_text.toml) instead of MLM")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -138,7 +189,17 @@ def main():
         hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, layer_norm_eps=1e-5,
         pad_token_id=pad_id, tie_word_embeddings=True,
     )
-    model = BertForMaskedLM(config)
+    if args.electra:
+        sizes = dict(vocab_size=vocab, num_hidden_layers=4, max_position_embeddings=args.max_len,
+                     type_vocab_size=1, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                     layer_norm_eps=1e-5, pad_token_id=pad_id)
+        generator = ElectraForMaskedLM(ElectraConfig(
+            embedding_size=64, hidden_size=64, num_attention_heads=1, intermediate_size=256, **sizes))
+        discriminator = ElectraForPreTraining(ElectraConfig(
+            embedding_size=256, hidden_size=256, num_attention_heads=4, intermediate_size=1024, **sizes))
+        model = torch.nn.ModuleDict({"generator": generator, "discriminator": discriminator})
+    else:
+        model = BertForMaskedLM(config)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optim = torch.optim.AdamW(
@@ -156,6 +217,11 @@ def main():
 
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_factor)
 
+    def score(model):
+        if args.electra:
+            return score_electra(generator, discriminator, held_ids, pad_id, structural, vocab, mask_id)
+        return (*score_heldout(model, held_ids, pad_id, structural, vocab, mask_id), None)
+
     gen = torch.Generator().manual_seed(7)
     order_gen = torch.Generator().manual_seed(99)
     model.train()
@@ -171,18 +237,24 @@ def main():
             seqs = [pre_ids[i] for i in order[start : start + args.batch]]
             tokens += sum(map(len, seqs))
             ids, pad = collate(seqs, pad_id)
-            inputs, labels = mask_tokens(ids, pad, torch.isin(ids, structural), vocab, mask_id, gen)
-            out = model(input_ids=inputs, attention_mask=(~pad).long(), labels=labels)
-            out.loss.backward()
+            if args.electra:
+                g, _, d, _ = electra_step(generator, discriminator, ids, pad, structural, vocab, mask_id, gen)
+                loss = g.loss + 50.0 * d.loss
+            else:
+                inputs, labels = mask_tokens(ids, pad, torch.isin(ids, structural), vocab, mask_id, gen)
+                loss = model(input_ids=inputs, attention_mask=(~pad).long(), labels=labels).loss
+            loss.backward()
             optim.step()
             sched.step()
             optim.zero_grad(set_to_none=True)
-            recent.append(out.loss.item())
+            recent.append(loss.item())
             step += 1
             if step in eval_at:
                 paused = time.time()
-                l, c, n = score_heldout(model, held_ids, pad_id, structural, vocab, mask_id)
+                l, c, n, det = score(model)
                 at[step] = {"heldout_accuracy": round(c / n, 4), "heldout_perplexity": round(math.exp(l), 3)}
+                if det is not None:
+                    at[step]["heldout_detection_accuracy"] = round(det, 4)
                 print(f"held-out after step {step}: accuracy {c / n:.4f}  perplexity {math.exp(l):.2f}",
                       file=sys.stderr)
                 t0 += time.time() - paused  # scoring is not training time
@@ -193,15 +265,17 @@ def main():
                 recent = []
     seconds = time.time() - t0
 
-    loss, correct, total = score_heldout(model, held_ids, pad_id, structural, vocab, mask_id)
+    loss, correct, total, detection = score(model)
     result = {
-        "reference": "transformers", "transformers_version": __import__("transformers").__version__,
+        "reference": "transformers", "method": "electra" if args.electra else "mlm", "transformers_version": __import__("transformers").__version__,
         "torch_threads": torch.get_num_threads(), "steps": steps, "batch": args.batch,
         "max_len": args.max_len, "vocab": vocab, "pretrain_seconds": round(seconds),
         "pretrain_tokens_per_second": round(tokens / seconds), "heldout_accuracy": round(correct / total, 4),
         "heldout_perplexity": round(math.exp(loss), 3), "heldout_tokens": total,
         "heldout_at_steps": at,
     }
+    if detection is not None:
+        result["heldout_detection_accuracy"] = round(detection, 4)
     print(f"held-out after {steps} steps: accuracy {correct / total:.4f}  perplexity {math.exp(loss):.2f}"
           f"  ({total} tokens)", file=sys.stderr)
     print(json.dumps(result))

@@ -11,36 +11,9 @@ use selfsup_models::transformer::gelu;
 
 use crate::encoder::{TextEncoder, TextEncoderConfig, TokenBatch};
 use crate::loss::{IGNORE_INDEX, LmLoss, ReplacedTokenLoss, replaced_token_loss};
-use crate::masking::MlmMaskConfig;
+pub use crate::models::ElectraObjective;
 use crate::models::{LmBatch, LmMetrics, LmModel, Objective};
 use crate::tokenizer::SpecialIds;
-
-/// ELECTRA's settings as the model sees them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ElectraObjective {
-    /// The generator's input: which tokens are masked (and so replaced by samples).
-    pub mask: MlmMaskConfig,
-    /// The generator's width and feed-forward size as a share of the discriminator's.
-    pub generator_width: f64,
-    /// Weight of the detection loss against the generator's MLM loss (ELECTRA: 50).
-    pub discriminator_weight: f64,
-}
-
-impl ElectraObjective {
-    /// The generator for `discriminator`: the same depth, vocabulary and positions at
-    /// `generator_width` of its width and feed-forward size, one attention head per 64 dims
-    /// (ELECTRA's rule), never causal.
-    pub fn generator_config(&self, discriminator: &TextEncoderConfig) -> TextEncoderConfig {
-        let scaled = |n: usize| ((n as f64 * self.generator_width).round() as usize).max(1);
-        let d_model = scaled(discriminator.d_model);
-        discriminator
-            .clone()
-            .with_d_model(d_model)
-            .with_d_ff(scaled(discriminator.d_ff))
-            .with_n_heads(if d_model % 64 == 0 { d_model / 64 } else { 1 })
-            .with_causal(false)
-    }
-}
 
 /// ELECTRA's discriminator head: dense + GELU, then one logit per position.
 #[derive(Module, Debug)]
@@ -218,6 +191,7 @@ pub fn sample_tokens(logits: &[f32], vocab: usize, rng: &mut SampleRng) -> Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::masking::MlmMaskConfig;
     use burn::optim::GradientsParams;
     use selfsup_methods::optim::{OptimizerConfig, OptimizerKind};
 

@@ -8,7 +8,6 @@ use burn::prelude::*;
 use selfsup_data::SampleRng;
 use selfsup_models::transformer::gelu;
 
-use crate::electra::ElectraObjective;
 use crate::encoder::{TextEncoder, TextEncoderConfig, TokenBatch, pad_rows};
 use crate::loss::{IGNORE_INDEX, LmLoss, masked_lm_loss, next_token_labels};
 use crate::masking::MlmMaskConfig;
@@ -72,6 +71,33 @@ impl Objective {
 
     pub fn is_causal(&self) -> bool {
         matches!(self, Self::NextToken)
+    }
+}
+
+/// ELECTRA's settings as the model sees them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ElectraObjective {
+    /// The generator's input: which tokens are masked (and so replaced by samples).
+    pub mask: MlmMaskConfig,
+    /// The generator's width and feed-forward size as a share of the discriminator's.
+    pub generator_width: f64,
+    /// Weight of the detection loss against the generator's MLM loss (ELECTRA: 50).
+    pub discriminator_weight: f64,
+}
+
+impl ElectraObjective {
+    /// The generator for `discriminator`: the same depth, vocabulary and positions at
+    /// `generator_width` of its width and feed-forward size, one attention head per 64 dims
+    /// (ELECTRA's rule), never causal.
+    pub fn generator_config(&self, discriminator: &TextEncoderConfig) -> TextEncoderConfig {
+        let scaled = |n: usize| ((n as f64 * self.generator_width).round() as usize).max(1);
+        let d_model = scaled(discriminator.d_model);
+        discriminator
+            .clone()
+            .with_d_model(d_model)
+            .with_d_ff(scaled(discriminator.d_ff))
+            .with_n_heads(if d_model % 64 == 0 { d_model / 64 } else { 1 })
+            .with_causal(false)
     }
 }
 
