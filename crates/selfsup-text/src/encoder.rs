@@ -1,6 +1,7 @@
 //! Transformer text encoder: token + learned position embeddings, burn's `TransformerEncoder`
 //! (post-norm as BERT, or pre-norm), optional causal mask, and [CLS] or mean pooling.
 
+use burn::module::Param;
 use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{
@@ -34,6 +35,47 @@ pub struct TextEncoderConfig {
     /// Position t attends only to positions <= t (GPT-style language modelling).
     #[config(default = false)]
     pub causal: bool,
+    /// How the (learned) position table starts.
+    #[config(default = "PositionInit::Normal")]
+    pub position_init: PositionInit,
+}
+
+/// The starting values of a [`TextEncoder`]'s learned position table.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum PositionInit {
+    /// N(0, 0.02), as BERT: unrelated random vectors, so attention must learn the order.
+    Normal,
+    /// The Transformer's sinusoids (Vaswani et al., 2017), scaled to the token embeddings'
+    /// std of 0.02: position t + k is a fixed rotation of position t, so one attention map can
+    /// look at "the previous token" at every t from the first step.
+    Sinusoidal,
+}
+
+impl std::str::FromStr for PositionInit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "normal" => Ok(Self::Normal),
+            "sinusoidal" => Ok(Self::Sinusoidal),
+            _ => Err(format!(
+                "position_init must be \"normal\" or \"sinusoidal\", got {s:?}"
+            )),
+        }
+    }
+}
+
+/// `[len, d]` sinusoids: `sin(t / 10000^(2i/d))` at column 2i, `cos` at 2i + 1, times `scale`.
+pub fn sinusoid_table(len: usize, d: usize, scale: f32) -> Vec<f32> {
+    let mut table = vec![0f32; len * d];
+    for t in 0..len {
+        for c in 0..d {
+            let frequency = 10000f64.powf(-((c / 2 * 2) as f64) / d as f64);
+            let angle = t as f64 * frequency;
+            let v = if c % 2 == 0 { angle.sin() } else { angle.cos() };
+            table[t * d + c] = (v as f32) * scale;
+        }
+    }
+    table
 }
 
 impl TextEncoderConfig {
@@ -62,9 +104,18 @@ impl TextEncoderConfig {
                 })
                 .init(device)
         };
+        let mut positions = embedding(self.max_len);
+        if self.position_init == PositionInit::Sinusoidal {
+            // Each sinusoid has mean square 1/2, so × 0.02·√2 gives the tokens' std.
+            let table = sinusoid_table(self.max_len, self.d_model, 0.02 * std::f32::consts::SQRT_2);
+            positions.weight = Param::from_tensor(Tensor::from_data(
+                TensorData::new(table, [self.max_len, self.d_model]),
+                device,
+            ));
+        }
         TextEncoder {
             tokens: embedding(self.vocab_size),
-            positions: embedding(self.max_len),
+            positions,
             embed_norm: LayerNormConfig::new(self.d_model).init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
             transformer: TransformerEncoderConfig::new(
@@ -344,6 +395,47 @@ mod tests {
         assert_eq!("mean".parse::<Pooling>(), Ok(Pooling::Mean));
         assert_eq!("last".parse::<Pooling>(), Ok(Pooling::Last));
         assert!("max".parse::<Pooling>().unwrap_err().contains("cls"));
+    }
+
+    #[test]
+    fn sinusoidal_positions_are_rotations_of_each_other_at_the_tokens_scale() {
+        let (len, d) = (64, 16);
+        let table = sinusoid_table(len, d, 1.0);
+        // Hand-checked entries: t = 0 is [0, 1, 0, 1, …]; t = 1, pair 1: sin/cos(10000^(-2/16)).
+        assert_eq!(&table[..4], &[0.0, 1.0, 0.0, 1.0]);
+        let f = 10000f32.powf(-2.0 / 16.0);
+        assert!((table[d + 2] - f.sin()).abs() < 1e-6 && (table[d + 3] - f.cos()).abs() < 1e-6);
+        // <p_t, p_(t+k)> depends on k alone: one query/key map finds "k tokens back" anywhere.
+        let dot = |a: usize, b: usize| -> f32 {
+            (0..d).map(|c| table[a * d + c] * table[b * d + c]).sum()
+        };
+        for k in [1, 3, 10] {
+            for t in [0, 7, 40] {
+                assert!((dot(t, t + k) - dot(0, k)).abs() < 1e-3, "k {k}, t {t}");
+            }
+        }
+        // In the encoder, scaled to the token embeddings' std (0.02) and still trained.
+        let device = Device::flex().autodiff();
+        let enc = tiny()
+            .with_max_len(64)
+            .with_position_init(PositionInit::Sinusoidal)
+            .init(&device);
+        let p = enc
+            .positions
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let std = (p.iter().map(|x| x * x).sum::<f32>() / p.len() as f32).sqrt();
+        assert!((std - 0.02).abs() < 1e-3, "std {std}");
+        assert!(enc.positions.weight.is_require_grad());
+        assert!(
+            "rope"
+                .parse::<PositionInit>()
+                .unwrap_err()
+                .contains("sinusoidal")
+        );
     }
 
     #[test]

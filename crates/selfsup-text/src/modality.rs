@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::TextError;
 use crate::dataset::{TextFormat, TextSource};
 use crate::electra::ElectraModel;
-use crate::encoder::{Pooling, TextEncoder, TextEncoderConfig, TokenBatch};
+use crate::encoder::{Pooling, PositionInit, TextEncoder, TextEncoderConfig, TokenBatch};
 use crate::methods::TextMethod;
 use crate::models::{LmBatch, LmMetrics, LmModel, Objective};
 use crate::tokenizer::{SpecialIds, TextTokenizer, WordPieceConfig};
@@ -100,6 +100,8 @@ pub struct TextEncoderSettings {
     pub dropout: f64,
     /// Pre-norm blocks (and a final LayerNorm) instead of BERT's post-norm.
     pub norm_first: bool,
+    /// The learned position table's start: `normal` (BERT's N(0, 0.02)) or `sinusoidal`.
+    pub position_init: String,
 }
 
 impl Default for TextEncoderSettings {
@@ -113,6 +115,7 @@ impl Default for TextEncoderSettings {
             d_ff: e.d_ff,
             dropout: e.dropout,
             norm_first: e.norm_first,
+            position_init: "normal".into(),
         }
     }
 }
@@ -137,14 +140,18 @@ impl TextEncoderSettings {
     /// The encoder for `vocab_size` tokens and sequences of up to `max_len`; errors name the
     /// `text_encoder` key.
     pub fn encoder_config(&self, vocab_size: usize, max_len: usize) -> Result<TextEncoderConfig> {
-        let c = TextEncoderConfig::new(vocab_size)
-            .with_d_model(self.d_model)
-            .with_n_layers(self.n_layers)
-            .with_n_heads(self.n_heads)
-            .with_d_ff(self.d_ff)
-            .with_max_len(max_len)
-            .with_dropout(self.dropout)
-            .with_norm_first(self.norm_first);
+        let c =
+            TextEncoderConfig::new(vocab_size)
+                .with_d_model(self.d_model)
+                .with_n_layers(self.n_layers)
+                .with_n_heads(self.n_heads)
+                .with_d_ff(self.d_ff)
+                .with_max_len(max_len)
+                .with_dropout(self.dropout)
+                .with_norm_first(self.norm_first)
+                .with_position_init(self.position_init.parse::<PositionInit>().map_err(|e| {
+                    Error::msg(format!("config `text_encoder.position_init`: {e}"))
+                })?);
         c.validate()
             .map_err(|e| Error::msg(format!("config `text_encoder`: {e}")))?;
         for (key, v, max) in [

@@ -321,6 +321,11 @@ fn bad_text_inputs_are_named() {
         &["text_encoder", "n_heads"],
     );
     fails_with(&["text.pooling=\"max\""], "h", &["text.pooling"]);
+    fails_with(
+        &["text_encoder.position_init=\"rope\""],
+        "h2",
+        &["text_encoder.position_init", "sinusoidal"],
+    );
     fails_with(&["text.max_len=2"], "i", &["text.max_len"]);
     fails_with(
         &["text.heldout_every=1000"],
