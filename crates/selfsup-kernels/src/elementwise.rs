@@ -1,5 +1,6 @@
 //! The Transformer's element-wise hot paths on `f32` slices: exact (erf) GELU and its
-//! derivative, row softmax and its backward, and dropout masks.
+//! derivative, row softmax and its backward, and dropout masks; and the ResNet's residual
+//! sum + ReLU.
 //!
 //! On flex, burn evaluates `erf` and `exp` one scalar libm call at a time and draws dropout
 //! masks from one ChaCha stream on one thread; in a BERT-mini MLM step those three took about
@@ -105,6 +106,31 @@ pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
             let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
             let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
             *dx = dy * (cdf + x * pdf);
+        }
+    })
+}
+
+/// `max(a + b, 0)`: a ResNet block's residual sum and ReLU in one pass.
+pub fn add_relu_forward(a: &[f32], b: &[f32]) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "add_relu: a and b differ in length");
+    par_fill(a.len(), CHUNK, |start, y| {
+        for ((y, &a), &b) in y.iter_mut().zip(&a[start..]).zip(&b[start..]) {
+            *y = (a + b).max(0.0);
+        }
+    })
+}
+
+/// `dy` where the ReLU's output `y` is positive, else 0: the gradient of a ReLU read from its
+/// output (`y > 0` exactly where the input was), so the input need not be kept.
+pub fn relu_backward_from_output(y: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert_eq!(
+        y.len(),
+        dy.len(),
+        "relu_backward: y and dy differ in length"
+    );
+    par_fill(y.len(), CHUNK, |start, dx| {
+        for ((dx, &y), &dy) in dx.iter_mut().zip(&y[start..]).zip(&dy[start..]) {
+            *dx = if y > 0.0 { dy } else { 0.0 };
         }
     })
 }

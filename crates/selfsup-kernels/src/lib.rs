@@ -90,6 +90,17 @@ pub trait GeluKernels: burn::backend::Backend {
     fn gelu_erf_grad(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
+/// `relu(a + b)` with the ReLU's gradient read from its output.
+#[backend_extension(Flex, Autodiff)]
+pub trait AddReluKernels: burn::backend::Backend {
+    fn add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// ∂L/∂(a + b) from the output `y` and ∂L/∂y.
+    fn relu_grad_from_output(
+        y: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
 /// Softmax of `scale · x` along the last axis, with its gradient (from the output).
 #[backend_extension(Flex, Autodiff)]
 pub trait SoftmaxKernels: burn::backend::Backend {
@@ -266,6 +277,27 @@ impl GeluKernels for Flex {
     }
 }
 
+impl AddReluKernels for Flex {
+    fn add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        assert_f32(&a, "add_relu");
+        assert_eq!(
+            a.layout().shape(),
+            b.layout().shape(),
+            "add_relu: a and b differ in shape"
+        );
+        let (a, b) = (a.to_contiguous(), b.to_contiguous());
+        same_shape(elementwise::add_relu_forward(a.storage(), b.storage()), &a)
+    }
+
+    fn relu_grad_from_output(y: FlexTensor, output_grad: FlexTensor) -> FlexTensor {
+        let (y, dy) = (y.to_contiguous(), output_grad.to_contiguous());
+        same_shape(
+            elementwise::relu_backward_from_output(y.storage(), dy.storage()),
+            &y,
+        )
+    }
+}
+
 impl SoftmaxKernels for Flex {
     fn softmax_last(x: FlexTensor, scale: f64) -> FlexTensor {
         assert_f32(&x, "softmax_last");
@@ -404,6 +436,53 @@ impl<B: Backend + GeluKernels, C: CheckpointStrategy> GeluKernels for Autodiff<B
     fn gelu_erf_grad(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
         FloatTensor::<Self>::new(B::gelu_erf_grad(
             x.into_primitive(),
+            output_grad.into_primitive(),
+        ))
+    }
+}
+
+/// Records `relu(a + b)` on the autodiff graph; its output travels in the state. burn's
+/// `relu(a + b)` keeps the sum for the backward, a tensor nobody else holds; the output is the
+/// next block's input, which the next convolution keeps anyway, so keeping it costs nothing.
+#[derive(Debug)]
+struct AddReluBackward;
+
+impl<B: Backend + AddReluKernels> Backward<B, 2> for AddReluBackward {
+    type State = B::FloatTensorPrimitive;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let dx = B::relu_grad_from_output(ops.state, grad);
+        for parent in ops.parents.into_iter().flatten() {
+            grads.register::<B>(parent.id, dx.clone());
+        }
+    }
+}
+
+impl<B: Backend + AddReluKernels, C: CheckpointStrategy> AddReluKernels for Autodiff<B, C> {
+    fn add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        match AddReluBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::add_relu(a.into_primitive(), b.into_primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::add_relu(a.into_primitive(), b.into_primitive()))
+            }
+        }
+    }
+
+    /// No double backward: computed untracked.
+    fn relu_grad_from_output(
+        y: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(B::relu_grad_from_output(
+            y.into_primitive(),
             output_grad.into_primitive(),
         ))
     }
@@ -754,6 +833,20 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// `relu(a + b)` (a ResNet block's residual output): on flex in f32 one pass whose backward
+/// reads the output instead of keeping the sum (one activation less per block), burn's ops
+/// elsewhere. Differentiable either way.
+pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    if kernels_take(&a) && b.dtype() == burn::tensor::DType::F32 {
+        Tensor::from_dispatch(<Dispatch as AddReluKernels>::add_relu(
+            a.into_dispatch(),
+            b.into_dispatch(),
+        ))
+    } else {
+        burn::tensor::activation::relu(a + b)
+    }
+}
+
 /// `softmax(scale · x)` along the last axis (`scale` > 0; attention's 1/√d_k folded in):
 /// selfsup's kernel on flex in f32, burn's `softmax` elsewhere. Differentiable either way.
 pub fn softmax_last<const D: usize>(x: Tensor<D>, scale: f64) -> Tensor<D> {
@@ -918,6 +1011,38 @@ mod tests {
             assert_close(gx, gx_ref, 1e-5, &format!("{what} input grad"));
             assert_close(gw, gw_ref, 1e-5, &format!("{what} weight grad"));
         }
+    }
+
+    /// The fused residual `relu(a + b)` equals burn's add then relu, values and both gradients
+    /// exactly (the same f32 operations; the ReLU mask read from the output is the input's).
+    #[test]
+    fn add_relu_matches_burn_and_keeps_only_its_output() {
+        let device = Device::flex().autodiff();
+        let a = Tensor::<4>::random([3, 4, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+        // Some sums exactly 0, where the ReLU's gradient convention matters.
+        let b = Tensor::<4>::random([3, 4, 5, 5], Distribution::Normal(0.0, 1.0), &device)
+            .mask_where(
+                Tensor::<4>::random([3, 4, 5, 5], Distribution::Default, &device).lower_elem(0.1),
+                a.clone().neg(),
+            );
+        let dy = Tensor::<4>::random([3, 4, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let (a, b) = (a.clone().require_grad(), b.clone().require_grad());
+            let y = if fused {
+                add_relu(a.clone(), b.clone())
+            } else {
+                burn::tensor::activation::relu(a.clone() + b.clone())
+            };
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            (y.inner(), a.grad(&grads).unwrap(), b.grad(&grads).unwrap())
+        };
+        let (y, ga, gb) = run(true);
+        let (y_ref, ga_ref, gb_ref) = run(false);
+        assert_close(y, y_ref, 0.0, "forward");
+        assert_close(ga, ga_ref, 0.0, "grad a");
+        assert_close(gb, gb_ref, 0.0, "grad b");
+        let zeros: f32 = (a + b).equal_elem(0.0).float().sum().into_scalar();
+        assert!(zeros > 0.0, "the test has no sum at exactly 0");
     }
 
     /// Fused BatchNorm(+ReLU) equals burn's BatchNorm then relu: output, running statistics,

@@ -5,7 +5,6 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
 /// The first layers of the network, before the residual stages.
@@ -153,7 +152,9 @@ impl Block {
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
             out = norm(bn3, conv_forward(conv3, out), false, Part::Backbone);
         }
-        relu(out + identity)
+        // Fused: keeps the block output (the next block's input, kept by its convolution
+        // anyway) for the backward rather than the sum (one activation per block less).
+        selfsup_kernels::add_relu(out, identity)
     }
 }
 
