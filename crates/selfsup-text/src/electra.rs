@@ -142,15 +142,11 @@ impl ElectraModel {
         seed: u64,
         batch: usize,
     ) -> (LmMetrics, f64) {
-        let vocab = self.backbone.vocab_size();
-        let device = self.backbone.tokens.weight.device();
-        let indices: Vec<usize> = (0..seqs.len()).collect();
         let (mut correct, mut count) = (0usize, 0usize);
         let lm = LmMetrics::from_batches(
-            seqs.chunks(batch.max(1))
-                .zip(indices.chunks(batch.max(1)))
-                .map(|(s, i)| {
-                    let b = objective.batch(s, i, special, vocab, (seed, 0), &device);
+            objective
+                .evaluation_batches(seqs, special, &self.backbone, seed, batch)
+                .map(|b| {
                     let out = self.forward(&b).1;
                     correct += out.detection.correct();
                     count += out.detection.count();
@@ -192,16 +188,8 @@ pub fn sample_tokens(logits: &[f32], vocab: usize, rng: &mut SampleRng) -> Vec<u
 mod tests {
     use super::*;
     use crate::masking::MlmMaskConfig;
+    use crate::models::tests::{SPECIAL, adamw, corpus};
     use burn::optim::GradientsParams;
-    use selfsup_methods::optim::{OptimizerConfig, OptimizerKind};
-
-    const SPECIAL: SpecialIds = SpecialIds {
-        pad: 0,
-        unk: 1,
-        cls: 2,
-        sep: 3,
-        mask: 4,
-    };
 
     #[test]
     fn samples_follow_the_softmax() {
@@ -235,19 +223,8 @@ mod tests {
         assert!(g.validate().is_ok());
     }
 
-    /// Sequences of a deterministic grammar (after word w comes w + 1, cycling in 5..30): a
-    /// replaced token breaks the pattern, so it is detectable from its neighbours.
-    fn corpus(n: usize) -> Vec<Vec<u32>> {
-        (0..n)
-            .map(|i| {
-                let mut s = vec![2];
-                s.extend((0..8 + i % 5).map(|j| 5 + ((i * 3 + j) % 25) as u32));
-                s.push(3);
-                s
-            })
-            .collect()
-    }
-
+    /// On `corpus`'s grammar (after word w comes w + 1) a replaced token breaks the pattern, so
+    /// it is detectable from its neighbours.
     #[test]
     fn discriminator_learns_to_detect_replacements() {
         let device = Device::flex().autodiff();
@@ -274,17 +251,7 @@ mod tests {
         let idx: Vec<usize> = (0..data.len()).collect();
         let mut model = ElectraModel::new(&encoder, &objective, &device);
         assert_eq!(model.generator.backbone.d_model, 16);
-        let mut optim = OptimizerConfig {
-            kind: OptimizerKind::AdamW {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-            },
-            weight_decay: 0.0,
-            exclude_bias_and_norm: true,
-        }
-        .init()
-        .unwrap();
+        let mut optim = adamw();
         let score = |m: &ElectraModel| m.valid().evaluate(&data, &o, &SPECIAL, 9, 16);
         let (lm_before, _) = score(&model);
         // The same batch twice gives the same corruption (seeded sampling).

@@ -50,6 +50,16 @@ impl TextMethod {
     }
 }
 
+/// The masking keys (shared by mlm and electra), named together in an error.
+fn validate_mask(mask: &MlmMaskConfig) -> Result<(), MethodError> {
+    mask.validate().map_err(|e| {
+        MethodError::setting(
+            "mask_probability` / `method.mask_fraction` / `method.random_fraction",
+            format!(": {e}"),
+        )
+    })
+}
+
 /// Masked language modelling's `[method]` settings: BERT's dynamic masking.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -88,12 +98,7 @@ impl MethodSettings for MlmConfig {
     const NAME: &'static str = "mlm";
 
     fn validate(&self) -> Result<(), MethodError> {
-        self.mask().validate().map_err(|e| {
-            MethodError::setting(
-                "mask_probability` / `method.mask_fraction` / `method.random_fraction",
-                format!(": {e}"),
-            )
-        })
+        validate_mask(&self.mask())
     }
 }
 
@@ -164,12 +169,7 @@ impl MethodSettings for ElectraConfig {
     const NAME: &'static str = "electra";
 
     fn validate(&self) -> Result<(), MethodError> {
-        self.objective().mask.validate().map_err(|e| {
-            MethodError::setting(
-                "mask_probability` / `method.mask_fraction` / `method.random_fraction",
-                format!(": {e}"),
-            )
-        })?;
+        validate_mask(&self.objective().mask)?;
         if !(self.generator_width > 0.0 && self.generator_width <= 1.0) {
             return Err(MethodError::setting(
                 "generator_width",

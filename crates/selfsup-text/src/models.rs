@@ -72,6 +72,26 @@ impl Objective {
     pub fn is_causal(&self) -> bool {
         matches!(self, Self::NextToken)
     }
+
+    /// `seqs` in batches of `batch` for scoring `encoder`'s model: masks and samples drawn from
+    /// `(seed, epoch 0)` and each sequence's index in `seqs`, so that evaluations at different
+    /// steps score the same positions.
+    pub fn evaluation_batches<'a>(
+        &'a self,
+        seqs: &'a [Vec<u32>],
+        special: &'a SpecialIds,
+        encoder: &TextEncoder,
+        seed: u64,
+        batch: usize,
+    ) -> impl Iterator<Item = LmBatch> + 'a {
+        let vocab = encoder.vocab_size();
+        let device = encoder.tokens.weight.device();
+        let batch = batch.max(1);
+        seqs.chunks(batch).enumerate().map(move |(n, s)| {
+            let indices: Vec<usize> = (n * batch..n * batch + s.len()).collect();
+            self.batch(s, &indices, special, vocab, (seed, 0), &device)
+        })
+    }
 }
 
 /// ELECTRA's settings as the model sees them.
@@ -150,15 +170,10 @@ impl LmModel {
         seed: u64,
         batch: usize,
     ) -> LmMetrics {
-        let vocab = self.backbone.vocab_size();
-        let device = self.backbone.tokens.weight.device();
-        let indices: Vec<usize> = (0..seqs.len()).collect();
         LmMetrics::from_batches(
-            seqs.chunks(batch.max(1))
-                .zip(indices.chunks(batch.max(1)))
-                .map(|(s, i)| {
-                    self.loss(&objective.batch(s, i, special, vocab, (seed, 0), &device))
-                }),
+            objective
+                .evaluation_batches(seqs, special, &self.backbone, seed, batch)
+                .map(|b| self.loss(&b)),
         )
     }
 }
@@ -267,13 +282,13 @@ impl LmMetrics {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::Pooling;
     use burn::optim::GradientsParams;
     use selfsup_methods::optim::{OptimizerConfig, OptimizerKind};
 
-    const SPECIAL: SpecialIds = SpecialIds {
+    pub(crate) const SPECIAL: SpecialIds = SpecialIds {
         pad: 0,
         unk: 1,
         cls: 2,
@@ -292,7 +307,7 @@ mod tests {
     }
 
     /// Sequences of a deterministic grammar: after word w comes w + 1 (cycling in 5..30).
-    fn corpus(n: usize) -> Vec<Vec<u32>> {
+    pub(crate) fn corpus(n: usize) -> Vec<Vec<u32>> {
         (0..n)
             .map(|i| {
                 let mut s = vec![2];
@@ -303,7 +318,7 @@ mod tests {
             .collect()
     }
 
-    fn adamw() -> selfsup_methods::optim::Optimizer {
+    pub(crate) fn adamw() -> selfsup_methods::optim::Optimizer {
         OptimizerConfig {
             kind: OptimizerKind::AdamW {
                 beta1: 0.9,

@@ -40,6 +40,35 @@ fn epochs(run_dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Interrupted after epoch 1 and resumed (with `out`'s tokenizer.json loaded through
+/// `text.tokenizer`), a 2-epoch run of `cfg` ends with `out`'s epoch-2 checkpoint and tokenizer.
+fn assert_resume_reproduces(cfg: &str, data: &Path, out: &Path, split: &Path) {
+    let tokenizer = format!(
+        "text.tokenizer=\"{}\"",
+        out.join("tokenizer.json").display()
+    );
+    let o = run(pretrain_cmd(cfg, data, split, &[&tokenizer]).args(["--stop-after", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!split.join("checkpoints/epoch_0002.safetensors").exists());
+    let o = run(bin()
+        .args(["pretrain", "--quiet", "--resume", "--out"])
+        .arg(split));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resuming after epoch 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert_same_tensors(
+        &split.join("checkpoints/epoch_0002.safetensors"),
+        &out.join("checkpoints/epoch_0002.safetensors"),
+    );
+    assert_eq!(
+        std::fs::read_to_string(split.join("tokenizer.json")).unwrap(),
+        std::fs::read_to_string(out.join("tokenizer.json")).unwrap()
+    );
+}
+
 #[test]
 fn mlm_pretrain_resume_finetune_prove_report() {
     let dir = scratch("text");
@@ -85,32 +114,7 @@ fn mlm_pretrain_resume_finetune_prove_report() {
     assert_eq!(tensors["model.head.bias"].len(), vocab);
     assert!(tensors.keys().any(|k| k.starts_with("optim.")));
 
-    // Interrupted after epoch 1 and resumed: the same epoch-2 checkpoint as the run above
-    // (with the run's tokenizer.json loaded through `text.tokenizer`).
-    let split = dir.join("split");
-    let tokenizer = format!(
-        "text.tokenizer=\"{}\"",
-        out.join("tokenizer.json").display()
-    );
-    let o = run(
-        pretrain_cmd("mlm_text.toml", &data, &split, &[&tokenizer]).args(["--stop-after", "1"])
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!split.join("checkpoints/epoch_0002.safetensors").exists());
-    let o = run(bin()
-        .args(["pretrain", "--quiet", "--resume", "--out"])
-        .arg(&split));
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("resuming after epoch 1"),
-        "{}",
-        stderr(&o)
-    );
-    assert_same_tensors(&split.join("checkpoints/epoch_0002.safetensors"), &ckpt);
-    assert_eq!(
-        std::fs::read_to_string(split.join("tokenizer.json")).unwrap(),
-        std::fs::read_to_string(out.join("tokenizer.json")).unwrap()
-    );
+    assert_resume_reproduces("mlm_text.toml", &data, &out, &dir.join("split"));
 
     // finetune: 5 labels per class, pretrained, from scratch, linear, mean pooling.
     let finetune = |extra: &[&str]| {
@@ -231,20 +235,7 @@ fn electra_pretrains_resumes_and_finetunes_its_discriminator() {
     assert_eq!(tensors["model.head.out.weight"].len(), 32);
     // The replacements are drawn from seeded streams: stopped after epoch 1 and resumed, the
     // run ends with the same weights.
-    let tokenizer = format!(
-        "text.tokenizer=\"{}\"",
-        out.join("tokenizer.json").display()
-    );
-    let split = dir.join("split");
-    let o = run(
-        pretrain_cmd("electra_text.toml", &data, &split, &[&tokenizer]).args(["--stop-after", "1"]),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(bin()
-        .args(["pretrain", "--quiet", "--resume", "--out"])
-        .arg(&split));
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_same_tensors(&split.join("checkpoints/epoch_0002.safetensors"), &ckpt);
+    assert_resume_reproduces("electra_text.toml", &data, &out, &dir.join("split"));
     // Fine-tuning loads the discriminator.
     let o = run(bin()
         .args(["finetune", "--quiet", "--checkpoint"])
