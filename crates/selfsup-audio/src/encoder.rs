@@ -8,7 +8,7 @@ use burn::nn::{
     LayerNorm, LayerNormConfig, PaddingConfig1d, PositionalEncoding, PositionalEncodingConfig,
 };
 use burn::prelude::*;
-use selfsup_models::transformer::{encoder_forward, gelu};
+use selfsup_models::transformer::{encoder_forward, gelu, layer_norm};
 
 pub use selfsup_models::mean_pool;
 use selfsup_models::validate_encoder_sizes;
@@ -135,16 +135,19 @@ impl AudioEncoder {
         for conv in &self.convs {
             x = gelu(conv.forward(x)) * valid.clone();
         }
-        let latents = self.conv_norm.forward(x.swap_dims(1, 2));
+        let latents = layer_norm(&self.conv_norm, x.swap_dims(1, 2));
         let causal_mask = self
             .causal
             .then(|| generate_autoregressive_mask(b, t, &latents.device()));
-        let context = self.norm.forward(encoder_forward(
-            &self.transformer,
-            self.positions.forward(latents.clone()),
-            Some(pad_mask),
-            causal_mask,
-        ));
+        let context = layer_norm(
+            &self.norm,
+            encoder_forward(
+                &self.transformer,
+                self.positions.forward(latents.clone()),
+                Some(pad_mask),
+                causal_mask,
+            ),
+        );
         EncoderOutput { latents, context }
     }
 

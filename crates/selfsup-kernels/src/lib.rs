@@ -10,6 +10,7 @@
 pub mod batch_norm;
 pub mod conv;
 pub mod elementwise;
+pub mod layer_norm;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -99,6 +100,27 @@ pub trait AddReluKernels: burn::backend::Backend {
         y: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+}
+
+/// LayerNorm over the last axis with its three gradients.
+#[backend_extension(Flex, Autodiff)]
+pub trait LayerNormKernels: burn::backend::Backend {
+    /// `(y, mean, rstd)`: `y = γ·(x − mean)·rstd + β`, `mean` and `rstd = 1/√(var + ε)` per row
+    /// (shape `[rows]`, rows = all axes but the last).
+    fn layer_norm_last(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// `(∂L/∂x, ∂L/∂γ, ∂L/∂β)` from `∂L/∂y` and the statistics the forward returned.
+    fn layer_norm_last_grads(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Softmax of `scale · x` along the last axis, with its gradient (from the output).
@@ -535,6 +557,125 @@ impl<B: Backend + SoftmaxKernels, C: CheckpointStrategy> SoftmaxKernels for Auto
     }
 }
 
+impl LayerNormKernels for Flex {
+    fn layer_norm_last(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        assert!(
+            [x.dtype(), gamma.dtype(), beta.dtype()] == [DType::F32; 3],
+            "layer_norm_last: f32 only (selfsup_kernels::layer_norm routes other dtypes to burn)"
+        );
+        let [x, gamma, beta] = [x, gamma, beta].map(|t| t.to_contiguous());
+        let (y, mean, rstd) =
+            layer_norm::forward(x.storage(), gamma.storage(), beta.storage(), epsilon as f32);
+        (same_shape(y, &x), flex_vec(mean), flex_vec(rstd))
+    }
+
+    fn layer_norm_last_grads(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        rstd: FlexTensor,
+        output_grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let [x, gamma, mean, rstd, dy] =
+            [x, gamma, mean, rstd, output_grad].map(|t| t.to_contiguous());
+        let (dx, dgamma, dbeta) = layer_norm::backward(
+            x.storage(),
+            gamma.storage(),
+            mean.storage(),
+            rstd.storage(),
+            dy.storage(),
+        );
+        (same_shape(dx, &x), flex_vec(dgamma), flex_vec(dbeta))
+    }
+}
+
+/// Records the LayerNorm on the autodiff graph keeping the input and γ (checkpointed) and the
+/// per-row statistics (state), not burn's centred and normalised copies of the input.
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl<B: Backend + LayerNormKernels> Backward<B, 3> for LayerNormBackward {
+    type State = (
+        [NodeId; 2],
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+    );
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let ([x_id, gamma_id], mean, rstd) = ops.state;
+        let x = ckpt.retrieve_node_output::<B::FloatTensorPrimitive>(x_id);
+        let gamma = ckpt.retrieve_node_output::<B::FloatTensorPrimitive>(gamma_id);
+        let (dx, dgamma, dbeta) = B::layer_norm_last_grads(x, gamma, mean, rstd, grad);
+        for (parent, g) in ops.parents.into_iter().zip([dx, dgamma, dbeta]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+impl<B: Backend + LayerNormKernels, C: CheckpointStrategy> LayerNormKernels for Autodiff<B, C> {
+    fn layer_norm_last(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let untracked = FloatTensor::<Self>::new;
+        match LayerNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let ids = [prep.checkpoint(&x), prep.checkpoint(&gamma)];
+                let (y, mean, rstd) = B::layer_norm_last(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                let state = (ids, mean.clone(), rstd.clone());
+                (prep.finish(state, y), untracked(mean), untracked(rstd))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, mean, rstd) = B::layer_norm_last(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                (prep.finish(y), untracked(mean), untracked(rstd))
+            }
+        }
+    }
+
+    /// No double backward: computed untracked.
+    fn layer_norm_last_grads(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dx, dgamma, dbeta) = B::layer_norm_last_grads(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            mean.into_primitive(),
+            rstd.into_primitive(),
+            output_grad.into_primitive(),
+        );
+        let wrap = FloatTensor::<Self>::new;
+        (wrap(dx), wrap(dgamma), wrap(dbeta))
+    }
+}
+
 impl BatchNormKernels for Flex {
     fn batch_norm_train_nchw(
         x: FlexTensor,
@@ -847,6 +988,38 @@ pub fn add_relu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// `ln.forward(x)` (LayerNorm over the last axis): on flex in f32 with a bias, one op that keeps
+/// the input and per-row statistics for its backward ([`LayerNormKernels`]); burn's
+/// `LayerNorm` elsewhere. Differentiable either way.
+pub fn layer_norm<const D: usize>(ln: &burn::nn::LayerNorm, x: Tensor<D>) -> Tensor<D> {
+    let (Some(beta), Some(epsilon)) = (ln.beta.as_ref(), layer_norm_epsilon(ln)) else {
+        return ln.forward(x);
+    };
+    if !kernels_take(&x) {
+        return ln.forward(x);
+    }
+    let (y, _, _) = <Dispatch as LayerNormKernels>::layer_norm_last(
+        x.into_dispatch(),
+        ln.gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
+        epsilon,
+    );
+    Tensor::from_dispatch(y)
+}
+
+/// `ln`'s ε. burn keeps it private; its display (`ModuleDisplay::custom_content`) writes it
+/// with `f64`'s `Display`, which reads back exactly. `None` (and burn's own forward) if a
+/// later burn changes that.
+pub fn layer_norm_epsilon(ln: &burn::nn::LayerNorm) -> Option<f64> {
+    use burn::module::{Content, DisplaySettings, ModuleDisplay};
+    let content = ln.custom_content(Content::new(DisplaySettings::new()))?;
+    content
+        .attributes
+        .iter()
+        .find(|a| a.name == "epsilon")
+        .and_then(|a| a.value.parse().ok())
+}
+
 /// `softmax(scale · x)` along the last axis (`scale` > 0; attention's 1/√d_k folded in):
 /// selfsup's kernel on flex in f32, burn's `softmax` elsewhere. Differentiable either way.
 pub fn softmax_last<const D: usize>(x: Tensor<D>, scale: f64) -> Tensor<D> {
@@ -959,7 +1132,7 @@ mod tests {
         burn::tensor::module::conv2d(x, w, None, burn_options(stride, padding))
     }
 
-    fn assert_close(a: Tensor<4>, b: Tensor<4>, tol: f32, what: &str) {
+    fn assert_close<const D: usize>(a: Tensor<D>, b: Tensor<D>, tol: f32, what: &str) {
         assert_eq!(a.dims(), b.dims(), "{what}: shapes");
         let diff: f32 = (a - b.clone()).abs().max().into_scalar();
         let scale: f32 = b.abs().max().into_scalar();
@@ -1015,6 +1188,72 @@ mod tests {
 
     /// The fused residual `relu(a + b)` equals burn's add then relu, values and both gradients
     /// exactly (the same f32 operations; the ReLU mask read from the output is the input's).
+    /// Values and the gradients of input, γ and β equal burn's `LayerNorm` (its composite ops
+    /// under autodiff) for ε 1e−5 (burn's default) and 1e−6 (the ViT's), with γ and β away
+    /// from 1 and 0; without a bias burn's own forward runs.
+    #[test]
+    fn layer_norm_matches_burn_values_and_gradients() {
+        let shift =
+            |device: &Device| Tensor::<1>::random([24], Distribution::Normal(0.0, 0.3), device);
+        use burn::nn::LayerNormConfig;
+        let device = Device::flex().autodiff();
+        for (epsilon, bias) in [(1e-5, true), (1e-6, true), (1e-5, false)] {
+            let what = format!("epsilon {epsilon}, bias {bias}");
+            let mut ln = LayerNormConfig::new(24)
+                .with_epsilon(epsilon)
+                .with_bias(bias)
+                .init(&device);
+            assert_eq!(
+                layer_norm_epsilon(&ln),
+                Some(epsilon),
+                "{what}: epsilon read back"
+            );
+            ln.gamma = ln
+                .gamma
+                .map(|g| (g + shift(&device)).detach().require_grad());
+            ln.beta = ln
+                .beta
+                .map(|b| b.map(|b| (b + shift(&device)).detach().require_grad()));
+            // Rows with different means and scales, down to nearly constant ones.
+            let x = Tensor::<3>::random([4, 9, 24], Distribution::Normal(0.0, 1.0), &device)
+                .mul(Tensor::<3>::random(
+                    [4, 9, 1],
+                    Distribution::Uniform(0.01, 3.0),
+                    &device,
+                ))
+                .add(Tensor::<3>::random(
+                    [4, 9, 1],
+                    Distribution::Normal(0.0, 5.0),
+                    &device,
+                ));
+            let dy = Tensor::<3>::random([4, 9, 24], Distribution::Normal(0.0, 1.0), &device);
+            let run = |fused: bool| {
+                let x = x.clone().require_grad();
+                let y = if fused {
+                    layer_norm(&ln, x.clone())
+                } else {
+                    ln.forward(x.clone())
+                };
+                let grads = (y.clone() * dy.clone()).sum().backward();
+                let beta_grad = ln.beta.as_ref().map(|b| b.val().grad(&grads).unwrap());
+                (
+                    y.inner(),
+                    x.grad(&grads).unwrap(),
+                    ln.gamma.val().grad(&grads).unwrap(),
+                    beta_grad,
+                )
+            };
+            let (y, gx, gg, gb) = run(true);
+            let (y_ref, gx_ref, gg_ref, gb_ref) = run(false);
+            assert_close(y, y_ref, 1e-5, &format!("{what}: forward"));
+            assert_close(gx, gx_ref, 1e-4, &format!("{what}: grad x"));
+            assert_close(gg, gg_ref, 1e-4, &format!("{what}: grad gamma"));
+            if let (Some(gb), Some(gb_ref)) = (gb, gb_ref) {
+                assert_close(gb, gb_ref, 1e-5, &format!("{what}: grad beta"));
+            }
+        }
+    }
+
     #[test]
     fn add_relu_matches_burn_and_keeps_only_its_output() {
         let device = Device::flex().autodiff();

@@ -9,6 +9,7 @@ use burn::module::{Param, ParamId};
 use burn::nn::transformer::TransformerEncoder;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use selfsup_models::transformer::{encoder_forward, layer_norm};
 use selfsup_models::vit::{sincos_2d, token_param, transformer};
 use selfsup_models::{Backbone, BackboneConfig, Vit, VitConfig};
 use serde::{Deserialize, Serialize};
@@ -186,14 +187,10 @@ impl Mae {
             .repeat_dim(1, n - mask.num_visible());
         let all = Tensor::cat(vec![visible, hidden], 1).gather(1, mask.restore_index(dd, &device))
             + self.decoder_positions.val();
-        let decoded = self
-            .decoder_norm
-            .forward(selfsup_models::transformer::encoder_forward(
-                &self.decoder,
-                all,
-                None,
-                None,
-            ));
+        let decoded = layer_norm(
+            &self.decoder_norm,
+            encoder_forward(&self.decoder, all, None, None),
+        );
         (self.decoder_pred.forward(decoded), pooled)
     }
 

@@ -1,7 +1,7 @@
 //! The Transformer encoder shared by the text, audio and ViT models: burn's
 //! `TransformerEncoder` module (its parameters, names and initialisation) run by
 //! [`encoder_forward`], which computes what burn's `forward` does with selfsup's kernels for
-//! the element-wise parts (GELU, softmax, dropout masks; see `selfsup_kernels::elementwise`),
+//! the element-wise parts (GELU, softmax, dropout masks; see `selfsup_kernels::elementwise`) and LayerNorm,
 //! and the config checks the modalities share.
 
 use burn::nn::activation::Activation;
@@ -10,7 +10,7 @@ use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, Transfo
 use burn::prelude::*;
 use burn::tensor::activation::quiet_softmax;
 use selfsup_kernels::{attention, softmax_last};
-pub use selfsup_kernels::{dropout, gelu};
+pub use selfsup_kernels::{dropout, gelu, layer_norm};
 
 /// burn's `TransformerEncoder::forward` (post- or pre-norm layers, padding and attention masks
 /// filled with the layers' `min_float` before the softmax) on `x` `[B, T, D]`.
@@ -53,7 +53,7 @@ fn layer_forward(
     recompute_attention: bool,
 ) -> Tensor<3> {
     let attn_in = if layer.norm_first {
-        layer.norm_2.forward(x.clone())
+        layer_norm(&layer.norm_2, x.clone())
     } else {
         x.clone()
     };
@@ -66,16 +66,16 @@ fn layer_forward(
     );
     let mut x = x + dropout(&layer.dropout, attn);
     let ff_in = if layer.norm_first {
-        layer.norm_1.forward(x.clone())
+        layer_norm(&layer.norm_1, x.clone())
     } else {
-        x = layer.norm_1.forward(x);
+        x = layer_norm(&layer.norm_1, x);
         x.clone()
     };
     let x = x + dropout(&layer.dropout, feed_forward(&layer.pwff, ff_in));
     if layer.norm_first {
         x
     } else {
-        layer.norm_2.forward(x)
+        layer_norm(&layer.norm_2, x)
     }
 }
 

@@ -280,13 +280,16 @@ impl Vit {
             }
             None => tokens,
         };
-        self.norm.forward(crate::transformer::encoder_forward_with(
-            &self.blocks,
-            tokens,
-            None,
-            None,
-            self.recompute_attention,
-        ))
+        crate::transformer::layer_norm(
+            &self.norm,
+            crate::transformer::encoder_forward_with(
+                &self.blocks,
+                tokens,
+                None,
+                None,
+                self.recompute_attention,
+            ),
+        )
     }
 
     /// The patch tokens of an [`encode`](Self::encode) output (the [CLS] token dropped).

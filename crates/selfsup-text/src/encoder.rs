@@ -8,7 +8,7 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
 };
 use burn::prelude::*;
-use selfsup_models::transformer::{dropout, encoder_forward};
+use selfsup_models::transformer::{dropout, encoder_forward, layer_norm};
 use selfsup_models::{last_pool, mean_pool, validate_encoder_sizes};
 
 /// Sizes of a [`TextEncoder`]; the defaults are BERT-mini (4 layers, 256 wide, 4 heads,
@@ -194,7 +194,7 @@ impl TextEncoder {
             .slice([0..t])
             .reshape([1, t, self.d_model]);
         let x = self.tokens.forward(batch.ids.clone()) + positions;
-        let x = dropout(&self.dropout, self.embed_norm.forward(x));
+        let x = dropout(&self.dropout, layer_norm(&self.embed_norm, x));
         let causal_mask = self
             .causal
             .then(|| generate_autoregressive_mask(b, t, &device));
@@ -205,7 +205,7 @@ impl TextEncoder {
             causal_mask,
         );
         match &self.final_norm {
-            Some(norm) => norm.forward(out),
+            Some(norm) => layer_norm(norm, out),
             None => out,
         }
     }

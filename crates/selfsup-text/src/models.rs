@@ -6,7 +6,7 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use selfsup_data::SampleRng;
-use selfsup_models::transformer::gelu;
+use selfsup_models::transformer::{gelu, layer_norm};
 
 use crate::encoder::{TextEncoder, TextEncoderConfig, TokenBatch, pad_rows};
 use crate::loss::{IGNORE_INDEX, LmLoss, masked_lm_loss, next_token_labels};
@@ -33,7 +33,7 @@ impl LmHead {
 
     /// The decoder's input at every position, `[B, T, D]`.
     pub fn transform(&self, hidden: Tensor<3>) -> Tensor<3> {
-        self.norm.forward(gelu(self.dense.forward(hidden)))
+        layer_norm(&self.norm, gelu(self.dense.forward(hidden)))
     }
 }
 

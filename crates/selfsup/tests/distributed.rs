@@ -108,14 +108,18 @@ fn assert_same_run(got: &Path, want: &Path, what: &str) {
         );
     }
     let (got, want) = (last_checkpoint(got), last_checkpoint(want));
+    // After three steps two half batches have rounded differently from one whole one: on a host
+    // with AVX2 only (2026-12-08) SimCLR's weights by 2.5e-5 of their scale and its BatchNorm
+    // statistics by 7.0e-5; training on one rank's half batches alone, as if the all-reduce were
+    // missing, moves them by 4.0e-3 and 4.4e-2.
     let (worst, name) = worst_difference(&got, &want, |k| !k.contains(".running_"));
     assert!(
-        worst <= 1e-5,
+        worst <= 2e-4,
         "{what}: `{name}` differs by {worst:e} of its scale"
     );
     let (worst, name) = worst_difference(&got, &want, |k| k.contains(".running_"));
     assert!(
-        worst <= 1e-5,
+        worst <= 2e-4,
         "{what}: `{name}` differs by {worst:e} of its scale"
     );
 }
