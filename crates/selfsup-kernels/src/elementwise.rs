@@ -135,8 +135,8 @@ pub fn relu_backward_from_output(y: &[f32], dy: &[f32]) -> Vec<f32> {
     })
 }
 
-/// Whole rows per rayon job for rows of `len` elements.
-fn rows_per_job(len: usize) -> usize {
+/// Elements per rayon job for rows of `len` elements: whole rows, about [`CHUNK`] in all.
+pub(crate) fn rows_per_job(len: usize) -> usize {
     (CHUNK / len.max(1)).max(1) * len.max(1)
 }
 

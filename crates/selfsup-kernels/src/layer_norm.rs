@@ -8,9 +8,9 @@
 
 use rayon::prelude::*;
 
-/// Rows per rayon job: about 16 k elements, as the element-wise kernels.
+/// Rows per rayon job: as many as the element-wise row kernels give a job.
 fn rows_per_job(width: usize) -> usize {
-    ((1 << 14) / width.max(1)).max(1)
+    crate::elementwise::rows_per_job(width) / width.max(1)
 }
 
 fn check_rows(n: usize, width: usize, op: &str) -> usize {
